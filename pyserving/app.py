@@ -12,10 +12,11 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Optional, Sequence
 
-from pyserving import cli
+from pyserving import cli, gc_policy
 from pyserving.errors import ServingError
 from pyserving.flags import BY_NAME
 
@@ -152,7 +153,7 @@ class ModelServer:
     """Owns every running part; stop() takes them down in the order that drops no request."""
 
     def __init__(self, settings):
-        from pyserving.core.inference import Inference, run_direct
+        from pyserving.core.inference import Inference, pool_submitter, run_direct
         from pyserving.core.server_core import ServerCore
 
         self.settings = settings
@@ -165,34 +166,48 @@ class ModelServer:
             max_load_retries=settings.max_num_load_retries,
             load_retry_interval_s=max(settings.load_retry_interval_micros, 0) / 1e6,
             allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
-            on_state_change=self.metrics.on_state_change if self.metrics else None,
+            on_state_change=self._on_state_change,
         )
         self.batcher = None
-        runner = None
+        runner = submitter = None
+        # Model runs that event-loop callers hand off, without batching (TF Serving runs them on
+        # its request threads; our REST loop has only one, so it gets a pool of that size).
+        self._run_pool = ThreadPoolExecutor(max_workers=max(1, settings.rest_api_num_threads),
+                                            thread_name_prefix="run")
         if settings.enable_batching:
             from pyserving.core.batching import Batcher
 
             self.batcher = Batcher(_batching_params(settings),
                                    on_batch=self.metrics.observe_batch if self.metrics else None)
-            runner = self.batcher.run
+            runner, submitter = self.batcher.run, self.batcher.submit_run
+            logger.info("Batching enabled: %s", self.batcher.params)
+        else:
+            submitter = pool_submitter(self._run_pool)
         if self.metrics is not None:
             runner = self.metrics.timed_runner(runner or run_direct)
-            logger.info("Batching enabled: %s", self.batcher.params)
-        self.inference = Inference(self.core.manager, runner=runner,
+            submitter = self.metrics.timed_submitter(submitter)
+        self.inference = Inference(self.core.manager, runner=runner, submitter=submitter,
                                    check_method_name=settings.enable_signature_method_name_check)
         self.grpc_server = None
         self.rest = None
         self._config_poller: Optional[threading.Thread] = None
         self._stopping = threading.Event()
 
+    def _on_state_change(self, model: str, version: int, state, error) -> None:
+        if self.metrics is not None:
+            self.metrics.on_state_change(model, version, state, error)
+        gc_policy.after_state_change(state.name)
+
     def start(self) -> None:
         s = self.settings
+        gc_policy.configure()
         self.core.reload(_model_configs(s))
         self._start_grpc()
         self._start_rest()
         if s.model_config_file and s.model_config_file_poll_wait_seconds > 0:
             self._config_poller = threading.Thread(target=self._poll_config, name="config-poller", daemon=True)
             self._config_poller.start()
+        gc_policy.freeze()
 
     def _start_grpc(self) -> None:
         from pyserving.protocols import grpc as grpc_protocol
@@ -285,6 +300,7 @@ class ModelServer:
             self.rest.stop(grace_s)
         if self.batcher is not None:
             self.batcher.stop()
+        self._run_pool.shutdown(wait=True)
         self.core.stop()
 
 

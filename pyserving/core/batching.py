@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -91,6 +91,8 @@ class Batcher:
         self._ready = threading.Condition(self._lock)
         self._open: dict[tuple, list[_Batch]] = {}  # key -> batches not yet taken, oldest first
         self._stopping = False
+        # Tasks that cannot be batched run alone here when their caller must not block.
+        self._solo = ThreadPoolExecutor(max_workers=params.num_batch_threads, thread_name_prefix="batch-solo")
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
             for i in range(params.num_batch_threads)
@@ -111,6 +113,17 @@ class Batcher:
         except TimeoutError:
             future.cancel()  # a task still queued is dropped from its batch
             raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while waiting in the batch queue") from None
+
+    def submit_run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
+                   output_keys: Sequence[str], timeout_s: Optional[float] = None) -> Future:
+        """Like run(), without blocking: the outputs land in the returned Future.
+
+        The caller (an event loop) waits on the Future, so no thread is parked per request.
+        """
+        key, size = batch_key(servable, signature_name, inputs, output_keys)
+        if key is None:
+            return self._solo.submit(servable.run, signature_name, inputs, output_keys, timeout_s)
+        return self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s)
 
     def submit(self, key, size, servable, signature_name, inputs, output_keys, timeout_s) -> Future:
         p = self.params
@@ -211,3 +224,4 @@ class Batcher:
         for t in self._threads:
             if t.is_alive():
                 t.join(timeout=10)
+        self._solo.shutdown(wait=True)

@@ -5,6 +5,7 @@ Error texts follow tensorflow_serving/servables/tensorflow/{predict_util,classif
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -89,12 +90,22 @@ def run_direct(servable: Servable, signature_name: str, inputs: Inputs, output_k
     return servable.run(signature_name, inputs, output_keys, timeout_s)
 
 
+def pool_submitter(pool, runner=run_direct):
+    """The submitter without batching: each servable call runs in `pool`, one call per request."""
+    def submit(servable, signature_name, inputs, output_keys, timeout_s) -> Future:
+        return pool.submit(runner, servable, signature_name, inputs, output_keys, timeout_s)
+    return submit
+
+
 class Inference:
-    def __init__(self, manager: ServableManager, runner=None, check_method_name: bool = False):
+    def __init__(self, manager: ServableManager, runner=None, check_method_name: bool = False, submitter=None):
         self._manager = manager
         self._check_method_name = check_method_name
-        # runner(servable, signature_name, inputs, output_keys, timeout_s): the batcher plugs in here.
+        # runner(servable, signature_name, inputs, output_keys, timeout_s) -> outputs, for callers
+        # that may block; submitter(...same...) -> Future of outputs, for event-loop callers.
+        # The batcher plugs into both.
         self._run = runner or run_direct
+        self._submit = submitter
 
     def predict(
         self, spec: ModelSpec, inputs: InputSource, output_filter: Sequence[str] = (),
@@ -107,6 +118,46 @@ class Inference:
     def predict_on(self, servable: Servable, signature_name: str, inputs: InputSource,
                    output_filter: Sequence[str] = (), timeout_s: Optional[float] = None):
         """Predict on one servable (requests and warmup replays alike); returns (signature key, outputs)."""
+        key, values, keys = self._prepare_predict(servable, signature_name, inputs, output_filter)
+        return key, self._run(servable, key, values, keys, timeout_s)
+
+    def submit_predict(
+        self, spec: ModelSpec, inputs: InputSource, output_filter: Sequence[str] = (),
+        timeout_s: Optional[float] = None,
+    ) -> Future:
+        """Predict without blocking: validation errors raise here, the run's outcome lands in the
+        returned Future (a Result). The version stays leased until the run ends; cancelling the
+        Future drops a run that has not started."""
+        if self._submit is None:
+            raise RuntimeError("Inference was built without a submitter")
+        version, servable, release = self._manager.lease(spec)
+        try:
+            key, values, keys = self._prepare_predict(servable, spec.signature_name, inputs, output_filter)
+            run = self._submit(servable, key, values, keys, timeout_s)
+        except BaseException:
+            release()
+            raise
+        result: Future = Future()
+
+        def finish(done: Future) -> None:
+            release()
+            try:
+                if done.cancelled():
+                    result.cancel()
+                elif done.exception() is not None:
+                    result.set_exception(done.exception())
+                else:
+                    result.set_result(Result(spec.name, version, key, done.result()))
+            except InvalidStateError:  # the caller cancelled first
+                pass
+
+        result.add_done_callback(lambda r: r.cancelled() and run.cancel())
+        run.add_done_callback(finish)
+        return result
+
+    def _prepare_predict(self, servable: Servable, signature_name: str, inputs: InputSource,
+                         output_filter: Sequence[str]):
+        """(signature key, checked inputs, output keys) for one predict call."""
         key, sig = _signature(servable, signature_name)
         if self._check_method_name and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
             raise invalid_argument(
@@ -115,8 +166,7 @@ class Inference:
             )
         values = inputs(sig) if callable(inputs) else inputs
         check_inputs(sig, values)
-        keys = _output_keys(sig, output_filter)
-        return key, self._run(servable, key, values, keys, timeout_s)
+        return key, values, _output_keys(sig, output_filter)
 
     def classify(self, spec: ModelSpec, examples: Sequence[bytes], timeout_s: Optional[float] = None) -> Result:
         with self._manager.servable(spec) as (version, servable):

@@ -97,16 +97,28 @@ class ServableManager:
     @contextlib.contextmanager
     def servable(self, spec: ModelSpec) -> Iterator[tuple[int, Servable]]:
         """Hand out a servable for the duration of one request; unloading waits for it."""
+        version, servable, release = self.lease(spec)
+        try:
+            yield version, servable
+        finally:
+            release()
+
+    def lease(self, spec: ModelSpec) -> tuple[int, Servable, Callable[[], None]]:
+        """(version, servable, release): like servable(), for a request that ends in another thread.
+
+        The version cannot unload until release() is called, exactly once.
+        """
         with self._lock:
             version = self._resolve(spec)
             version.in_flight += 1
-        try:
-            yield version.number, version.servable
-        finally:
+
+        def release() -> None:
             with self._lock:
                 version.in_flight -= 1
                 if version.in_flight == 0:
                     self._changed.notify_all()
+
+        return version.number, version.servable, release
 
     def _resolve(self, spec: ModelSpec) -> _Version:
         model = self._models.get(spec.name)
@@ -307,5 +319,6 @@ class ServableManager:
             servable.close()
         except Exception:  # closing must not stop the manager
             logger.exception("Error closing servable version {name: %s version: %d}", model.name, v.number)
+        del servable  # the END listeners may collect it
         self._set_state(model, v, VersionState.END)
         logger.info("Unloaded servable version {name: %s version: %d}", model.name, v.number)

@@ -110,9 +110,21 @@ class ServingMetrics:
             try:
                 return runner(servable, signature_name, inputs, output_keys, timeout_s)
             finally:
-                self.runtime_latency.labels(getattr(servable, "model_name", ""), signature_name, runtime).observe(
-                    (time.perf_counter() - started) * 1e6)
+                self._observe_run(servable, signature_name, runtime, started)
         return run
+
+    def timed_submitter(self, submitter, runtime: str = "TF1"):
+        """The same for a submitter: the run is timed until its Future completes."""
+        def submit(servable, signature_name, inputs, output_keys, timeout_s):
+            started = time.perf_counter()
+            future = submitter(servable, signature_name, inputs, output_keys, timeout_s)
+            future.add_done_callback(lambda _: self._observe_run(servable, signature_name, runtime, started))
+            return future
+        return submit
+
+    def _observe_run(self, servable, signature_name: str, runtime: str, started: float) -> None:
+        self.runtime_latency.labels(getattr(servable, "model_name", ""), signature_name, runtime).observe(
+            (time.perf_counter() - started) * 1e6)
 
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)

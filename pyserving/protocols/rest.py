@@ -1,7 +1,10 @@
 """TF Serving's REST API on aiohttp: path routing, JSON codecs, errors as {"error": ...}.
 
-Handlers only translate: JSON -> core call -> JSON. Core calls block (TensorFlow), so they run
-in a thread pool; the event loop only moves bytes.
+Handlers only translate: JSON -> core call -> JSON. A small predict request is decoded on the
+event loop and handed to the core without blocking (the batcher, or the run pool, answers its
+Future): a thread hop per request costs more than decoding a few kilobytes of JSON, and no
+thread sits parked while its request waits for a batch. Everything else, and large bodies, run
+in a thread pool so the loop never stalls.
 """
 from __future__ import annotations
 
@@ -48,6 +51,12 @@ HTTP_STATUS = {
 NOT_FOUND_PAGE = (
     "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n</BODY></HTML>\n"
 )
+# Above these sizes, decoding or encoding moves off the event loop into the thread pool.
+INLINE_BODY_BYTES = 64 * 1024
+INLINE_OUTPUT_ELEMENTS = 16 * 1024
+# An in-progress run answers its own deadline error (RunOptions); this grace lets it.
+DEADLINE_GRACE_S = 0.1
+
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET",
@@ -133,7 +142,10 @@ class RestApi:
                 if request.content_length is not None and request.content_length > self._max_body:
                     raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(request.content_length))
                 body = await request.read()
-            text = await asyncio.get_running_loop().run_in_executor(self._pool, self._process, route, body)
+            if route.kind == "predict" and len(body) <= INLINE_BODY_BYTES:
+                text = await self._predict_on_loop(route, body)
+            else:
+                text = await asyncio.get_running_loop().run_in_executor(self._pool, self._process, route, body)
             response, code = self._json_response(200, text), Code.OK
         except web.HTTPRequestEntityTooLarge as exc:
             error = ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(exc.actual_size))
@@ -179,6 +191,32 @@ class RestApi:
         result = self._inference.regress(spec, examples, self._timeout_s)
         return json_tensor.encode_regress(result.value)
 
+    async def _predict_on_loop(self, route: Route, body: bytes) -> str:
+        doc = json_tensor.parse(body)
+        spec = ModelSpec(route.name, route.version, route.label, json_tensor.signature_name(doc))
+        decoded = {}
+
+        def decode(sig):
+            decoded["format"], inputs = json_tensor.decode_predict(doc, sig)
+            return inputs
+
+        try:
+            future = self._inference.submit_predict(spec, decode, timeout_s=self._timeout_s)
+        except SignatureNotFound as exc:
+            raise invalid_argument(f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
+        waiting = asyncio.wrap_future(future)  # cancelling it cancels a run not yet started
+        try:
+            if self._timeout_s is None:
+                result = await waiting
+            else:
+                result = await asyncio.wait_for(waiting, self._timeout_s + DEADLINE_GRACE_S)
+        except asyncio.TimeoutError:
+            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while waiting for the model run") from None
+        if sum(v.size for v in result.value.values()) > INLINE_OUTPUT_ELEMENTS:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, json_tensor.encode_predict, result.value, decoded["format"])
+        return json_tensor.encode_predict(result.value, decoded["format"])
+
     def _predict(self, spec: ModelSpec, doc: dict) -> str:
         decoded = {}
 
@@ -203,9 +241,14 @@ class RestApi:
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
-                app = web.Application(client_max_size=self._max_body)
-                app.router.add_route("*", "/{tail:.*}", self.handle)
-                self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                # aiohttp's low-level server: handle() routes every path itself, so the
+                # Application's router and middleware chain would only add per-request work.
+                def make_request(message, payload, protocol, writer, task):
+                    return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                                           client_max_size=self._max_body)
+
+                server = web.Server(self.handle, request_factory=make_request, access_log=None, loop=loop)
+                self._runner = web.ServerRunner(server, handle_signals=False)
                 loop.run_until_complete(self._runner.setup())
                 site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
                 loop.run_until_complete(site.start())
