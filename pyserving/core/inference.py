@@ -5,7 +5,7 @@ Error texts follow tensorflow_serving/servables/tensorflow/{predict_util,classif
 """
 from __future__ import annotations
 
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -35,6 +35,18 @@ class Result:
     version: int
     signature_name: str
     value: object  # outputs dict, classifications, or regression values
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A predict handed to the runner: outputs arrive in `future` (a concurrent.futures.Future)."""
+    model_name: str
+    version: int
+    signature_name: str
+    future: Future
+
+    def result(self, outputs) -> Result:
+        return Result(self.model_name, self.version, self.signature_name, outputs)
 
 
 def _signature(servable: Servable, name: str) -> tuple[str, SignatureInfo]:
@@ -124,10 +136,10 @@ class Inference:
     def submit_predict(
         self, spec: ModelSpec, inputs: InputSource, output_filter: Sequence[str] = (),
         timeout_s: Optional[float] = None,
-    ) -> Future:
-        """Predict without blocking: validation errors raise here, the run's outcome lands in the
-        returned Future (a Result). The version stays leased until the run ends; cancelling the
-        Future drops a run that has not started."""
+    ) -> "Submitted":
+        """Predict without blocking: validation errors raise here; the run's outputs land in the
+        returned Submitted.future. The version stays leased until the run ends; cancelling the
+        future drops a run that has not started."""
         if self._submit is None:
             raise RuntimeError("Inference was built without a submitter")
         version, servable, release = self._manager.lease(spec)
@@ -137,23 +149,8 @@ class Inference:
         except BaseException:
             release()
             raise
-        result: Future = Future()
-
-        def finish(done: Future) -> None:
-            release()
-            try:
-                if done.cancelled():
-                    result.cancel()
-                elif done.exception() is not None:
-                    result.set_exception(done.exception())
-                else:
-                    result.set_result(Result(spec.name, version, key, done.result()))
-            except InvalidStateError:  # the caller cancelled first
-                pass
-
-        result.add_done_callback(lambda r: r.cancelled() and run.cancel())
-        run.add_done_callback(finish)
-        return result
+        run.add_done_callback(lambda _: release())
+        return Submitted(spec.name, version, key, run)
 
     def _prepare_predict(self, servable: Servable, signature_name: str, inputs: InputSource,
                          output_filter: Sequence[str]):

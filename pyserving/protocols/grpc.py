@@ -1,11 +1,15 @@
 """tensorflow.serving.PredictionService and ModelService on grpcio, from tensorflow-serving-api stubs.
 
 Servicers only translate protos <-> numpy and call the core; ServingError codes map 1:1 onto
-gRPC status codes.
+gRPC status codes. The server is grpc.aio on an event loop thread of its own: Predict decodes
+on the loop and awaits the core's Future (the batcher's, or the run pool's), so no thread is
+parked per request; the other handlers, and Predict on large requests, block in a thread pool.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from concurrent import futures
 from typing import Callable, Optional, Sequence
@@ -24,11 +28,15 @@ from pyserving.core.inference import Inference
 from pyserving.core.server_core import ServerCore
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
+from pyserving.protocols.completions import Completions
 
 logger = logging.getLogger(__name__)
 
 GRPC_STATUS = {code: getattr(grpc.StatusCode, code.name) for code in Code}
 INT32_MAX = 2**31 - 1
+# Predict requests larger than this decode in the thread pool, so the loop never stalls on one.
+INLINE_REQUEST_BYTES = 64 * 1024
+_ABORTS = ("_AbortionError", "AbortError")
 
 
 def _model_name(request) -> str:
@@ -51,11 +59,38 @@ def _guarded(method: Callable) -> Callable:
             code = exc.code
             context.abort(GRPC_STATUS[exc.code], messages.truncate(exc.message))
         except Exception as exc:
-            if isinstance(exc, grpc.RpcError) or type(exc).__name__ == "_AbortionError":
+            if isinstance(exc, grpc.RpcError) or type(exc).__name__ in _ABORTS:
                 raise
             code = Code.INTERNAL
             logger.exception("gRPC handler %s failed", api)
             context.abort(grpc.StatusCode.INTERNAL, messages.truncate(f"Internal error: {exc}"))
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe_request(_model_name(request), api, "GRPC", code.name,
+                                              time.perf_counter() - started)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+def _guarded_async(method: Callable) -> Callable:
+    """_guarded for a coroutine handler."""
+    api = method.__name__
+
+    async def wrapper(self, request, context):
+        started = time.perf_counter()
+        code = Code.OK
+        try:
+            return await method(self, request, context)
+        except ServingError as exc:
+            code = exc.code
+            await context.abort(GRPC_STATUS[exc.code], messages.truncate(exc.message))
+        except Exception as exc:
+            if isinstance(exc, grpc.RpcError) or type(exc).__name__ in _ABORTS:
+                raise
+            code = Code.INTERNAL
+            logger.exception("gRPC handler %s failed", api)
+            await context.abort(grpc.StatusCode.INTERNAL, messages.truncate(f"Internal error: {exc}"))
         finally:
             if self._metrics is not None:
                 self._metrics.observe_request(_model_name(request), api, "GRPC", code.name,
@@ -77,12 +112,27 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._max_elements = max_elements  # a short value list may not expand into gigabytes
         self._metrics = metrics
         self._tensor_content = tensor_content_outputs
+        self.executor = None  # where large Predicts decode; the loop's default pool unless set
+        self.completions: Optional[Completions] = None  # set once the server's loop exists
 
-    @_guarded
-    def Predict(self, request, context):
+    @_guarded_async
+    async def Predict(self, request, context):
+        timeout_s = _timeout(context)
+        if request.ByteSize() > INLINE_REQUEST_BYTES:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._predict, request, timeout_s)
         spec = messages.spec_from_proto(request.model_spec)
         inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
-        result = self._inference.predict(spec, inputs, list(request.output_filter), _timeout(context))
+        submitted = self._inference.submit_predict(spec, inputs, list(request.output_filter), timeout_s)
+        return self._predict_response(submitted.result(await self.completions.result(submitted.future, timeout_s)))
+
+    def _predict(self, request, timeout_s: Optional[float]):
+        """Predict in a pool thread, for requests too large to decode on the loop."""
+        spec = messages.spec_from_proto(request.model_spec)
+        inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
+        return self._predict_response(
+            self._inference.predict(spec, inputs, list(request.output_filter), timeout_s))
+
+    def _predict_response(self, result):
         response = predict_pb2.PredictResponse()
         messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
         for name, value in result.value.items():
@@ -188,6 +238,54 @@ def channel_arguments(text: str) -> list[tuple[str, object]]:
     return args
 
 
+class LoopServer:
+    """A grpc.aio server on an event loop thread of its own, driven from plain threads.
+
+    Offers what the app used of grpc.Server: add_insecure_port, add_secure_port, start, and
+    stop(grace).wait().
+    """
+
+    def __init__(self, make_server: Callable[[], "grpc.aio.Server"], pool: futures.ThreadPoolExecutor):
+        self._pool = pool
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
+        self._thread.start()
+        self._server = self._on_loop(make_server)
+
+    def _on_loop(self, fn, *args):
+        async def call():
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._bind(self._server.add_insecure_port, address)
+
+    def add_secure_port(self, address: str, credentials) -> int:
+        return self._bind(self._server.add_secure_port, address, credentials)
+
+    def _bind(self, add, *args) -> int:
+        try:
+            return self._on_loop(add, *args)
+        except RuntimeError as exc:  # grpc.aio raises where grpc.Server returned 0
+            logger.error("gRPC could not bind %s: %s", args[0], exc)
+            return 0
+
+    def start(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result()
+
+    def stop(self, grace: Optional[float]) -> threading.Event:
+        """Refuse new RPCs, let in-flight ones finish for up to `grace` s; the Event marks the end."""
+        done = threading.Event()
+
+        def finish(_):
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._pool.shutdown(wait=False)
+            done.set()
+
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).add_done_callback(finish)
+        return done
+
+
 def build_server(
     core: ServerCore,
     inference: Inference,
@@ -197,22 +295,29 @@ def build_server(
     health: bool = False,
     metrics=None,
     max_message_bytes: int = INT32_MAX,
-) -> grpc.Server:
+) -> LoopServer:
     options = [
         ("grpc.max_receive_message_length", min(max_message_bytes, INT32_MAX)),
         ("grpc.max_send_message_length", INT32_MAX),
         *channel_args,
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(inference, tensor_content_outputs, metrics, max_elements=max_message_bytes), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, metrics), server)
-    if health:
-        from grpc_health.v1 import health as health_mod, health_pb2, health_pb2_grpc
+    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
 
-        servicer = health_mod.HealthServicer()
-        for service in ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService", "ModelService", "PredictionService"):
-            servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    return server
+    def make_server():
+        server = grpc.aio.server(migration_thread_pool=pool, options=options)
+        predictions = PredictionServicer(inference, tensor_content_outputs, metrics, max_elements=max_message_bytes)
+        predictions.executor = pool
+        predictions.completions = Completions(asyncio.get_running_loop())
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, metrics), server)
+        if health:
+            from grpc_health.v1 import health as health_mod, health_pb2, health_pb2_grpc
+
+            servicer = health_mod.HealthServicer()
+            for service in ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService",
+                            "ModelService", "PredictionService"):
+                servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        return server
+
+    return LoopServer(make_server, pool)

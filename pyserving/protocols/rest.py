@@ -27,6 +27,7 @@ from pyserving.core.inference import Inference, SignatureNotFound
 from pyserving.core.manager import ServableManager
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
+from pyserving.protocols.completions import Completions
 from pyserving.types import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ NOT_FOUND_PAGE = (
 # Above these sizes, decoding or encoding moves off the event loop into the thread pool.
 INLINE_BODY_BYTES = 64 * 1024
 INLINE_OUTPUT_ELEMENTS = 16 * 1024
-# An in-progress run answers its own deadline error (RunOptions); this grace lets it.
-DEADLINE_GRACE_S = 0.1
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -113,6 +112,7 @@ class RestApi:
         self._extra_routes = extra_routes or {}  # e.g. the Prometheus path
         self._metrics = metrics
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._completions: Optional[Completions] = None
         self._runner: Optional[web.AppRunner] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -201,17 +201,10 @@ class RestApi:
             return inputs
 
         try:
-            future = self._inference.submit_predict(spec, decode, timeout_s=self._timeout_s)
+            submitted = self._inference.submit_predict(spec, decode, timeout_s=self._timeout_s)
         except SignatureNotFound as exc:
             raise invalid_argument(f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
-        waiting = asyncio.wrap_future(future)  # cancelling it cancels a run not yet started
-        try:
-            if self._timeout_s is None:
-                result = await waiting
-            else:
-                result = await asyncio.wait_for(waiting, self._timeout_s + DEADLINE_GRACE_S)
-        except asyncio.TimeoutError:
-            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while waiting for the model run") from None
+        result = submitted.result(await self._completions.result(submitted.future, self._timeout_s))
         if sum(v.size for v in result.value.values()) > INLINE_OUTPUT_ELEMENTS:
             return await asyncio.get_running_loop().run_in_executor(
                 self._pool, json_tensor.encode_predict, result.value, decoded["format"])
@@ -239,6 +232,7 @@ class RestApi:
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
+            self._completions = Completions(loop)
             asyncio.set_event_loop(loop)
             try:
                 # aiohttp's low-level server: handle() routes every path itself, so the
