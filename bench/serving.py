@@ -1,13 +1,16 @@
 """Serving benchmark: REST and gRPC predict against a live pyserving, beside in-process calls.
 
-One command (`make bench` or `.venv/bin/python bench/serving.py`). It exports half_plus_two,
-measures in the same run:
-  * in-process call rates of the execution paths considered (TF2 concrete function,
-    Session.run, and the direct TF_SessionRun path pyserving uses),
-  * the in-process rate of one batched call (32 rows per call), in rows/s,
+One command (`make bench` or `.venv/bin/python bench/serving.py`). For each model it exports
+(half_plus_two, whose call costs less than a request's protocol work, and a tabular "wide"
+model whose call costs a few hundred microseconds whatever the batch size, see wide_model.py),
+it measures in the same run:
+  * in-process, one call at a time: the TF2 concrete function, Session.run, and the direct
+    TF_SessionRun path pyserving uses,
+  * in-process, 32 rows per call (rows/s),
   * REST and gRPC predict throughput and p50/p99 latency against a real server process on
-    loopback, with batching off and on, at concurrency 1, 8, 32 and 128,
-and prints the ratios: batched / unbatched server, and server / in-process one-call rate.
+    loopback (client and server share the machine), batching off and on, at concurrency
+    1, 8, 32 and 128,
+and prints the ratios: batched / unbatched server, and server / in-process one-call rates.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -24,10 +29,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from bench import wide_model  # noqa: E402
 from client import loadgen  # noqa: E402
 from kit.process import ServerProcess, free_port  # noqa: E402
 
-X = [[1.0]]
+# TF Serving's batching guide for online serving: max_batch_size near the expected concurrency,
+# a timeout of a few milliseconds. One batch thread: TensorFlow already spreads one call over
+# both cores, and a second thread splits the requests of a wave into two smaller batches.
+BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } "
+            "num_batch_threads { value: 1 } max_enqueued_batches { value: 1000 }")
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    export: Callable[[str], str]  # base path -> version path
+    row: list  # one instance
+    output: str
+
+
+def _hp2(base: str) -> str:
+    from pyserving.examples import half_plus_two
+
+    half_plus_two.write_tf2(base, 1)
+    return f"{base}/1"
+
+
+MODELS = {
+    "half_plus_two": Model("half_plus_two", _hp2, [1.0], "y"),
+    "wide": Model("wide", wide_model.write, [0.5] * wide_model.FEATURES, "probabilities"),
+}
 
 
 def rate(fn, seconds: float) -> float:
@@ -35,39 +66,40 @@ def rate(fn, seconds: float) -> float:
         fn()
     n, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        for _ in range(100):
+        for _ in range(20):
             fn()
-        n += 100
+        n += 20
     return n / (time.perf_counter() - started)
 
 
-def in_process_rates(model_dir: str, seconds: float) -> dict[str, float]:
+def in_process_rates(model: Model, version_dir: str, seconds: float) -> dict[str, float]:
     import tensorflow as tf
 
     from pyserving.runtime.savedmodel import SavedModelServable
 
-    x = np.array(X, np.float32)
+    x = np.array([model.row], np.float32)
     rates = {}
-    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
-    rates["tf2 concrete function"] = rate(lambda: fn(x=tf.constant(x))["y"].numpy(), seconds)
+    fn = tf.saved_model.load(version_dir).signatures["serving_default"]
+    rates["tf2 concrete function"] = rate(lambda: fn(x=tf.constant(x))[model.output].numpy(), seconds)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
     with graph.as_default():
-        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
     sig = meta.signature_def["serving_default"]
-    feed, fetch = sig.inputs["x"].name, sig.outputs["y"].name
+    feed, fetch = sig.inputs["x"].name, sig.outputs[model.output].name
     rates["Session.run"] = rate(lambda: session.run(fetch, {feed: x}), seconds)
-    servable = SavedModelServable(model_dir)
-    rates["pyserving runtime (TF_SessionRun)"] = rate(lambda: servable.run("serving_default", {"x": x}, ["y"]), seconds)
-    x32 = np.ones((32, 1), np.float32)
-    rates["pyserving runtime, 32 rows per call"] = 32 * rate(lambda: servable.run("serving_default", {"x": x32}, ["y"]), seconds)
+    servable = SavedModelServable(version_dir)
+    rates["pyserving runtime (TF_SessionRun)"] = rate(
+        lambda: servable.run("serving_default", {"x": x}, [model.output]), seconds)
+    x32 = np.repeat(x, 32, axis=0)
+    rates["pyserving runtime, 32 rows per call"] = 32 * rate(
+        lambda: servable.run("serving_default", {"x": x32}, [model.output]), seconds)
+    servable.close()
+    session.close()
     return rates
 
 
-BATCHING = "max_batch_size { value: 128 } batch_timeout_micros { value: 1000 } num_batch_threads { value: 2 } max_enqueued_batches { value: 1000 }"
-
-
-def serve_and_measure(tmp: str, batching: bool, levels, seconds: float, base: float) -> dict:
+def serve_and_measure(tmp: str, model: Model, batching: bool, levels, seconds: float, bases: dict) -> dict:
     grpc_port, rest_port = free_port(), free_port()
     flags = []
     if batching:
@@ -75,8 +107,8 @@ def serve_and_measure(tmp: str, batching: bool, levels, seconds: float, base: fl
         flags = ["--enable_batching", f"--batching_parameters_file={tmp}/batching.txt"]
     server = ServerProcess(
         [sys.executable, "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-         "--model_name=hp2", f"--model_base_path={tmp}/hp2", *flags],
-        Path(tmp) / f"server-{batching}.log", ready_port=rest_port,
+         f"--model_name={model.name}", f"--model_base_path={tmp}/{model.name}", *flags],
+        Path(tmp) / f"server-{model.name}-{batching}.log", ready_port=rest_port,
     )
     results = {}
     server.start()
@@ -84,40 +116,49 @@ def serve_and_measure(tmp: str, batching: bool, levels, seconds: float, base: fl
         server.wait_ready()
         for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
             for c in levels:
-                r = loadgen.run(protocol, "127.0.0.1", port, "hp2", X, concurrency=c, duration_s=seconds)
+                r = loadgen.run(protocol, "127.0.0.1", port, model.name, [model.row], concurrency=c, duration_s=seconds)
                 results[(protocol, c)] = r
+                ratios = "  ".join(f"{r.throughput / base:5.2f}x" for base in bases.values())
                 print(f"  {'on' if batching else 'off':<8} {protocol:<6} {c:>4} {r.throughput:9.0f} {r.percentile(50):8.2f} "
-                      f"{r.percentile(99):8.2f} {r.failed:>6}  {r.throughput / base:6.2f}x", flush=True)
+                      f"{r.percentile(99):8.2f} {r.failed:>6}  {ratios}", flush=True)
+                if r.failed:
+                    print(f"    errors: {r.errors[:3]}", flush=True)
     finally:
         server.stop()
     return results
 
 
+def bench_model(tmp: str, model: Model, levels, seconds: float) -> dict:
+    version_dir = model.export(f"{tmp}/{model.name}")
+    print(f"\n## {model.name}: one instance {len(model.row)} float(s), {os.cpu_count()} CPUs, "
+          f"{seconds:.0f} s per measurement")
+    rates = in_process_rates(model, version_dir, seconds)
+    print("in-process, one call at a time (calls/s), and 32-row calls (rows/s):")
+    for name, value in rates.items():
+        unit = f"({1e6 / value:6.0f} us/call)" if "32 rows" not in name else f"({32e6 / value:6.0f} us/call)"
+        print(f"  {name:<38} {value:9.0f}   {unit}")
+    bases = {"TF_SessionRun": rates["pyserving runtime (TF_SessionRun)"], "TF2 fn": rates["tf2 concrete function"]}
+    print(f"\nserver predict, closed loop ({BATCHING}):")
+    print(f"  {'batching':<8} {'proto':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}  "
+          f"vs one-call in-process: {', '.join(bases)}")
+    off = serve_and_measure(tmp, model, False, levels, seconds, bases)
+    on = serve_and_measure(tmp, model, True, levels, seconds, bases)
+    print("\nbatched / unbatched throughput:")
+    for (protocol, c), r in on.items():
+        print(f"  {protocol:<6} {c:>4}  {r.throughput / max(off[(protocol, c)].throughput, 1e-9):6.2f}x")
+    return {"rates": rates, "off": off, "on": on}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
     parser.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client concurrency levels")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-
-    from pyserving.examples import half_plus_two
-
     with tempfile.TemporaryDirectory() as tmp:
-        half_plus_two.write_tf2(f"{tmp}/hp2", 1)
-        print(f"# half_plus_two (TF2 SavedModel), x={X}, {os.cpu_count()} CPUs, {args.seconds:.0f} s per measurement")
-        rates = in_process_rates(f"{tmp}/hp2/1", args.seconds)
-        print("\nin-process, one call at a time (calls/s):")
-        for name, value in rates.items():
-            print(f"  {name:<36} {value:9.0f}   ({1e6 / value:6.0f} us/call)")
-        base = rates["pyserving runtime (TF_SessionRun)"]
-
-        print(f"\nserver predict, closed loop ({BATCHING}):")
-        print(f"  {'batching':<8} {'proto':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}  vs in-process one-call")
-        off = serve_and_measure(tmp, False, levels, args.seconds, base)
-        on = serve_and_measure(tmp, True, levels, args.seconds, base)
-        print("\nbatched / unbatched throughput:")
-        for (protocol, c), r in on.items():
-            print(f"  {protocol:<6} {c:>4}  {r.throughput / max(off[(protocol, c)].throughput, 1e-9):6.2f}x")
+        for name in args.models.split(","):
+            bench_model(tmp, MODELS[name], levels, args.seconds)
     return 0
 
 

@@ -135,7 +135,8 @@ class Batcher:
                 raise ServingError(Code.UNAVAILABLE, "Batch scheduler is shutting down")
             batches = self._open.setdefault(key, [])
             batch = batches[-1] if batches else None
-            if batch is None or batch.size + size > p.max_batch_size:
+            opened = batch is None or batch.size + size > p.max_batch_size
+            if opened:
                 if len(batches) >= p.max_enqueued_batches:
                     raise ServingError(Code.UNAVAILABLE,
                                        "The batch scheduling queue to which this task was submitted is full")
@@ -145,7 +146,10 @@ class Batcher:
                 batches.append(batch)
             batch.tasks.append(task)
             batch.size += size
-            self._ready.notify()
+            # A batch thread needs waking only for a new deadline or a full batch; waking it for
+            # every task would hand it the GIL for nothing, dozens of times per batch.
+            if opened or batch.size >= p.max_batch_size:
+                self._ready.notify()
         return task.future
 
     # ---- the batch threads -----------------------------------------------------------------

@@ -21,7 +21,7 @@ class Recorder:
 
     def run(self, signature_name, inputs, output_keys, timeout_s=None):
         x = inputs["x"]
-        self.calls.append(x.shape[0])
+        self.calls.append(x.shape[0] if x.ndim else "scalar")
         return {"y": x[:1] * 2 if self.bad_output else x * 2}
 
 
@@ -133,3 +133,27 @@ def test_concurrent_requests_meet_in_batches_and_get_their_own_rows():
 def test_allowed_batch_sizes_must_end_at_max():
     with pytest.raises(ServingError, match="must match max_batch_size"):
         BatchingParams(max_batch_size=8, allowed_batch_sizes=(2, 4))
+
+
+def test_a_batch_that_fills_runs_at_once_without_waiting_for_its_deadline():
+    servable = Recorder()
+    batcher = Batcher(BatchingParams(max_batch_size=4, batch_timeout_micros=30_000_000, num_batch_threads=1))
+    try:
+        futures = [batcher.submit_run(servable, "sig", {"x": np.full((1, 1), i, np.float32)}, ["y"]) for i in range(4)]
+        assert [f.result(timeout=5)["y"].item() for f in futures] == [0.0, 2.0, 4.0, 6.0]
+        assert servable.calls == [4]
+    finally:
+        batcher.stop()
+
+
+def test_submit_run_merges_without_blocking_and_runs_unbatchable_inputs_alone():
+    servable = Recorder()
+    batcher = Batcher(BatchingParams(max_batch_size=64, batch_timeout_micros=50_000, num_batch_threads=1))
+    try:
+        futures = [batcher.submit_run(servable, "sig", {"x": np.full((2, 1), i, np.float32)}, ["y"]) for i in range(10)]
+        alone = batcher.submit_run(servable, "sig", {"x": np.float32(4.0)}, ["y"])  # a scalar has no batch dimension
+        assert alone.result(timeout=5)["y"] == 8.0
+        assert [f.result(timeout=5)["y"].tolist() for f in futures] == [[[2.0 * i]] * 2 for i in range(10)]
+        assert sorted(servable.calls, key=str) == [20, "scalar"]  # the ten met in one call
+    finally:
+        batcher.stop()

@@ -74,6 +74,15 @@ def test_predict(stub, model):
     assert resp.model_spec.signature_name == "serving_default"
 
 
+def test_large_requests_are_decoded_in_the_pool_with_the_same_answers(stub):
+    from pyserving.protocols import grpc as grpc_protocol
+
+    x = np.arange(30000, dtype=np.float32).reshape(-1, 1)
+    req = predict_request("hp2tf2", x)
+    assert req.ByteSize() > grpc_protocol.INLINE_REQUEST_BYTES
+    np.testing.assert_allclose(to_numpy(stub.Predict(req, timeout=30).outputs["y"]), x * 0.5 + 2)
+
+
 def test_predict_by_version_label_and_output_filter(stub):
     req = predict_request("hp2", [[1.0]], signature="predict_x_y_y2", label="stable")
     req.output_filter.append("y2")

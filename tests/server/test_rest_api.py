@@ -82,6 +82,20 @@ def test_predict_row_and_columnar(server, model):
                      {"signature_name": "serving_default", "inputs": {"x": [[4.0]]}}) == (200, {"outputs": [[4.0]]})
 
 
+def test_large_bodies_and_outputs_are_coded_off_the_event_loop_with_the_same_answers(server):
+    from pyserving.protocols import rest
+
+    rows = [[float(i)] for i in range(20000)]
+    body = json.dumps({"instances": rows}).encode()
+    assert len(body) > rest.INLINE_BODY_BYTES  # decoded in the thread pool
+    status, answer = call_json(server, "POST", "/v1/models/hp2tf2:predict", raw=body)
+    assert status == 200 and answer["predictions"] == [[0.5 * i + 2.0] for i in range(20000)]
+    # a small body with an output large enough to be encoded in the pool: [-1, 1] broadcast
+    small = {"inputs": [[float(i) for i in range(rest.INLINE_OUTPUT_ELEMENTS + 1)]]}
+    status, answer = call_json(server, "POST", "/v1/models/hp2tf2:predict", small)
+    assert status == 200 and len(answer["outputs"][0]) == rest.INLINE_OUTPUT_ELEMENTS + 1
+
+
 def test_predict_by_label_and_named_row_objects(server):
     assert call_json(server, "POST", "/v1/models/hp2/labels/stable:predict", {"instances": [{"x": [1.0]}]}) == (
         200, {"predictions": [[2.5]]})
