@@ -72,13 +72,36 @@ class _Batch:
     size: int = 0
 
 
-def batch_key(servable, signature_name: str, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str]):
-    """Tasks with equal keys can share a batch; None when the inputs cannot be batched at all."""
+def batch_key(servable, signature_name: str, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str],
+              pad: bool = False):
+    """Tasks with equal keys can share a batch; None when the inputs cannot be batched at all.
+
+    Inner shapes must match, unless `pad` (pad_variable_length_inputs): then only ranks must.
+    """
     sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
     if len(sizes) != 1 or None in sizes:
         return None, 0
-    parts = tuple((name, inputs[name].dtype.str, inputs[name].shape[1:]) for name in sorted(inputs))
+    parts = tuple((name, inputs[name].dtype.str, inputs[name].ndim if pad else inputs[name].shape[1:])
+                  for name in sorted(inputs))
     return (id(servable), signature_name, tuple(output_keys), parts), sizes.pop()
+
+
+def pad_to_common_shape(parts: list) -> list:
+    """pad_variable_length_inputs: pad each task's tensor at the end of every inner dimension up
+    to the batch's largest, with that tensor's own first element, as TF Serving's BatchingSession
+    does. Outputs are split along dimension 0 only, so they keep the padded sizes."""
+    target = tuple(max(sizes) for sizes in zip(*(p.shape[1:] for p in parts)))
+    padded = []
+    for p in parts:
+        widths = [(0, 0)] + [(0, t - s) for s, t in zip(p.shape[1:], target)]
+        if not any(w for _, w in widths):
+            pass
+        elif p.size:
+            p = np.pad(p, widths, mode="constant", constant_values=p.flat[0])
+        else:  # no element to pad with: zeros (empty strings)
+            p = np.full((p.shape[0],) + target, b"" if p.dtype == object else 0, dtype=p.dtype)
+        padded.append(p)
+    return padded
 
 
 class Batcher:
@@ -104,7 +127,7 @@ class Batcher:
     # ---- the request side ------------------------------------------------------------------
     def run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
             output_keys: Sequence[str], timeout_s: Optional[float] = None) -> dict[str, np.ndarray]:
-        key, size = batch_key(servable, signature_name, inputs, output_keys)
+        key, size = batch_key(servable, signature_name, inputs, output_keys, self.params.pad_variable_length_inputs)
         if key is None:
             return servable.run(signature_name, inputs, output_keys, timeout_s)
         future = self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s)
@@ -120,7 +143,7 @@ class Batcher:
 
         The caller (an event loop) waits on the Future, so no thread is parked per request.
         """
-        key, size = batch_key(servable, signature_name, inputs, output_keys)
+        key, size = batch_key(servable, signature_name, inputs, output_keys, self.params.pad_variable_length_inputs)
         if key is None:
             return self._solo.submit(servable.run, signature_name, inputs, output_keys, timeout_s)
         return self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s)
@@ -196,6 +219,8 @@ class Batcher:
             merged = {}
             for name in tasks[0].inputs:
                 parts = [t.inputs[name] for t in tasks]
+                if self.params.pad_variable_length_inputs:
+                    parts = pad_to_common_shape(parts)
                 if padded > size:  # TF Serving pads with copies of the first row
                     parts.append(np.repeat(parts[0][:1], padded - size, axis=0))
                 merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

@@ -157,3 +157,34 @@ def test_submit_run_merges_without_blocking_and_runs_unbatchable_inputs_alone():
         assert sorted(servable.calls, key=str) == [20, "scalar"]  # the ten met in one call
     finally:
         batcher.stop()
+
+
+def test_pad_variable_length_inputs_merges_ragged_tasks_padding_each_with_its_first_element():
+    clock, servable = Clock(), Recorder()
+    params = BatchingParams(max_batch_size=8, batch_timeout_micros=1000, pad_variable_length_inputs=True)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    short = {"x": np.array([[7.0, 1.0]], np.float32)}
+    long = {"x": np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)}
+    keys = [batch_key(servable, "sig", v, ["y"], pad=True) for v in (short, long)]
+    assert keys[0][0] == keys[1][0]  # same rank: one queue
+    assert batch_key(servable, "sig", short, ["y"])[0] != batch_key(servable, "sig", long, ["y"])[0]
+    futures = [batcher.submit(k, n, servable, "sig", v, ["y"], None) for (k, n), v in zip(keys, (short, long))]
+    clock.now += 0.002
+    with batcher._lock:
+        batch = batcher._take()
+    batcher._execute(batch)
+    assert servable.calls == [3]
+    assert futures[0].result()["y"].tolist() == [[14.0, 2.0, 14.0]]  # padded with its own 7.0
+    assert futures[1].result()["y"].tolist() == [[2.0, 4.0, 6.0], [8.0, 10.0, 12.0]]
+
+
+def test_without_padding_ragged_tasks_run_in_separate_batches_as_unbatched():
+    servable = Recorder()
+    batcher = Batcher(BatchingParams(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1))
+    try:
+        a = batcher.submit_run(servable, "sig", {"x": np.ones((1, 2), np.float32)}, ["y"])
+        b = batcher.submit_run(servable, "sig", {"x": np.ones((1, 3), np.float32)}, ["y"])
+        assert a.result(timeout=5)["y"].shape == (1, 2) and b.result(timeout=5)["y"].shape == (1, 3)
+        assert sorted(servable.calls) == [1, 1]
+    finally:
+        batcher.stop()
