@@ -221,6 +221,7 @@ class ModelServer:
             health=s.enable_grpc_healthcheck_service,
             metrics=self.metrics,
             max_message_bytes=s.max_request_size_bytes,
+            nonblocking_predict=self.batcher is not None,
         )
         credentials = _grpc_credentials(s)
         if s.port:

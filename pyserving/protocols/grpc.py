@@ -1,9 +1,9 @@
 """tensorflow.serving.PredictionService and ModelService on grpcio, from tensorflow-serving-api stubs.
 
 Servicers only translate protos <-> numpy and call the core; ServingError codes map 1:1 onto
-gRPC status codes. The server is grpc.aio on an event loop thread of its own: Predict decodes
-on the loop and awaits the core's Future (the batcher's, or the run pool's), so no thread is
-parked per request; the other handlers, and Predict on large requests, block in a thread pool.
+gRPC status codes. The server is grpc.aio on an event loop thread of its own. With batching,
+Predict decodes on the loop and awaits the batcher's Future, so no thread sits parked until its
+batch runs; without, and for large requests and the other handlers, they run on a pool thread.
 """
 from __future__ import annotations
 
@@ -191,6 +191,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return messages.metadata_response(result.model_name, result.version, result.value)
 
 
+class BlockingPredictionServicer(PredictionServicer):
+    """Predict on a pool thread from start to end (grpc.aio runs sync handlers in its pool)."""
+
+    @_guarded
+    def Predict(self, request, context):
+        return self._predict(request, _timeout(context))
+
+
 def _fill_classifications(target: classification_pb2.ClassificationResult, classifications) -> None:
     for classes in classifications:
         entry = target.classifications.add()
@@ -295,7 +303,11 @@ def build_server(
     health: bool = False,
     metrics=None,
     max_message_bytes: int = INT32_MAX,
+    nonblocking_predict: bool = True,
 ) -> LoopServer:
+    """nonblocking_predict: Predict awaits its run on the loop (pays off with batching, where a
+    blocking thread would sit parked until its batch runs); otherwise the whole Predict runs on
+    a pool thread, which saves a hand-off per request when every request is its own run."""
     options = [
         ("grpc.max_receive_message_length", min(max_message_bytes, INT32_MAX)),
         ("grpc.max_send_message_length", INT32_MAX),
@@ -305,7 +317,8 @@ def build_server(
 
     def make_server():
         server = grpc.aio.server(migration_thread_pool=pool, options=options)
-        predictions = PredictionServicer(inference, tensor_content_outputs, metrics, max_elements=max_message_bytes)
+        servicer = PredictionServicer if nonblocking_predict else BlockingPredictionServicer
+        predictions = servicer(inference, tensor_content_outputs, metrics, max_elements=max_message_bytes)
         predictions.executor = pool
         predictions.completions = Completions(asyncio.get_running_loop())
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)

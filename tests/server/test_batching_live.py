@@ -74,6 +74,9 @@ def workload(server):
         calls.append(lambda rows=rows: grpc_predict(server, rows))
         calls.append(lambda i=i: rest(server, {"signature_name": "regress_x_to_y", "examples": [{"x": float(i)}]},
                                       model="hp2"))
+    big = [[float(r) for r in range(20000)]]  # one row, > 64 KiB on either wire: decoded in the pool
+    calls.append(lambda: rest(server, {"instances": big}))
+    calls.append(lambda: grpc_predict(server, big))
     calls.append(lambda: rest(server, {"signature_name": "dot", "instances": [[1.0, 2.0]]}))
     calls.append(lambda: rest(server, {"signature_name": "dot", "instances": [[1.0, 2.0, 3.0]]}))  # bad inner shape
     calls.append(lambda: rest(server, {"signature_name": "dot", "instances": [[5.0, 6.0], [7.0, 8.0]]}))
