@@ -46,28 +46,34 @@ def _model_name(request) -> str:
     return tasks[0].model_spec.name if tasks else ""
 
 
+def _answer(exc: Exception, api: str) -> tuple[Code, "grpc.StatusCode", str]:
+    """The status a handler's exception is answered with; one already a gRPC status re-raises."""
+    if isinstance(exc, ServingError):
+        return exc.code, GRPC_STATUS[exc.code], messages.truncate(exc.message)
+    if isinstance(exc, grpc.RpcError) or type(exc).__name__ in _ABORTS:
+        raise exc
+    logger.exception("gRPC handler %s failed", api)  # a bug must cost one request, not the server
+    return Code.INTERNAL, grpc.StatusCode.INTERNAL, messages.truncate(f"Internal error: {exc}")
+
+
+def _observe(servicer, request, api: str, code: Code, started: float) -> None:
+    if servicer._metrics is not None:
+        servicer._metrics.observe_request(_model_name(request), api, "GRPC", code.name, time.perf_counter() - started)
+
+
 def _guarded(method: Callable) -> Callable:
     """Turn ServingError (and bugs) into gRPC statuses; the server keeps serving."""
     api = method.__name__
 
     def wrapper(self, request, context):
-        started = time.perf_counter()
-        code = Code.OK
+        started, code = time.perf_counter(), Code.OK
         try:
             return method(self, request, context)
-        except ServingError as exc:
-            code = exc.code
-            context.abort(GRPC_STATUS[exc.code], messages.truncate(exc.message))
         except Exception as exc:
-            if isinstance(exc, grpc.RpcError) or type(exc).__name__ in _ABORTS:
-                raise
-            code = Code.INTERNAL
-            logger.exception("gRPC handler %s failed", api)
-            context.abort(grpc.StatusCode.INTERNAL, messages.truncate(f"Internal error: {exc}"))
+            code, status, message = _answer(exc, api)
+            context.abort(status, message)
         finally:
-            if self._metrics is not None:
-                self._metrics.observe_request(_model_name(request), api, "GRPC", code.name,
-                                              time.perf_counter() - started)
+            _observe(self, request, api, code, started)
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -78,23 +84,14 @@ def _guarded_async(method: Callable) -> Callable:
     api = method.__name__
 
     async def wrapper(self, request, context):
-        started = time.perf_counter()
-        code = Code.OK
+        started, code = time.perf_counter(), Code.OK
         try:
             return await method(self, request, context)
-        except ServingError as exc:
-            code = exc.code
-            await context.abort(GRPC_STATUS[exc.code], messages.truncate(exc.message))
         except Exception as exc:
-            if isinstance(exc, grpc.RpcError) or type(exc).__name__ in _ABORTS:
-                raise
-            code = Code.INTERNAL
-            logger.exception("gRPC handler %s failed", api)
-            await context.abort(grpc.StatusCode.INTERNAL, messages.truncate(f"Internal error: {exc}"))
+            code, status, message = _answer(exc, api)
+            await context.abort(status, message)
         finally:
-            if self._metrics is not None:
-                self._metrics.observe_request(_model_name(request), api, "GRPC", code.name,
-                                              time.perf_counter() - started)
+            _observe(self, request, api, code, started)
 
     wrapper.__name__ = method.__name__
     return wrapper

@@ -9,6 +9,7 @@ in a thread pool so the loop never stalls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -89,6 +90,27 @@ def parse_path(method: str, path: str) -> Route:
             return Route("metadata" if metadata else "status", unquote(name),
                          int(version) if version else None, unquote(label) if label else None)
     raise invalid_argument(f"Malformed request: {method} {path}")
+
+
+def _predict_decoder(doc: dict):
+    """(decode, decoded): the core calls decode with the signature, since JSON values take their
+    dtypes from it; decoded["format"] then says how to write the answer (row or columnar)."""
+    decoded = {}
+
+    def decode(sig):
+        decoded["format"], inputs = json_tensor.decode_predict(doc, sig)
+        return inputs
+
+    return decode, decoded
+
+
+@contextlib.contextmanager
+def _signature_errors():
+    """REST words a missing signature differently from gRPC (http_rest_api_handler.cc)."""
+    try:
+        yield
+    except SignatureNotFound as exc:
+        raise invalid_argument(f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
 
 
 class RestApi:
@@ -194,16 +216,9 @@ class RestApi:
     async def _predict_on_loop(self, route: Route, body: bytes) -> str:
         doc = json_tensor.parse(body)
         spec = ModelSpec(route.name, route.version, route.label, json_tensor.signature_name(doc))
-        decoded = {}
-
-        def decode(sig):
-            decoded["format"], inputs = json_tensor.decode_predict(doc, sig)
-            return inputs
-
-        try:
+        decode, decoded = _predict_decoder(doc)
+        with _signature_errors():
             submitted = self._inference.submit_predict(spec, decode, timeout_s=self._timeout_s)
-        except SignatureNotFound as exc:
-            raise invalid_argument(f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
         result = submitted.result(await self._completions.result(submitted.future, self._timeout_s))
         if sum(v.size for v in result.value.values()) > INLINE_OUTPUT_ELEMENTS:
             return await asyncio.get_running_loop().run_in_executor(
@@ -211,16 +226,9 @@ class RestApi:
         return json_tensor.encode_predict(result.value, decoded["format"])
 
     def _predict(self, spec: ModelSpec, doc: dict) -> str:
-        decoded = {}
-
-        def decode(sig):
-            decoded["format"], inputs = json_tensor.decode_predict(doc, sig)
-            return inputs
-
-        try:
+        decode, decoded = _predict_decoder(doc)
+        with _signature_errors():
             result = self._inference.predict(spec, decode, timeout_s=self._timeout_s)
-        except SignatureNotFound as exc:
-            raise invalid_argument(f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
         return json_tensor.encode_predict(result.value, decoded["format"])
 
     # ---- lifecycle --------------------------------------------------------------------------
