@@ -169,11 +169,8 @@ class ModelServer:
             on_state_change=self._on_state_change,
         )
         self.batcher = None
+        self._run_pool = None
         runner = submitter = None
-        # Model runs that event-loop callers hand off, without batching (TF Serving runs them on
-        # its request threads; our REST loop has only one, so it gets a pool of that size).
-        self._run_pool = ThreadPoolExecutor(max_workers=max(1, settings.rest_api_num_threads),
-                                            thread_name_prefix="run")
         if settings.enable_batching:
             from pyserving.core.batching import Batcher
 
@@ -182,6 +179,10 @@ class ModelServer:
             runner, submitter = self.batcher.run, self.batcher.submit_run
             logger.info("Batching enabled: %s", self.batcher.params)
         else:
+            # Model runs the REST loop hands off (TF Serving runs them on its request threads;
+            # the loop is one thread, so it gets a pool of that many).
+            self._run_pool = ThreadPoolExecutor(max_workers=max(1, settings.rest_api_num_threads),
+                                                thread_name_prefix="run")
             submitter = pool_submitter(self._run_pool)
         if self.metrics is not None:
             runner = self.metrics.timed_runner(runner or run_direct)
@@ -301,7 +302,8 @@ class ModelServer:
             self.rest.stop(grace_s)
         if self.batcher is not None:
             self.batcher.stop()
-        self._run_pool.shutdown(wait=True)
+        if self._run_pool is not None:
+            self._run_pool.shutdown(wait=True)
         self.core.stop()
 
 

@@ -94,12 +94,9 @@ def pad_to_common_shape(parts: list) -> list:
     padded = []
     for p in parts:
         widths = [(0, 0)] + [(0, t - s) for s, t in zip(p.shape[1:], target)]
-        if not any(w for _, w in widths):
-            pass
-        elif p.size:
-            p = np.pad(p, widths, mode="constant", constant_values=p.flat[0])
-        else:  # no element to pad with: zeros (empty strings)
-            p = np.full((p.shape[0],) + target, b"" if p.dtype == object else 0, dtype=p.dtype)
+        if any(w for _, w in widths):
+            p = (np.pad(p, widths, mode="constant", constant_values=p.flat[0]) if p.size
+                 else np.full((p.shape[0],) + target, b"" if p.dtype == object else 0, dtype=p.dtype))
         padded.append(p)
     return padded
 
