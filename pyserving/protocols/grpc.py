@@ -103,31 +103,32 @@ def _timeout(context) -> Optional[float]:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, inference: Inference, tensor_content_outputs: bool = False, metrics=None,
-                 max_elements: int = 1 << 31):
+    def __init__(self, inference: Inference, completions: Completions, executor: futures.Executor,
+                 tensor_content_outputs: bool = False, metrics=None, max_elements: int = 1 << 31):
         self._inference = inference
+        self._completions = completions  # hands finished runs back to the server's loop
+        self._executor = executor  # where Predicts too large to decode on the loop run
         self._max_elements = max_elements  # a short value list may not expand into gigabytes
         self._metrics = metrics
         self._tensor_content = tensor_content_outputs
-        self.executor = None  # where large Predicts decode; the loop's default pool unless set
-        self.completions: Optional[Completions] = None  # set once the server's loop exists
 
     @_guarded_async
     async def Predict(self, request, context):
         timeout_s = _timeout(context)
         if request.ByteSize() > INLINE_REQUEST_BYTES:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self._predict, request, timeout_s)
-        spec = messages.spec_from_proto(request.model_spec)
-        inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
-        submitted = self._inference.submit_predict(spec, inputs, list(request.output_filter), timeout_s)
-        return self._predict_response(submitted.result(await self.completions.result(submitted.future, timeout_s)))
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, request, timeout_s)
+        submitted = self._inference.submit_predict(*self._decode(request), list(request.output_filter), timeout_s)
+        return self._predict_response(submitted.result(await self._completions.result(submitted.future, timeout_s)))
 
     def _predict(self, request, timeout_s: Optional[float]):
-        """Predict in a pool thread, for requests too large to decode on the loop."""
-        spec = messages.spec_from_proto(request.model_spec)
-        inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
+        """Predict blocking its thread from start to end."""
         return self._predict_response(
-            self._inference.predict(spec, inputs, list(request.output_filter), timeout_s))
+            self._inference.predict(*self._decode(request), list(request.output_filter), timeout_s))
+
+    def _decode(self, request):
+        """(spec, inputs) of a PredictRequest."""
+        return (messages.spec_from_proto(request.model_spec),
+                {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()})
 
     def _predict_response(self, result):
         response = predict_pb2.PredictResponse()
@@ -315,9 +316,8 @@ def build_server(
     def make_server():
         server = grpc.aio.server(migration_thread_pool=pool, options=options)
         servicer = PredictionServicer if nonblocking_predict else BlockingPredictionServicer
-        predictions = servicer(inference, tensor_content_outputs, metrics, max_elements=max_message_bytes)
-        predictions.executor = pool
-        predictions.completions = Completions(asyncio.get_running_loop())
+        predictions = servicer(inference, Completions(asyncio.get_running_loop()), pool, tensor_content_outputs,
+                               metrics, max_elements=max_message_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, metrics), server)
         if health:
