@@ -109,3 +109,55 @@ def test_encode_row_errors():
 def test_classify_and_regress_encoding():
     assert jt.encode_classify([[(b"a", 0.5), (None, 1.0)]]) == '{"results": [[["a", 0.5], ["", 1.0]]]}'
     assert jt.encode_regress([1.0, 2.5]) == '{"results": [1.0, 2.5]}'
+
+
+def _edge_floats(dtype):
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(7)
+    values = [0.0, -0.0, 1.0, -3.0, 0.1, 2.5, 1e-5, 123456.0, 1234567.0, 1e16, 2.0**-140,
+              float(info.max), float(info.tiny), float(info.smallest_subnormal), -float(info.max),
+              float("nan"), float("inf"), float("-inf")]
+    random = np.concatenate([rng.standard_normal(300), rng.uniform(-1e6, 1e6, 100),
+                             10.0 ** rng.uniform(-40, 38, 100)])
+    return np.array(values + random.tolist(), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorized_float_output_matches_per_value_formatting(dtype):
+    flat = _edge_floats(dtype)
+    expected = [jt.format_float(float(v), is_double=dtype == np.float64) for v in flat]
+    assert jt._float_texts(flat) == expected
+    grid = flat[:500].reshape(25, 4, 5)
+    assert jt.encode_predict({"g": grid}, jt.COLUMNAR) == (
+        '{"outputs": ' + jt._nested(expected[:500], grid.shape) + "}")
+    assert jt._nested(["1.0", "2.0", "3.0", "4.0"], (2, 2)) == "[[1.0, 2.0], [3.0, 4.0]]"
+
+
+@pytest.mark.parametrize("leaves,dtype", [
+    ([0.5, -2.25, 1e30], dtypes.DT_FLOAT), ([1, 2.5, 3], dtypes.DT_FLOAT), ([1e300, -1e-300], dtypes.DT_DOUBLE),
+    ([float("nan"), float("inf"), 3.0], dtypes.DT_FLOAT), ([], dtypes.DT_FLOAT), ([65504.0, -0.5], dtypes.DT_HALF),
+])
+def test_float_input_fast_path_agrees_with_the_checked_path(leaves, dtype):
+    got = jt._leaves_to_array(list(leaves), dtype)
+    want = np.array(leaves, dtype=np.float64).astype(dtypes.to_numpy(dtype))
+    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("leaves,message", [
+    ([1.0, 3.5e38], "Cannot convert JSON value: 3.5e+38 to float without loss of precision"),
+    ([1.0, "a"], 'JSON Value: "a" Type: String is not of expected type: float'),
+    ([1.0, None], "Type: Null is not of expected type: float"),
+])
+def test_float_input_errors_keep_tf_serving_wording(leaves, message):
+    with pytest.raises(ServingError) as err:
+        jt._leaves_to_array(leaves, dtypes.DT_FLOAT)
+    assert message in err.value.message
+
+
+def test_parse_falls_back_for_what_the_fast_parser_refuses():
+    assert jt.parse(b'{"a": [Infinity, -Infinity]}')["a"] == [float("inf"), float("-inf")]
+    assert jt.parse('{"s": "caf\u00e9"}'.encode())["s"] == "café"
+    with pytest.raises(ServingError, match="Invalid encoding in string"):
+        jt.parse(b'{"s": "\xff"}')
+    with pytest.raises(ServingError, match="The document is empty"):
+        jt.parse(b"")
