@@ -56,6 +56,8 @@ NOT_FOUND_PAGE = (
 # Above these sizes, decoding or encoding moves off the event loop into the thread pool.
 INLINE_BODY_BYTES = 64 * 1024
 INLINE_OUTPUT_ELEMENTS = 16 * 1024
+# At shutdown, how long open connections may still bring a request after the listener closed.
+DRAIN_S = 1.0
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -135,13 +137,17 @@ class RestApi:
         self._metrics = metrics
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._completions: Optional[Completions] = None
-        self._runner: Optional[web.AppRunner] = None
+        self._runner: Optional[web.ServerRunner] = None
         self._thread: Optional[threading.Thread] = None
+        self._draining = False  # set at shutdown: every answer then closes its connection
 
     # ---- request handling ----------------------------------------------------------------
     def _json_response(self, status: int, text: str) -> web.Response:
         headers = CORS_HEADERS if self._cors else None
-        return web.Response(status=status, text=text, content_type="application/json", headers=headers)
+        response = web.Response(status=status, text=text, content_type="application/json", headers=headers)
+        if self._draining:
+            response.force_close()
+        return response
 
     def _error(self, error: ServingError) -> web.Response:
         return self._json_response(HTTP_STATUS.get(error.code, 500), json.dumps({"error": error.message}))
@@ -269,11 +275,24 @@ class RestApi:
         if failure:
             raise failure[0]
 
+    async def _shutdown(self, grace_s: float) -> None:
+        """Close the listeners, then drain: a connection accepted just before may still be
+        sending its request, which aiohttp's cleanup alone would drop unanswered. Answers during
+        the drain close their connection; idle keep-alive connections get DRAIN_S at most."""
+        for site in list(self._runner.sites):
+            await site.stop()
+        self._draining = True
+        server = self._runner.server
+        deadline = time.monotonic() + min(grace_s, DRAIN_S)
+        while server is not None and server.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._runner.cleanup()  # waits for handlers still running, then closes the rest
+
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish (up to grace_s), then close."""
         if self._loop is None or self._runner is None:
             return
-        future = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(grace_s), self._loop)
         try:
             future.result(timeout=grace_s + 5)
         except Exception as exc:

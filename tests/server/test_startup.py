@@ -95,6 +95,24 @@ def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(ex
     assert not port_open(server.rest_port)
 
 
+def test_request_on_a_connection_opened_before_sigterm_is_answered(exported, start_server):
+    """The listener closes at SIGTERM, but a client that connected just before may still be
+    sending its request: it is answered (and told to close), not dropped."""
+    import http.client
+
+    server = start_server([f"--model_base_path={exported / 'hp2'}", "--model_name=m"])
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    conn.connect()
+    server.process.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: not port_open(server.rest_port), what="REST listener closed", timeout=30)
+    conn.request("POST", "/v1/models/m:predict", body=json.dumps({"instances": [[1.0]]}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["predictions"] == [[2.5]]
+    assert resp.getheader("Connection") == "close"
+    assert server.process.proc.wait(30) == 0
+
+
 def test_config_file_polling_adds_and_removes_models_and_keeps_last_good(exported, tmp_path, start_server):
     config = write_config(tmp_path / "models.config", {"a": exported / "hp2"})
     server = start_server([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
