@@ -55,7 +55,13 @@ image: $(STAMP)
 build-server: $(STAMP)
 	$(INV) build-server $(ARGS)
 
+# The benchmark's load comes from wrk and h2load (Debian: wrk, nghttp2-client), installed here
+# when missing and apt-get can; without them it falls back to the Python client and says so.
 bench: $(STAMP)
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+	  apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1) || \
+	  echo "could not install wrk and h2load (needs root and Debian's packages)"
 	$(VENV)/bin/python bench/serving.py $(ARGS)
 
 clean:

@@ -10,15 +10,21 @@ it measures in the same run:
   * REST and gRPC predict throughput and p50/p99 latency against a real server process on
     loopback (client and server share the machine), batching off and on, at concurrency
     1, 8, 32 and 128,
+  * the same load against the protocol stacks alone (bench/null_servers.py: aiohttp and
+    grpc.aio answering a fixed response), the most any server on them could do,
 and prints the ratios: batched / unbatched server, and server / in-process one-call rates.
+The load comes from wrk and h2load when installed (`make bench` installs them with apt when
+it can), else from the Python client, which competes with the server for the two cores.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,13 +35,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench import wide_model  # noqa: E402
+from bench import c_load, wide_model  # noqa: E402
 from client import loadgen  # noqa: E402
 from kit.process import ServerProcess, free_port  # noqa: E402
 
 # TF Serving's batching guide for online serving: max_batch_size near the expected concurrency,
 # a timeout of a few milliseconds. One batch thread: TensorFlow already spreads one call over
 # both cores, and a second thread splits the requests of a wave into two smaller batches.
+CLIENTS = {"c": "wrk (REST) and h2load (gRPC), C programs", "python": "client/loadgen.py (Python, asyncio)"}
 BATCHING = ("max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } "
             "num_batch_threads { value: 1 } max_enqueued_batches { value: 1000 }")
 
@@ -99,7 +106,66 @@ def in_process_rates(model: Model, version_dir: str, seconds: float) -> dict[str
     return rates
 
 
-def serve_and_measure(tmp: str, model: Model, batching: bool, levels, seconds: float, bases: dict) -> dict:
+@dataclass
+class Client:
+    """Sends one model's predict request over REST or gRPC: C tools (bench/c_load.py) or the
+    Python load generator (client/loadgen.py)."""
+
+    kind: str  # "c" | "python"
+    model: Model
+    seconds: float
+
+    def request_bytes(self) -> tuple[bytes, bytes]:
+        from tensorflow_serving.apis import predict_pb2
+
+        from pyserving.codecs.tensor_proto import from_numpy
+
+        body = json.dumps({"signature_name": "serving_default", "instances": [self.model.row]}).encode()
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model.name
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["x"].CopyFrom(from_numpy(np.array([self.model.row], np.float32)))
+        return body, request.SerializeToString()
+
+    def answers(self, rest_port: int, grpc_port: int) -> tuple[bytes, bytes]:
+        """One predict over each protocol, checked; returns (REST body, serialized PredictResponse)."""
+        import grpc
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        body, request = self.request_bytes()
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{rest_port}/v1/models/{self.model.name}:predict", data=body,
+                headers={"Content-Type": "application/json"}), timeout=30) as resp:
+            rest_answer = resp.read()
+        predictions = json.loads(rest_answer)["predictions"]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(predict_pb2.PredictRequest.FromString(request), timeout=30)
+        from pyserving.codecs.tensor_proto import to_numpy
+
+        assert np.allclose(to_numpy(response.outputs[self.model.output]), predictions, rtol=1e-6), "REST and gRPC disagree"
+        return rest_answer, response.SerializeToString()
+
+    def measure(self, protocol: str, port: int, concurrency: int, response_size: int):
+        body, request = self.request_bytes()
+        if self.kind == "python":
+            return loadgen.run(protocol, "127.0.0.1", port, self.model.name, [self.model.row],
+                               concurrency=concurrency, duration_s=self.seconds)
+        if protocol == "rest":
+            return c_load.rest("127.0.0.1", port, self.model.name, body, concurrency, self.seconds)
+        return c_load.grpc("127.0.0.1", port, request, response_size, concurrency, self.seconds)
+
+
+def _row(label: str, protocol: str, c: int, r, bases: dict) -> None:
+    ratios = "  ".join(f"{r.throughput / base:5.2f}x" for base in bases.values())
+    print(f"  {label:<8} {protocol:<6} {c:>4} {r.throughput:9.0f} {r.percentile(50):8.2f} "
+          f"{r.percentile(99):8.2f} {r.failed:>6}  {ratios}", flush=True)
+    if r.failed:
+        print(f"    errors: {r.errors[:3]}", flush=True)
+
+
+def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: dict) -> tuple[dict, tuple]:
+    model = client.model
     grpc_port, rest_port = free_port(), free_port()
     flags = []
     if batching:
@@ -114,25 +180,46 @@ def serve_and_measure(tmp: str, model: Model, batching: bool, levels, seconds: f
     server.start()
     try:
         server.wait_ready()
+        answers = client.answers(rest_port, grpc_port)
         for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
             for c in levels:
-                r = loadgen.run(protocol, "127.0.0.1", port, model.name, [model.row], concurrency=c, duration_s=seconds)
-                results[(protocol, c)] = r
-                ratios = "  ".join(f"{r.throughput / base:5.2f}x" for base in bases.values())
-                print(f"  {'on' if batching else 'off':<8} {protocol:<6} {c:>4} {r.throughput:9.0f} {r.percentile(50):8.2f} "
-                      f"{r.percentile(99):8.2f} {r.failed:>6}  {ratios}", flush=True)
-                if r.failed:
-                    print(f"    errors: {r.errors[:3]}", flush=True)
+                r = results[(protocol, c)] = client.measure(protocol, port, c, len(answers[1]))
+                _row("on" if batching else "off", protocol, c, r, bases)
+    finally:
+        server.stop()
+    return results, answers
+
+
+def measure_null_servers(tmp: str, client: Client, answers: tuple, levels, bases: dict) -> dict:
+    """The same client against the protocol stacks alone (bench/null_servers.py)."""
+    rest_port, grpc_port = free_port(), free_port()
+    Path(f"{tmp}/rest_answer.json").write_bytes(answers[0])
+    Path(f"{tmp}/grpc_answer.bin").write_bytes(answers[1])
+    server = ServerProcess(
+        [sys.executable, "-m", "bench.null_servers", f"--rest_port={rest_port}", f"--grpc_port={grpc_port}",
+         f"--rest_answer={tmp}/rest_answer.json", f"--grpc_answer={tmp}/grpc_answer.bin"],
+        Path(tmp) / "null-servers.log", ready_port=grpc_port, env={"PYTHONPATH": str(ROOT)},
+    )
+    results = {}
+    server.start()
+    try:
+        server.wait_ready()
+        assert client.answers(rest_port, grpc_port) == answers
+        for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
+            for c in levels:
+                r = results[(protocol, c)] = client.measure(protocol, port, c, len(answers[1]))
+                _row("null", protocol, c, r, bases)
     finally:
         server.stop()
     return results
 
 
-def bench_model(tmp: str, model: Model, levels, seconds: float) -> dict:
+def bench_model(tmp: str, client: Client, levels) -> dict:
+    model = client.model
     version_dir = model.export(f"{tmp}/{model.name}")
     print(f"\n## {model.name}: one instance {len(model.row)} float(s), {os.cpu_count()} CPUs, "
-          f"{seconds:.0f} s per measurement")
-    rates = in_process_rates(model, version_dir, seconds)
+          f"{client.seconds:.0f} s per measurement, client: {CLIENTS[client.kind]}")
+    rates = in_process_rates(model, version_dir, client.seconds)
     print("in-process, one call at a time (calls/s), and 32-row calls (rows/s):")
     for name, value in rates.items():
         unit = f"({1e6 / value:6.0f} us/call)" if "32 rows" not in name else f"({32e6 / value:6.0f} us/call)"
@@ -141,12 +228,16 @@ def bench_model(tmp: str, model: Model, levels, seconds: float) -> dict:
     print(f"\nserver predict, closed loop ({BATCHING}):")
     print(f"  {'batching':<8} {'proto':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}  "
           f"vs one-call in-process: {', '.join(bases)}")
-    off = serve_and_measure(tmp, model, False, levels, seconds, bases)
-    on = serve_and_measure(tmp, model, True, levels, seconds, bases)
-    print("\nbatched / unbatched throughput:")
+    off, answers = serve_and_measure(tmp, client, False, levels, bases)
+    on, _ = serve_and_measure(tmp, client, True, levels, bases)
+    print("  null = the protocol stack alone, a fixed answer and no model (bench/null_servers.py):")
+    null = measure_null_servers(tmp, client, answers, levels, bases)
+    print("\nbatched / unbatched throughput, and what the stack alone reaches, in multiples of unbatched:")
     for (protocol, c), r in on.items():
-        print(f"  {protocol:<6} {c:>4}  {r.throughput / max(off[(protocol, c)].throughput, 1e-9):6.2f}x")
-    return {"rates": rates, "off": off, "on": on}
+        unbatched = max(off[(protocol, c)].throughput, 1e-9)
+        print(f"  {protocol:<6} {c:>4}  batched {r.throughput / unbatched:5.2f}x   "
+              f"stack alone {null[(protocol, c)].throughput / unbatched:5.2f}x")
+    return {"rates": rates, "off": off, "on": on, "null": null}
 
 
 def main() -> int:
@@ -154,11 +245,19 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
     parser.add_argument("--concurrency", default="1,8,32,128", help="comma-separated client concurrency levels")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    parser.add_argument("--client", choices=["auto", *CLIENTS], default="auto",
+                        help="load generator: c (wrk and h2load), python (client/loadgen.py); auto = c when installed")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    kind = args.client
+    if kind == "auto":
+        kind = "c" if c_load.available() else "python"
+        if kind == "python":
+            print("wrk or h2load not found (Debian: wrk, nghttp2-client): using the Python client, which "
+                  "shares the CPUs with the server and lowers every server figure.")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            bench_model(tmp, MODELS[name], levels, args.seconds)
+            bench_model(tmp, Client(kind, MODELS[name], args.seconds), levels)
     return 0
 
 

@@ -26,13 +26,16 @@ class LoadResult:
     elapsed_s: float = 0.0
     latencies_ms: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    summary_ms: dict = field(default_factory=dict)  # percentile -> ms, from a tool that keeps no samples
 
     @property
     def throughput(self) -> float:
         return (self.sent - self.failed) / self.elapsed_s if self.elapsed_s else 0.0
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+        if self.latencies_ms:
+            return float(np.percentile(self.latencies_ms, q))
+        return self.summary_ms.get(q, float("nan"))
 
 
 def _check_loopback(host: str) -> None:
