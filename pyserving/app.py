@@ -61,9 +61,13 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _load_servable(options: dict, warmup_iterations: Optional[int], metrics, name: str, version: int, path: str):
+def _load_servable(options: dict, warmup_iterations: Optional[int], metrics, batching, name: str, version: int,
+                   path: str):
+    """Load one version. `batching(path)`, when given, reads the version's own batching
+    parameters before the load (a bad file fails it) and returns what applies them to it."""
     from pyserving.runtime import savedmodel  # TensorFlow loads here, not at import time
 
+    own_batching = batching(path) if batching is not None else None
     tflite_interpreters = options.get("tflite_interpreters")
     if tflite_interpreters and os.path.isfile(os.path.join(path, "model.tflite")):
         from pyserving.runtime import tflite
@@ -72,6 +76,8 @@ def _load_servable(options: dict, warmup_iterations: Optional[int], metrics, nam
     else:
         servable = savedmodel.load(path, **{k: v for k, v in options.items() if k != "tflite_interpreters"})
     servable.model_name = name
+    if own_batching is not None:
+        own_batching(servable)
     if warmup_iterations is None:
         return servable
     from pyserving import warmup
@@ -93,22 +99,40 @@ def _load_servable(options: dict, warmup_iterations: Optional[int], metrics, nam
     return servable
 
 
-def _batching_params(settings):
-    """--batching_parameters_file (BatchingParameters text proto) -> BatchingParams; unset fields keep TF's defaults."""
+def _batching_params(path: str, num_batch_threads: Optional[int] = None):
+    """A BatchingParameters text proto -> BatchingParams; unset fields keep TF's defaults.
+    `num_batch_threads` overrides the file's (per-model files: the threads are the server's)."""
+    from pyserving.config_protos import BatchingParameters, parse_file
     from pyserving.core.batching import BatchingParams
 
-    if not settings.batching_parameters_file:
-        return BatchingParams()
-    from pyserving.config_protos import BatchingParameters, parse_file
-
-    proto = parse_file(settings.batching_parameters_file, BatchingParameters, "batching parameters")
+    proto = parse_file(path, BatchingParameters, "batching parameters")
     values = {name: getattr(proto, name).value for name in
               ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
               if proto.HasField(name)}
-    if proto.enable_large_batch_splitting.value:
-        logger.warning("enable_large_batch_splitting has no effect in pyserving: larger tasks are refused")
+    if num_batch_threads is not None:
+        values["num_batch_threads"] = num_batch_threads
+    if proto.HasField("max_execution_batch_size"):
+        values["max_execution_batch_size"] = proto.max_execution_batch_size.value
     return BatchingParams(allowed_batch_sizes=tuple(proto.allowed_batch_sizes),
-                          pad_variable_length_inputs=proto.pad_variable_length_inputs, **values)
+                          pad_variable_length_inputs=proto.pad_variable_length_inputs,
+                          enable_large_batch_splitting=proto.enable_large_batch_splitting.value, **values)
+
+
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
+
+
+def _per_model_batching(batcher, path: str):
+    """--enable_per_model_batching_parameters, as bundle_factory_util.cc reads it: a version
+    folder's batching_params.pbtxt replaces the server's batching parameters but its threads;
+    a version without one is not batched. Read before the load, so a bad file fails it at once."""
+    file = os.path.join(path, PER_MODEL_BATCHING_FILE)
+    if os.path.exists(file):
+        params = _batching_params(file, batcher.params.num_batch_threads)
+        logger.info("Batching requests to %s with its own parameters: %s", path, params)
+    else:
+        params = None
+        logger.info("No %s in %s: its requests are not batched", PER_MODEL_BATCHING_FILE, path)
+    return lambda servable: batcher.set_params(servable, params)
 
 
 def _monitoring(settings):
@@ -158,26 +182,31 @@ class ModelServer:
 
         self.settings = settings
         self.metrics, self.metrics_path = _monitoring(settings)
+        self.batcher = None
+        if settings.enable_batching:
+            from pyserving.core.batching import Batcher, BatchingParams
+
+            params = (_batching_params(settings.batching_parameters_file) if settings.batching_parameters_file
+                      else BatchingParams())
+            # Models that are not batched (per-model parameters) run on the pool for lone runs.
+            self.batcher = Batcher(params, on_batch=self.metrics.observe_batch if self.metrics else None,
+                                   solo_threads=max(params.num_batch_threads, settings.rest_api_num_threads))
+            logger.info("Batching enabled: %s", self.batcher.params)
+        per_model = settings.enable_batching and settings.enable_per_model_batching_parameters
         self.core = ServerCore(
             partial(_load_servable, _session_options(settings),
                     settings.num_request_iterations_for_warmup if settings.enable_model_warmup else None,
-                    self.metrics),
+                    self.metrics, partial(_per_model_batching, self.batcher) if per_model else None),
             file_system_poll_wait_s=settings.file_system_poll_wait_seconds,
             max_load_retries=settings.max_num_load_retries,
             load_retry_interval_s=max(settings.load_retry_interval_micros, 0) / 1e6,
             allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
             on_state_change=self._on_state_change,
         )
-        self.batcher = None
         self._run_pool = None
         runner = submitter = None
-        if settings.enable_batching:
-            from pyserving.core.batching import Batcher
-
-            self.batcher = Batcher(_batching_params(settings),
-                                   on_batch=self.metrics.observe_batch if self.metrics else None)
+        if self.batcher is not None:
             runner, submitter = self.batcher.run, self.batcher.submit_run
-            logger.info("Batching enabled: %s", self.batcher.params)
         else:
             # Model runs the REST loop hands off (TF Serving runs them on its request threads;
             # the loop is one thread, so it gets a pool of that many).

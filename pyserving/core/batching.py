@@ -6,6 +6,11 @@ dimension 0, padded up to the next allowed batch size, run once, and split back.
 closed when it is full or when its one deadline (set when its first task arrives) passes; a
 full queue answers UNAVAILABLE at once instead of queueing without bound. Inputs that cannot be
 batched (no shared dimension 0) run alone, exactly as they would without batching.
+
+With enable_large_batch_splitting, a task too big for the room left in the open batch is split
+along dimension 0 over that batch and new ones of at most max_execution_batch_size, and its
+outputs are joined back (TF's SharedBatchScheduler). A servable may have queue options of its
+own (--enable_per_model_batching_parameters), or none: then it is not batched at all.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,21 +41,33 @@ class BatchingParams:
     num_batch_threads: int = os.cpu_count() or 1
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: Optional[int] = None  # with splitting; unset: max_batch_size
 
     def __post_init__(self):
         if self.max_batch_size < 1 or self.max_enqueued_batches < 1 or self.num_batch_threads < 1:
             raise invalid_argument("max_batch_size, max_enqueued_batches and num_batch_threads must be positive")
+        if self.max_execution_batch_size is not None and self.max_execution_batch_size < 1:
+            raise invalid_argument("max_execution_batch_size must be positive")
         sizes = self.allowed_batch_sizes
         if sizes:
             if list(sizes) != sorted(set(sizes)) or sizes[0] < 1:
                 raise invalid_argument("allowed_batch_sizes must be positive and strictly increasing")
             if sizes[-1] != self.max_batch_size:
-                raise invalid_argument("The last entry in allowed_batch_sizes must match max_batch_size; "
+                raise invalid_argument("Last entry in allowed_batch_sizes must match max_batch_size; "
                                        f"last entry was {sizes[-1]}; expected {self.max_batch_size}")
 
+    @property
+    def execution_batch_size(self) -> int:
+        """The most rows one run carries: max_batch_size, or max_execution_batch_size when large
+        tasks are split (max_batch_size then only caps a task)."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
+
     def padded_size(self, size: int) -> int:
-        if not self.allowed_batch_sizes:
-            return size
+        if not self.allowed_batch_sizes or size > self.allowed_batch_sizes[-1]:
+            return size  # TF Serving too runs a batch above the largest allowed size unpadded
         return self.allowed_batch_sizes[bisect_left(self.allowed_batch_sizes, size)]
 
 
@@ -68,8 +86,60 @@ class _Batch:
     signature_name: str
     output_keys: tuple[str, ...]
     deadline: float
+    params: BatchingParams
     tasks: list = field(default_factory=list)
     size: int = 0
+
+
+def split_sizes(size: int, room: int, limit: int) -> list[int]:
+    """How a task of `size` rows is split when the open batch has `room` left and a batch holds
+    `limit`: the open batch is filled first, then new batches (TF's SplitInputTask)."""
+    if size <= room:
+        return [size]
+    pieces = [room] if room > 0 else []
+    rest = size - max(room, 0)
+    while rest > 0:
+        pieces.append(min(rest, limit))
+        rest -= limit
+    return pieces
+
+
+class _SplitTask(Future):
+    """A task split over several batches: done once every piece is, with the pieces' outputs
+    joined in order, or the first failure. Cancelling it drops the pieces not yet run, and it
+    ends only once the ones already running are done, so the servable stays leased meanwhile."""
+
+    def __init__(self, pieces: list[Future]):
+        super().__init__()
+        self._pieces = pieces
+        self._left = len(pieces)
+        self._left_lock = threading.Lock()
+        for piece in pieces:
+            piece.add_done_callback(self._piece_done)
+
+    def cancel(self) -> bool:
+        dropped = [piece.cancel() for piece in self._pieces]
+        return all(dropped) and super().cancel()
+
+    def _piece_done(self, _piece: Future) -> None:
+        with self._left_lock:
+            self._left -= 1
+            if self._left:
+                return
+        if not self.set_running_or_notify_cancel():
+            return
+        for piece in self._pieces:
+            if piece.cancelled():
+                self.set_exception(ServingError(Code.CANCELLED, "A part of the split task was cancelled"))
+                return
+            if piece.exception() is not None:
+                self.set_exception(piece.exception())
+                return
+        outputs = [piece.result() for piece in self._pieces]
+        try:
+            self.set_result({k: np.concatenate([o[k] for o in outputs], axis=0) for k in outputs[0]})
+        except ValueError as exc:  # e.g. pieces padded to different inner shapes
+            self.set_exception(ServingError(Code.INTERNAL, f"Cannot join the outputs of a split task: {exc}"))
 
 
 def batch_key(servable, signature_name: str, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str],
@@ -103,8 +173,12 @@ def pad_to_common_shape(parts: list) -> list:
 
 class Batcher:
     def __init__(self, params: BatchingParams, clock: Callable[[], float] = time.monotonic,
-                 on_batch: Optional[Callable[[int, int], None]] = None, start_threads: bool = True):
+                 on_batch: Optional[Callable[[int, int], None]] = None, start_threads: bool = True,
+                 solo_threads: Optional[int] = None):
         self.params = params
+        # Queue options of servables that have their own (None: not batched); weak, so an
+        # unloaded version's entry goes with it.
+        self._own_params: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._clock = clock
         self._on_batch = on_batch  # (batch size, padded size), for metrics
         self._lock = threading.Lock()
@@ -112,7 +186,8 @@ class Batcher:
         self._open: dict[tuple, list[_Batch]] = {}  # key -> batches not yet taken, oldest first
         self._stopping = False
         # Tasks that cannot be batched run alone here when their caller must not block.
-        self._solo = ThreadPoolExecutor(max_workers=params.num_batch_threads, thread_name_prefix="batch-solo")
+        self._solo = ThreadPoolExecutor(max_workers=solo_threads or params.num_batch_threads,
+                                        thread_name_prefix="batch-solo")
         self._threads = [
             threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
             for i in range(params.num_batch_threads)
@@ -122,12 +197,27 @@ class Batcher:
                 t.start()
 
     # ---- the request side ------------------------------------------------------------------
+    def set_params(self, servable, params: Optional[BatchingParams]) -> None:
+        """Queue options for one servable's batches instead of the server's; None: its requests
+        are not batched."""
+        self._own_params[servable] = params
+
+    def params_for(self, servable) -> Optional[BatchingParams]:
+        return self._own_params.get(servable, self.params)
+
+    def _key(self, servable, signature_name, inputs, output_keys):
+        params = self.params_for(servable)
+        if params is None:
+            return None, 0, None
+        key, size = batch_key(servable, signature_name, inputs, output_keys, params.pad_variable_length_inputs)
+        return key, size, params
+
     def run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
             output_keys: Sequence[str], timeout_s: Optional[float] = None) -> dict[str, np.ndarray]:
-        key, size = batch_key(servable, signature_name, inputs, output_keys, self.params.pad_variable_length_inputs)
+        key, size, params = self._key(servable, signature_name, inputs, output_keys)
         if key is None:
             return servable.run(signature_name, inputs, output_keys, timeout_s)
-        future = self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s)
+        future = self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s, params)
         try:
             return future.result(timeout=timeout_s)
         except TimeoutError:
@@ -140,37 +230,46 @@ class Batcher:
 
         The caller (an event loop) waits on the Future, so no thread is parked per request.
         """
-        key, size = batch_key(servable, signature_name, inputs, output_keys, self.params.pad_variable_length_inputs)
+        key, size, params = self._key(servable, signature_name, inputs, output_keys)
         if key is None:
             return self._solo.submit(servable.run, signature_name, inputs, output_keys, timeout_s)
-        return self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s)
+        return self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s, params)
 
-    def submit(self, key, size, servable, signature_name, inputs, output_keys, timeout_s) -> Future:
-        p = self.params
+    def submit(self, key, size, servable, signature_name, inputs, output_keys, timeout_s,
+               params: Optional[BatchingParams] = None) -> Future:
+        p = params or self.params
         if size > p.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size {p.max_batch_size}")
-        task = _Task(inputs, size, timeout_s)
+        limit = p.execution_batch_size
         with self._lock:
             if self._stopping:
                 raise ServingError(Code.UNAVAILABLE, "Batch scheduler is shutting down")
-            batches = self._open.setdefault(key, [])
-            batch = batches[-1] if batches else None
-            opened = batch is None or batch.size + size > p.max_batch_size
-            if opened:
-                if len(batches) >= p.max_enqueued_batches:
-                    raise ServingError(Code.UNAVAILABLE,
-                                       "The batch scheduling queue to which this task was submitted is full")
-                # One deadline per batch, fixed when its first task arrives.
-                batch = _Batch(key, servable, signature_name, tuple(output_keys),
-                               self._clock() + p.batch_timeout_micros / 1e6)
-                batches.append(batch)
-            batch.tasks.append(task)
-            batch.size += size
-            # A batch thread needs waking only for a new deadline or a full batch; waking it for
-            # every task would hand it the GIL for nothing, dozens of times per batch.
-            if opened or batch.size >= p.max_batch_size:
-                self._ready.notify()
-        return task.future
+            batches = self._open.get(key, [])
+            room = limit - batches[-1].size if batches else 0
+            pieces = split_sizes(size, room, limit) if p.enable_large_batch_splitting else [size]
+            new_batches = len(pieces) - (1 if pieces[0] <= room else 0)
+            if len(batches) + new_batches > p.max_enqueued_batches:
+                raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this task was submitted is full")
+            self._open[key] = batches
+            tasks, offset = [], 0
+            for rows in pieces:
+                batch = batches[-1] if batches else None
+                opened = batch is None or batch.size + rows > limit
+                if opened:  # one deadline per batch, fixed when its first task arrives
+                    batch = _Batch(key, servable, signature_name, tuple(output_keys),
+                                   self._clock() + p.batch_timeout_micros / 1e6, p)
+                    batches.append(batch)
+                part = inputs if len(pieces) == 1 else {k: v[offset:offset + rows] for k, v in inputs.items()}
+                task = _Task(part, rows, timeout_s)
+                batch.tasks.append(task)
+                batch.size += rows
+                tasks.append(task)
+                offset += rows
+                # A batch thread needs waking only for a new deadline or a full batch; waking it
+                # for every task would hand it the GIL for nothing, dozens of times per batch.
+                if opened or batch.size >= limit:
+                    self._ready.notify()
+        return tasks[0].future if len(tasks) == 1 else _SplitTask([t.future for t in tasks])
 
     # ---- the batch threads -----------------------------------------------------------------
     def _take(self) -> Optional[_Batch]:
@@ -179,7 +278,7 @@ class Batcher:
         best = None
         for key, batches in self._open.items():
             head = batches[0]
-            if head.size >= self.params.max_batch_size or now >= head.deadline or len(batches) > 1:
+            if head.size >= head.params.execution_batch_size or now >= head.deadline or len(batches) > 1:
                 if best is None or head.deadline < best.deadline:
                     best = head
         if best is not None:
@@ -211,12 +310,12 @@ class Batcher:
         if not tasks:
             return
         size = sum(t.size for t in tasks)
-        padded = self.params.padded_size(size)
+        padded = batch.params.padded_size(size)
         try:
             merged = {}
             for name in tasks[0].inputs:
                 parts = [t.inputs[name] for t in tasks]
-                if self.params.pad_variable_length_inputs:
+                if batch.params.pad_variable_length_inputs:
                     parts = pad_to_common_shape(parts)
                 if padded > size:  # TF Serving pads with copies of the first row
                     parts.append(np.repeat(parts[0][:1], padded - size, axis=0))

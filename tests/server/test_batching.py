@@ -188,3 +188,100 @@ def test_without_padding_ragged_tasks_run_in_separate_batches_as_unbatched():
         assert sorted(servable.calls) == [1, 1]
     finally:
         batcher.stop()
+
+
+def _run_due(batcher):
+    with batcher._lock:
+        batches = []
+        while (batch := batcher._take()) is not None:
+            batches.append(batch)
+    for batch in batches:
+        batcher._execute(batch)
+
+
+@pytest.mark.parametrize("size,room,limit,pieces", [
+    (3, 5, 4, [3]), (6, 1, 4, [1, 4, 1]), (6, 0, 4, [4, 2]), (8, 0, 4, [4, 4]), (2, 2, 4, [2]),
+])
+def test_split_sizes_fill_the_open_batch_first(size, room, limit, pieces):
+    from pyserving.core.batching import split_sizes
+
+    assert split_sizes(size, room, limit) == pieces
+
+
+def test_large_batch_splitting_spreads_a_task_over_batches_and_joins_its_rows():
+    clock, servable = Clock(), Recorder()
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=4, enable_large_batch_splitting=True,
+                            batch_timeout_micros=10**9)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    a = submit(batcher, servable, [[1.0], [2.0], [3.0]])
+    b = submit(batcher, servable, [[float(i)] for i in range(10, 16)])  # 1 row fills a's batch, then 4, then 1
+    clock.now += 10**4
+    _run_due(batcher)
+    assert servable.calls == [4, 4, 1]
+    assert a.result()["y"].tolist() == [[2.0], [4.0], [6.0]]
+    assert b.result()["y"].tolist() == [[2.0 * i] for i in range(10, 16)]
+    with pytest.raises(ServingError, match="Task size 9 is larger than maximum input batch size 8"):
+        submit(batcher, servable, [[0.0]] * 9)  # max_batch_size still caps one task
+
+
+def test_without_splitting_a_task_that_does_not_fit_opens_a_batch_of_its_own():
+    clock, servable = Clock(), Recorder()
+    batcher = Batcher(BatchingParams(max_batch_size=8, max_execution_batch_size=4), clock=clock, start_threads=False)
+    submit(batcher, servable, [[1.0]] * 3)
+    submit(batcher, servable, [[2.0]] * 6)
+    clock.now += 1
+    _run_due(batcher)
+    assert servable.calls == [3, 6]
+
+
+def test_a_split_task_that_needs_more_batches_than_the_queue_holds_is_refused_whole():
+    servable = Recorder()
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=2, enable_large_batch_splitting=True,
+                            max_enqueued_batches=2)
+    batcher = Batcher(params, start_threads=False)
+    with pytest.raises(ServingError) as err:
+        submit(batcher, servable, [[1.0]] * 5)  # 3 batches
+    assert err.value.code == Code.UNAVAILABLE and not batcher._open
+    assert submit(batcher, servable, [[1.0]] * 4) is not None  # 2 batches fit
+
+
+def test_cancelling_a_split_task_waits_for_its_running_piece():
+    clock, servable = Clock(), Recorder()
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=2, enable_large_batch_splitting=True)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    task = submit(batcher, servable, [[1.0]] * 4)
+    with batcher._lock:
+        first = batcher._take()  # full: due at once
+    assert first.tasks[0].future.set_running_or_notify_cancel()  # the batch thread took it
+    task.cancel()
+    assert not task.done()  # its first piece still runs on the servable
+    first.tasks[0].future.set_result({"y": np.zeros((2, 1))})
+    with pytest.raises(ServingError) as err:
+        task.result(timeout=1)
+    assert err.value.code == Code.CANCELLED
+    clock.now += 1
+    _run_due(batcher)
+    assert servable.calls == []  # the second piece was dropped
+
+
+def test_a_servable_with_its_own_params_or_none_is_batched_by_them_or_not_at_all():
+    clock, own, unbatched, shared = Clock(), Recorder(), Recorder(), Recorder()
+    batcher = Batcher(BatchingParams(max_batch_size=64, batch_timeout_micros=10**9), clock=clock, start_threads=False)
+    batcher.set_params(own, BatchingParams(max_batch_size=2, batch_timeout_micros=10**9))
+    batcher.set_params(unbatched, None)
+    x = {"x": np.ones((3, 1), np.float32)}
+    with pytest.raises(ServingError, match="Task size 3 is larger than maximum input batch size 2"):
+        batcher.submit_run(own, "sig", x, ["y"])
+    assert batcher.run(unbatched, "sig", x, ["y"])["y"].tolist() == [[2.0]] * 3 and unbatched.calls == [3]
+    assert batcher.submit_run(unbatched, "sig", x, ["y"]).result(timeout=5)["y"].shape == (3, 1)
+    futures = [batcher.submit_run(s, "sig", {"x": np.ones((1, 1), np.float32)}, ["y"]) for s in (own, own, shared)]
+    with batcher._lock:
+        assert batcher._take().servable is own  # own's batch is full at 2 rows; shared's waits
+        assert batcher._take() is None
+    assert all(not f.done() for f in futures)
+    batcher.stop()
+
+
+def test_a_batch_above_the_largest_allowed_size_runs_unpadded():
+    assert BatchingParams(max_batch_size=4, allowed_batch_sizes=(2, 4)).padded_size(6) == 6
+    assert BatchingParams(max_batch_size=4, allowed_batch_sizes=(2, 4)).padded_size(3) == 4

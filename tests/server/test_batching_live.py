@@ -121,3 +121,72 @@ def test_batching_parameters_file_needs_enable_batching(exported, tmp_path):
     out = subprocess.run([sys.executable, "-m", "pyserving", f"--model_base_path={exported / 'hp2'}",
                           f"--batching_parameters_file={params}"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 255 and "--batching_parameters_file was given without --enable_batching" in out.stderr
+
+
+def _metric(server, path, sample):
+    with urllib.request.urlopen(server.rest + path, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(sample + "{") or line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_large_batch_splitting_runs_a_big_request_in_several_batches(exported, tmp_path):
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 1000 } "
+                      "enable_large_batch_splitting { value: true } max_execution_batch_size { value: 2 }")
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }')
+    server = launch(tmp_path / "s", [f"--model_base_path={exported / 'hp2tf2'}", "--model_name=hp2tf2",
+                                     "--enable_batching", f"--batching_parameters_file={params}",
+                                     f"--monitoring_config_file={monitoring}"])
+    try:
+        rows = [[float(i)] for i in range(7)]
+        assert rest(server, {"instances": rows}) == (200, {"predictions": [[0.5 * i + 2] for i in range(7)]})
+        assert grpc_predict(server, rows) == [[0.5 * i + 2] for i in range(7)]
+        size = ":tensorflow:serving:batching_session:processed_batch_size"
+        assert _metric(server, "/metrics", size + "_count") == 8  # 2 + 2 + 2 + 1, twice
+        assert _metric(server, "/metrics", size + "_sum") == 14
+        status, body = rest(server, {"instances": [[1.0]] * 9})
+        assert status == 400 and "Task size 9 is larger than maximum input batch size 8" in body["error"]
+    finally:
+        server.stop()
+
+
+def test_per_model_batching_parameters_come_from_each_version_folder(exported, tmp_path):
+    import shutil
+
+    own, plain = tmp_path / "own", tmp_path / "plain"
+    shutil.copytree(exported / "hp2tf2", own)
+    shutil.copytree(exported / "hp2tf2", plain)
+    (own / "1" / "batching_params.pbtxt").write_text("max_batch_size { value: 2 } batch_timeout_micros { value: 500 }")
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 4 } num_batch_threads { value: 1 }")
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "own" base_path: "{own}" model_platform: "tensorflow" }} '
+                      f'config {{ name: "plain" base_path: "{plain}" model_platform: "tensorflow" }} }}')
+    server = launch(tmp_path / "s", [f"--model_config_file={config}", "--enable_batching",
+                                     f"--batching_parameters_file={params}", "--enable_per_model_batching_parameters",
+                                     "--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"])
+    try:
+        status, body = rest(server, {"instances": [[1.0]] * 3}, model="own")  # its own max_batch_size: 2
+        assert status == 400 and "Task size 3 is larger than maximum input batch size 2" in body["error"]
+        assert rest(server, {"instances": [[1.0], [2.0]]}, model="own") == (200, {"predictions": [[2.5], [3.0]]})
+        many = [[float(i)] for i in range(6)]  # above the server's max_batch_size 4: "plain" is not batched
+        assert rest(server, {"instances": many}, model="plain") == (200, {"predictions": [[0.5 * i + 2] for i in range(6)]})
+        assert grpc_predict(server, many, model="plain") == [[0.5 * i + 2] for i in range(6)]
+        # A version whose batching_params.pbtxt is malformed fails to load; version 1 keeps serving.
+        shutil.copytree(exported / "hp2tf2" / "1", own / "2")
+        (own / "2" / "batching_params.pbtxt").write_text("max_batch_size { value: ")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{server.rest}/v1/models/own", timeout=10) as resp:
+                versions = {v["version"]: v for v in json.loads(resp.read())["model_version_status"]}
+            if versions.get("2", {}).get("state") == "END":
+                break
+            time.sleep(0.2)
+        assert versions["2"]["state"] == "END" and "batching_params.pbtxt" in versions["2"]["status"]["error_message"]
+        assert versions["1"]["state"] == "AVAILABLE"
+        assert rest(server, {"instances": [[1.0]]}, model="own") == (200, {"predictions": [[2.5]]})
+    finally:
+        server.stop()
