@@ -113,13 +113,11 @@ def test_full_queue_answers_503_at_once_and_server_keeps_serving(exported, tmp_p
 
 
 def test_batching_parameters_file_needs_enable_batching(exported, tmp_path):
-    import subprocess
-    import sys
+    from tests.server.test_startup import run_cli
 
     params = tmp_path / "b.txt"
     params.write_text("max_batch_size { value: 8 }")
-    out = subprocess.run([sys.executable, "-m", "pyserving", f"--model_base_path={exported / 'hp2'}",
-                          f"--batching_parameters_file={params}"], capture_output=True, text=True, timeout=60)
+    out = run_cli(f"--model_base_path={exported / 'hp2'}", f"--batching_parameters_file={params}")
     assert out.returncode == 255 and "--batching_parameters_file was given without --enable_batching" in out.stderr
 
 

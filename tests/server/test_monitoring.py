@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -13,6 +11,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from pyserving.codecs.tensor_proto import from_numpy
 from tests.server.test_rest_api import call_json
+from tests.server.test_startup import run_cli
 
 
 def metric(text: str, name: str, **labels) -> float:
@@ -71,6 +70,5 @@ def test_metrics_path_is_off_without_config(exported, start_server):
 def test_monitoring_needs_the_rest_port(exported, tmp_path):
     monitoring = tmp_path / "monitoring.txt"
     monitoring.write_text("prometheus_config { enable: true }")
-    out = subprocess.run([sys.executable, "-m", "pyserving", f"--model_base_path={exported / 'hp2'}",
-                          f"--monitoring_config_file={monitoring}"], capture_output=True, text=True, timeout=60)
+    out = run_cli(f"--model_base_path={exported / 'hp2'}", f"--monitoring_config_file={monitoring}")
     assert out.returncode == 255 and "requires --rest_api_port" in out.stderr
