@@ -164,6 +164,17 @@ def _row(label: str, protocol: str, c: int, r, bases: dict) -> None:
         print(f"    errors: {r.errors[:3]}", flush=True)
 
 
+def measure_levels(client: Client, label: str, rest_port: int, grpc_port: int, answers: tuple, levels,
+                   bases: dict) -> dict:
+    """(protocol, concurrency) -> LoadResult, each printed as it comes."""
+    results = {}
+    for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
+        for c in levels:
+            r = results[(protocol, c)] = client.measure(protocol, port, c, len(answers[1]))
+            _row(label, protocol, c, r, bases)
+    return results
+
+
 def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: dict) -> tuple[dict, tuple]:
     model = client.model
     grpc_port, rest_port = free_port(), free_port()
@@ -176,18 +187,13 @@ def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: d
          f"--model_name={model.name}", f"--model_base_path={tmp}/{model.name}", *flags],
         Path(tmp) / f"server-{model.name}-{batching}.log", ready_port=rest_port,
     )
-    results = {}
     server.start()
     try:
         server.wait_ready()
         answers = client.answers(rest_port, grpc_port)
-        for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
-            for c in levels:
-                r = results[(protocol, c)] = client.measure(protocol, port, c, len(answers[1]))
-                _row("on" if batching else "off", protocol, c, r, bases)
+        return measure_levels(client, "on" if batching else "off", rest_port, grpc_port, answers, levels, bases), answers
     finally:
         server.stop()
-    return results, answers
 
 
 def measure_null_servers(tmp: str, client: Client, answers: tuple, levels, bases: dict) -> dict:
@@ -200,18 +206,13 @@ def measure_null_servers(tmp: str, client: Client, answers: tuple, levels, bases
          f"--rest_answer={tmp}/rest_answer.json", f"--grpc_answer={tmp}/grpc_answer.bin"],
         Path(tmp) / "null-servers.log", ready_port=grpc_port, env={"PYTHONPATH": str(ROOT)},
     )
-    results = {}
     server.start()
     try:
         server.wait_ready()
         assert client.answers(rest_port, grpc_port) == answers
-        for protocol, port in (("rest", rest_port), ("grpc", grpc_port)):
-            for c in levels:
-                r = results[(protocol, c)] = client.measure(protocol, port, c, len(answers[1]))
-                _row("null", protocol, c, r, bases)
+        return measure_levels(client, "null", rest_port, grpc_port, answers, levels, bases)
     finally:
         server.stop()
-    return results
 
 
 def bench_model(tmp: str, client: Client, levels) -> dict:
