@@ -27,6 +27,9 @@ def available() -> bool:
     return all(shutil.which(tool) for tool in TOOLS)
 
 
+GRPC_PREFIX_BYTES = 5  # compressed flag + 4-byte length before each gRPC message
+
+
 def grpc_frame(message: bytes) -> bytes:
     """One gRPC length-prefixed message (uncompressed)."""
     return b"\0" + struct.pack(">I", len(message)) + message
@@ -61,9 +64,8 @@ def rest(host: str, port: int, model: str, body: bytes, concurrency: int, durati
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if socket_errors:
         bad += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    result = LoadResult("rest", concurrency, sent=int(total), failed=min(bad, int(total)),
-                        elapsed_s=_ms(took) / 1000)
-    result.summary_ms = {int(q): _ms(v) for q, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M)}
+    result = LoadResult("rest", concurrency, sent=int(total), failed=min(bad, int(total)), elapsed_s=_ms(took) / 1000,
+                        summary_ms={int(q): _ms(v) for q, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M)})
     if bad:
         result.errors.append(out.strip().splitlines()[-3:])
     return result
@@ -87,7 +89,7 @@ def grpc(host: str, port: int, request: bytes, response_size: int, concurrency: 
     elapsed = float(re.search(r"finished in ([\d.]+)s", out).group(1))
     done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
     data = int(re.search(r"\((\d+)\) data", out).group(1))
-    answered = min(done, data // len(grpc_frame(b"\0" * response_size)))
+    answered = min(done, data // (GRPC_PREFIX_BYTES + response_size))
     result = LoadResult("grpc", concurrency, sent=done, failed=done - answered, elapsed_s=elapsed,
                         latencies_ms=[us / 1000 for us in latencies_us])
     if result.failed:
