@@ -1,5 +1,5 @@
 import sys
 
-from pyserving.app import main
+from pyserving.cli import main
 
 sys.exit(main())

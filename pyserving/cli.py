@@ -1,4 +1,5 @@
-"""Command line: TF Serving's flags (`--name=value`, bools also bare `--name`) -> Settings.
+"""Command line: TF Serving's flags (`--name=value`, bools also bare `--name`) -> Settings, and
+`main`, the console scripts `tensorflow_model_server` and `pyserving`.
 
 A flag TF Serving does not have, or a bad value, stops start-up at once with one line naming
 it (TF Serving itself only warns about unknown flags; a typo that silently changes nothing is
@@ -6,17 +7,19 @@ worse for a drop-in).
 """
 from __future__ import annotations
 
-import dataclasses
+import logging
+import os
+import signal
 import sys
+import threading
 from importlib import metadata
-from typing import Sequence
+from typing import Optional, Sequence
 
 from pyserving.flags import BY_NAME, FLAGS
+from pyserving.errors import ServingError
+from pyserving.settings import Settings
 
-Settings = dataclasses.make_dataclass(
-    "Settings", [(f.name, f.type, dataclasses.field(default=f.default)) for f in FLAGS], frozen=True
-)
-Settings.__doc__ = "Parsed tensorflow_model_server flags, one field per flag."
+logger = logging.getLogger("pyserving")
 
 PROGRAM_VERSION = "2.20.0-pyserving"
 
@@ -47,7 +50,7 @@ def _convert(flag, raw: str | None):
     return raw
 
 
-def parse(argv: Sequence[str]):
+def parse(argv: Sequence[str]) -> tuple[Settings, tuple[str, ...]]:
     """argv (without the program name) -> (Settings, names of flags given explicitly)."""
     values = {}
     for arg in argv:
@@ -61,7 +64,7 @@ def parse(argv: Sequence[str]):
     return Settings(**values), tuple(values)
 
 
-def validate(settings) -> list[str]:
+def validate(settings: Settings) -> list[str]:
     """Cross-flag rules TF Serving enforces at start-up; returns errors (empty when fine)."""
     errors = []
     if not settings.model_config_file and not settings.model_base_path:
@@ -80,6 +83,12 @@ def validate(settings) -> list[str]:
         if getattr(settings, name) < 0:
             errors.append(f"--{name} must not be negative")
     return errors
+
+
+def no_effect_warnings(settings: Settings, given: Sequence[str]) -> list[str]:
+    """One line for each flag given that pyserving accepts but does not act on."""
+    return [f"--{name} has no effect in pyserving (accepted for compatibility)" for name in given
+            if BY_NAME[name].support == "no-effect" and getattr(settings, name) != BY_NAME[name].default]
 
 
 def usage() -> str:
@@ -115,3 +124,59 @@ def parse_or_exit(argv: Sequence[str]):
         print(f"tensorflow_model_server: {errors[0]}", file=sys.stderr)
         sys.exit(255)
     return settings, given
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, datefmt="%Y-%m-%d %H:%M:%S",
+                        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s")
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{exc.code.name}: {exc.message}" if isinstance(exc, ServingError) else str(exc)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    settings, given = parse_or_exit(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    for warning in no_effect_warnings(settings, given):
+        logger.warning(warning)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    from pyserving.app import ModelServer  # TensorFlow and the servers load from here on
+
+    try:
+        server = ModelServer(settings)
+    except ServingError as exc:
+        print(f"Failed to start server. Error: {_error_text(exc)}", file=sys.stderr)
+        return 255
+    failure: list[BaseException] = []
+    started = threading.Event()
+
+    def start() -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # reported below, in the main thread
+            failure.append(exc)
+        started.set()
+
+    # Start in a thread so that a signal during a long load still stops us cleanly.
+    threading.Thread(target=start, name="startup", daemon=True).start()
+    while not stop.wait(0.2) and not started.is_set():
+        pass
+    if failure and not stop.is_set():
+        print(f"Failed to start server. Error: {_error_text(failure[0])}", file=sys.stderr)
+        server.stop(0)
+        return 255
+    while not stop.wait(0.5):
+        pass
+    logger.info("Shutting down: finishing in-flight requests")
+    server.stop()
+    logger.info("Server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,14 +31,16 @@ def short_name(dtype: int) -> str:
     return SHORT_NAMES.get(dtype, f"type{dtype}")
 
 
-def to_numpy(dtype: int) -> np.dtype:
+def numpy_dtype(dtype: int) -> np.dtype:
+    """DataType enum -> numpy dtype."""
     try:
         return NUMPY[dtype]
     except KeyError:
         raise KeyError(f"unsupported DataType {dtype}") from None
 
 
-def from_numpy(dtype: np.dtype) -> int:
+def data_type(dtype: np.dtype) -> int:
+    """numpy dtype -> DataType enum."""
     if dtype.kind in ("S", "U", "O"):
         return DT_STRING
     return _FROM_NUMPY[np.dtype(dtype)]

@@ -108,3 +108,18 @@ class Servable(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One model run, as the core hands it to a runner: which servable and signature, the
+    decoded and checked inputs, which outputs, and the deadline (seconds, None = none)."""
+
+    servable: Servable
+    signature_name: str
+    inputs: Mapping[str, np.ndarray]
+    output_keys: tuple[str, ...]
+    timeout_s: Optional[float] = None
+
+    def run(self) -> dict[str, np.ndarray]:
+        return self.servable.run(self.signature_name, self.inputs, self.output_keys, self.timeout_s)

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models.atomic_export import atomic_version_dir, version_dir  # noqa: E402
-from pyserving import warmup  # noqa: E402
+from pyserving.runtime import warmup  # noqa: E402
 from models.mnist import input_data  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import logging
 import tensorflow as tf
 
 from models.atomic_export import atomic_version_dir, version_dir
-from pyserving import warmup
+from pyserving.runtime import warmup
 
 logger = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
                 raise _type_error(v, dtype)
         return out
     if dtype in (dtypes.DT_FLOAT, dtypes.DT_DOUBLE, dtypes.DT_HALF):
-        return _floats_to_array(leaves, dtype).astype(dtypes.to_numpy(dtype))
+        return _floats_to_array(leaves, dtype).astype(dtypes.numpy_dtype(dtype))
     if dtype == dtypes.DT_BOOL:
         for v in leaves:
             if type(v) is not bool:
@@ -157,7 +157,7 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
         for v in leaves:
             if type(v) is not int or not low <= v <= high:
                 raise _type_error(v, dtype)
-        return np.array(leaves, dtype=dtypes.to_numpy(dtype))
+        return np.array(leaves, dtype=dtypes.numpy_dtype(dtype))
     raise invalid_argument(f"Conversion of JSON Value: {dump_value(leaves[:1])} to type: {dtypes.short_name(dtype)}")
 
 

@@ -30,7 +30,7 @@ def to_numpy(proto: tensor_pb2.TensorProto, max_elements: int = 1 << 31) -> np.n
     count = math.prod(shape)
     if count > max_elements:
         raise invalid_argument(f"Tensor with {count} elements exceeds the limit of {max_elements}")
-    np_dtype = dtypes.to_numpy(proto.dtype)
+    np_dtype = dtypes.numpy_dtype(proto.dtype)
     if proto.tensor_content and proto.dtype != dtypes.DT_STRING:
         if len(proto.tensor_content) != count * np_dtype.itemsize:
             raise invalid_argument(
@@ -61,7 +61,7 @@ def to_numpy(proto: tensor_pb2.TensorProto, max_elements: int = 1 << 31) -> np.n
 def from_numpy(array: np.ndarray, as_tensor_content: bool = False) -> tensor_pb2.TensorProto:
     array = np.asarray(array)
     proto = tensor_pb2.TensorProto()
-    dtype = dtypes.from_numpy(array.dtype)
+    dtype = dtypes.data_type(array.dtype)
     proto.dtype = dtype
     for d in array.shape:
         proto.tensor_shape.dim.add().size = d

@@ -26,7 +26,9 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from pyserving.core.runners import run_now
 from pyserving.errors import Code, ServingError, invalid_argument
+from pyserving.types import RunRequest
 
 logger = logging.getLogger(__name__)
 
@@ -142,18 +144,18 @@ class _SplitTask(Future):
             self.set_exception(ServingError(Code.INTERNAL, f"Cannot join the outputs of a split task: {exc}"))
 
 
-def batch_key(servable, signature_name: str, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str],
-              pad: bool = False):
+def batch_key(request: RunRequest, pad: bool = False):
     """Tasks with equal keys can share a batch; None when the inputs cannot be batched at all.
 
     Inner shapes must match, unless `pad` (pad_variable_length_inputs): then only ranks must.
     """
+    inputs = request.inputs
     sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
     if len(sizes) != 1 or None in sizes:
         return None, 0
     parts = tuple((name, inputs[name].dtype.str, inputs[name].ndim if pad else inputs[name].shape[1:])
                   for name in sorted(inputs))
-    return (id(servable), signature_name, tuple(output_keys), parts), sizes.pop()
+    return (id(request.servable), request.signature_name, request.output_keys, parts), sizes.pop()
 
 
 def pad_to_common_shape(parts: list) -> list:
@@ -173,7 +175,7 @@ def pad_to_common_shape(parts: list) -> list:
 
 class Batcher:
     def __init__(self, params: BatchingParams, clock: Callable[[], float] = time.monotonic,
-                 on_batch: Optional[Callable[[int, int], None]] = None, start_threads: bool = True,
+                 on_batch: Callable[[int, int], None] = lambda size, padded: None, start_threads: bool = True,
                  solo_threads: Optional[int] = None):
         self.params = params
         # Queue options of servables that have their own (None: not batched); weak, so an
@@ -205,38 +207,17 @@ class Batcher:
     def params_for(self, servable) -> Optional[BatchingParams]:
         return self._own_params.get(servable, self.params)
 
-    def _key(self, servable, signature_name, inputs, output_keys):
-        params = self.params_for(servable)
-        if params is None:
-            return None, 0, None
-        key, size = batch_key(servable, signature_name, inputs, output_keys, params.pad_variable_length_inputs)
-        return key, size, params
-
-    def run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
-            output_keys: Sequence[str], timeout_s: Optional[float] = None) -> dict[str, np.ndarray]:
-        key, size, params = self._key(servable, signature_name, inputs, output_keys)
+    def submit(self, request: RunRequest, inline: bool = False) -> Future:
+        """The run's outputs land in the returned Future. A request that cannot share a batch
+        (no common dimension 0, or a servable that is not batched) runs alone: in the caller
+        when `inline`, else on the solo pool; the others queue for their batch."""
+        params = self.params_for(request.servable)
+        key, size = (None, 0) if params is None else batch_key(request, params.pad_variable_length_inputs)
         if key is None:
-            return servable.run(signature_name, inputs, output_keys, timeout_s)
-        future = self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s, params)
-        try:
-            return future.result(timeout=timeout_s)
-        except TimeoutError:
-            future.cancel()  # a task still queued is dropped from its batch
-            raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while waiting in the batch queue") from None
+            return run_now(request) if inline else self._solo.submit(request.run)
+        return self._enqueue(key, size, request, params)
 
-    def submit_run(self, servable, signature_name: str, inputs: Mapping[str, np.ndarray],
-                   output_keys: Sequence[str], timeout_s: Optional[float] = None) -> Future:
-        """Like run(), without blocking: the outputs land in the returned Future.
-
-        The caller (an event loop) waits on the Future, so no thread is parked per request.
-        """
-        key, size, params = self._key(servable, signature_name, inputs, output_keys)
-        if key is None:
-            return self._solo.submit(servable.run, signature_name, inputs, output_keys, timeout_s)
-        return self.submit(key, size, servable, signature_name, inputs, output_keys, timeout_s, params)
-
-    def submit(self, key, size, servable, signature_name, inputs, output_keys, timeout_s,
-               params: Optional[BatchingParams] = None) -> Future:
+    def _enqueue(self, key, size: int, request: RunRequest, params: Optional[BatchingParams] = None) -> Future:
         p = params or self.params
         if size > p.max_batch_size:
             raise invalid_argument(f"Task size {size} is larger than maximum input batch size {p.max_batch_size}")
@@ -256,11 +237,12 @@ class Batcher:
                 batch = batches[-1] if batches else None
                 opened = batch is None or batch.size + rows > limit
                 if opened:  # one deadline per batch, fixed when its first task arrives
-                    batch = _Batch(key, servable, signature_name, tuple(output_keys),
+                    batch = _Batch(key, request.servable, request.signature_name, request.output_keys,
                                    self._clock() + p.batch_timeout_micros / 1e6, p)
                     batches.append(batch)
+                inputs = request.inputs
                 part = inputs if len(pieces) == 1 else {k: v[offset:offset + rows] for k, v in inputs.items()}
-                task = _Task(part, rows, timeout_s)
+                task = _Task(part, rows, request.timeout_s)
                 batch.tasks.append(task)
                 batch.size += rows
                 tasks.append(task)
@@ -321,8 +303,8 @@ class Batcher:
                     parts.append(np.repeat(parts[0][:1], padded - size, axis=0))
                 merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
             timeouts = [t.timeout_s for t in tasks if t.timeout_s is not None]
-            outputs = batch.servable.run(batch.signature_name, merged, batch.output_keys,
-                                         min(timeouts) if timeouts else None)
+            outputs = RunRequest(batch.servable, batch.signature_name, merged, batch.output_keys,
+                                 min(timeouts) if timeouts else None).run()
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != padded:
                     raise ServingError(
@@ -335,8 +317,7 @@ class Batcher:
             for t in tasks:
                 t.future.set_exception(error)
             return
-        if self._on_batch is not None:
-            self._on_batch(size, padded)
+        self._on_batch(size, padded)
         offset = 0
         for t in tasks:
             t.future.set_result({k: v[offset:offset + t.size] for k, v in outputs.items()})

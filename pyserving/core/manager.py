@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Collection, Iterator, Mapping, Optional
 
 from pyserving.errors import Code, ServingError, not_found
 from pyserving.types import ModelSpec, Servable, VersionState, VersionStatus
@@ -42,6 +42,32 @@ class _Model:
     removed: bool = False
     wake: threading.Event = field(default_factory=threading.Event)
     worker: Optional[threading.Thread] = None
+
+
+LOAD, UNLOAD = "load", "unload"
+
+
+def next_action(aspired: Collection[int], versions: Mapping[int, VersionStatus],
+                stopping: bool = False) -> Optional[tuple[str, int]]:
+    """The availability-preserving policy, as a pure function of one model's state: what to do
+    next, (LOAD, version) or (UNLOAD, version), or None.
+
+    The highest aspired version not yet tried is loaded first (one that ended without an error,
+    i.e. was unloaded, may load again; one that failed stays in END). A version no longer aspired
+    is unloaded, lowest first, only once an aspired version is AVAILABLE, or when nothing is
+    aspired, or at shutdown: requests never see a gap.
+    """
+    to_load = [n for n in aspired
+               if n not in versions or (versions[n].state == VersionState.END and versions[n].error is None)]
+    if to_load:
+        return LOAD, max(to_load)
+    any_aspired_ready = any(versions[n].state == VersionState.AVAILABLE for n in aspired if n in versions)
+    to_unload = [n for n, v in versions.items()
+                 if n not in aspired and v.state == VersionState.AVAILABLE
+                 and (any_aspired_ready or not aspired or stopping)]
+    if to_unload:
+        return UNLOAD, min(to_unload)
+    return None
 
 
 class ServableManager:
@@ -249,29 +275,15 @@ class ServableManager:
     def _step(self, model: _Model) -> bool:
         """Take one action (a load or an unload); False when nothing is left to do."""
         with self._lock:
-            aspired = dict(model.aspired)
-            versions = model.versions
-            to_load = [
-                n for n in aspired
-                if n not in versions or (versions[n].state == VersionState.END and versions[n].error is None)
-            ]
-            any_aspired_ready = any(
-                versions[n].state == VersionState.AVAILABLE for n in aspired if n in versions
-            )
-            to_unload = [
-                v for n, v in versions.items()
-                if n not in aspired and v.state == VersionState.AVAILABLE
-                and (any_aspired_ready or not aspired or self._stopping.is_set())
-            ]
-            if not to_load and not to_unload:
+            views = {n: VersionStatus(n, v.state, v.error) for n, v in model.versions.items()}
+            action = next_action(model.aspired.keys(), views, self._stopping.is_set())
+            if action is None:
                 return False
-            if to_load:
-                number = max(to_load)
-                versions[number] = _Version(number, aspired[number])
-                version = versions[number]
-            else:
-                version = min(to_unload, key=lambda v: v.number)
-        if to_load:
+            kind, number = action
+            if kind == LOAD:
+                model.versions[number] = _Version(number, model.aspired[number])
+            version = model.versions[number]
+        if kind == LOAD:
             self._load(model, version)
         else:
             self._unload(model, version)

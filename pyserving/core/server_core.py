@@ -1,6 +1,7 @@
-"""ServerCore: the model list, the Source and the Manager wired together, with config reloads.
+"""ServerCore: the model list, the Source and the Manager wired together, with config reloads
+(from the data plane, or from --model_config_file polled every N seconds).
 
-Protocol-neutral: REST and gRPC call into it; it knows neither.
+Protocol-neutral: REST and gRPC reach it through the data plane; it knows neither.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class ServerCore:
         self._configs: dict[str, ModelConfig] = {}
         self._reload_lock = threading.Lock()
         self._started = False
+        self._stopping = threading.Event()
+        self._poller: Optional[threading.Thread] = None
 
     @property
     def configs(self) -> dict[str, ModelConfig]:
@@ -96,6 +99,41 @@ class ServerCore:
                 "which is not currently available for inference"
             )
 
+    def poll_config_file(self, path: str, wait_s: float) -> None:
+        """Re-read the model config file every `wait_s` seconds and apply it when it changed."""
+        self._poller = threading.Thread(target=self._poll, args=(path, wait_s), name="config-poller", daemon=True)
+        self._poller.start()
+
+    def _poll(self, path: str, wait_s: float) -> None:
+        from pyserving.core import config  # the text-proto reader (and its protos) only where a file is polled
+
+        applied = _read(path)
+        last_error = None
+        while not self._stopping.wait(wait_s):
+            try:
+                text = _read(path)
+                if text == applied:
+                    continue
+                self.reload(config.from_proto(config.parse_text(text, path)))
+                applied, last_error = text, None
+                logger.info("Reloaded model config from %s", path)
+            except (ServingError, OSError) as exc:
+                # The last good config stays in force and the file is tried again at the next
+                # poll (a label may point at a version that is still loading); each distinct
+                # error is logged once.
+                message = getattr(exc, "message", str(exc))
+                if message != last_error:
+                    logger.error("Failed to reload model config %s: %s", path, message)
+                    last_error = message
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
         self.source.stop()
         self.manager.stop()
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()

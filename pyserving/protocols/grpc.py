@@ -1,9 +1,12 @@
 """tensorflow.serving.PredictionService and ModelService on grpcio, from tensorflow-serving-api stubs.
 
-Servicers only translate protos <-> numpy and call the core; ServingError codes map 1:1 onto
-gRPC status codes. The server is grpc.aio on an event loop thread of its own. With batching,
-Predict decodes on the loop and awaits the batcher's Future, so no thread sits parked until its
-batch runs; without, and for large requests and the other handlers, they run on a pool thread.
+Servicers only translate protos <-> numpy and call the data plane; ServingError codes map 1:1
+onto gRPC status codes. The server is grpc.aio on an event loop thread of its own. Predict is
+one path (decode, prepare, submit, respond) with one choice of where it waits: with batching it
+awaits the run's Future on the loop, so no thread sits parked until its batch runs (large
+requests decode on a pool thread first); without, the whole Predict runs on a pool thread and
+the model runs right there, which saves a hand-off when every request is its own run. The
+other handlers run on a pool thread.
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ from tensorflow_serving.apis import (
 )
 
 from pyserving.codecs import example as example_codec
+from pyserving.config_files import SslConfig
 from pyserving.codecs import tensor_proto
 from pyserving.core import config as config_mod
-from pyserving.core.inference import Inference
-from pyserving.core.server_core import ServerCore
+from pyserving.core.dataplane import DataPlane, Prepared
+from pyserving.core.runners import wait
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
 from pyserving.protocols.completions import Completions
@@ -57,8 +61,7 @@ def _answer(exc: Exception, api: str) -> tuple[Code, "grpc.StatusCode", str]:
 
 
 def _observe(servicer, request, api: str, code: Code, started: float) -> None:
-    if servicer._metrics is not None:
-        servicer._metrics.observe_request(_model_name(request), api, "GRPC", code.name, time.perf_counter() - started)
+    servicer._metrics.observe_request(_model_name(request), api, "GRPC", code.name, time.perf_counter() - started)
 
 
 def _guarded(method: Callable) -> Callable:
@@ -103,9 +106,12 @@ def _timeout(context) -> Optional[float]:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, inference: Inference, completions: Completions, executor: futures.Executor,
-                 tensor_content_outputs: bool = False, metrics=None, max_elements: int = 1 << 31):
-        self._inference = inference
+    """Predict awaits its run on the loop (use with batching); BlockingPredictionServicer below
+    runs it on a pool thread. Both take the same path through _start_predict and _predict_response."""
+
+    def __init__(self, data_plane: DataPlane, completions: Completions, executor: futures.Executor, metrics,
+                 tensor_content_outputs: bool = False, max_elements: int = 1 << 31):
+        self._data = data_plane
         self._completions = completions  # hands finished runs back to the server's loop
         self._executor = executor  # where Predicts too large to decode on the loop run
         self._max_elements = max_elements  # a short value list may not expand into gigabytes
@@ -116,24 +122,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def Predict(self, request, context):
         timeout_s = _timeout(context)
         if request.ByteSize() > INLINE_REQUEST_BYTES:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, request, timeout_s)
-        submitted = self._inference.submit_predict(*self._decode(request), list(request.output_filter), timeout_s)
-        return self._predict_response(submitted.result(await self._completions.result(submitted.future, timeout_s)))
+            prepared, future = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._start_predict, request, timeout_s, True)
+        else:
+            prepared, future = self._start_predict(request, timeout_s, False)
+        return self._predict_response(prepared, await self._completions.result(future, timeout_s))
 
-    def _predict(self, request, timeout_s: Optional[float]):
-        """Predict blocking its thread from start to end."""
-        return self._predict_response(
-            self._inference.predict(*self._decode(request), list(request.output_filter), timeout_s))
+    def _start_predict(self, request, timeout_s: Optional[float], inline: bool) -> tuple[Prepared, futures.Future]:
+        """Decode, lease the version and check against its signature, submit the run."""
+        spec = messages.spec_from_proto(request.model_spec)
+        inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
+        with self._data.prepare(spec) as prepared:
+            return prepared, prepared.submit(inputs, list(request.output_filter), timeout_s, inline)
 
-    def _decode(self, request):
-        """(spec, inputs) of a PredictRequest."""
-        return (messages.spec_from_proto(request.model_spec),
-                {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()})
-
-    def _predict_response(self, result):
+    def _predict_response(self, prepared: Prepared, outputs) -> predict_pb2.PredictResponse:
         response = predict_pb2.PredictResponse()
-        messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-        for name, value in result.value.items():
+        messages.fill_spec(response.model_spec, prepared.model_name, prepared.version, prepared.signature_name)
+        for name, value in outputs.items():
             response.outputs[name].CopyFrom(tensor_proto.from_numpy(value, self._tensor_content))
         return response
 
@@ -141,9 +146,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Classify(self, request, context):
         spec = messages.spec_from_proto(request.model_spec)
         examples = example_codec.examples_from_input(request.input)
-        if self._metrics is not None:
-            self._metrics.observe_examples(spec.name, len(examples))
-        result = self._inference.classify(spec, examples, _timeout(context))
+        result = self._data.classify(spec, examples, _timeout(context))
         response = classification_pb2.ClassificationResponse()
         messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
         _fill_classifications(response.result, result.value)
@@ -153,9 +156,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Regress(self, request, context):
         spec = messages.spec_from_proto(request.model_spec)
         examples = example_codec.examples_from_input(request.input)
-        if self._metrics is not None:
-            self._metrics.observe_examples(spec.name, len(examples))
-        result = self._inference.regress(spec, examples, _timeout(context))
+        result = self._data.regress(spec, examples, _timeout(context))
         response = regression_pb2.RegressionResponse()
         messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
         for value in result.value:
@@ -167,7 +168,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         tasks = [(messages.spec_from_proto(t.model_spec), t.method_name) for t in request.tasks]
         examples = example_codec.examples_from_input(request.input)
         response = inference_pb2.MultiInferenceResponse()
-        for result, (_spec, method) in zip(self._inference.multi_inference(tasks, examples, _timeout(context)), tasks):
+        for result, (_spec, method) in zip(self._data.multi_inference(tasks, examples, _timeout(context)), tasks):
             entry = response.results.add()
             messages.fill_spec(entry.model_spec, result.model_name, result.version, result.signature_name)
             if method.endswith("classify"):
@@ -185,7 +186,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for field in request.metadata_field:
             if field != "signature_def":
                 raise invalid_argument(f"Metadata field {field} is not supported")
-        result = self._inference.metadata(spec)
+        result = self._data.metadata(spec)
         return messages.metadata_response(result.model_name, result.version, result.value)
 
 
@@ -194,7 +195,9 @@ class BlockingPredictionServicer(PredictionServicer):
 
     @_guarded
     def Predict(self, request, context):
-        return self._predict(request, _timeout(context))
+        timeout_s = _timeout(context)
+        prepared, future = self._start_predict(request, timeout_s, True)
+        return self._predict_response(prepared, wait(future, timeout_s))
 
 
 def _fill_classifications(target: classification_pb2.ClassificationResult, classifications) -> None:
@@ -209,21 +212,21 @@ def _fill_classifications(target: classification_pb2.ClassificationResult, class
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core: ServerCore, metrics=None):
-        self._core = core
+    def __init__(self, data_plane: DataPlane, metrics):
+        self._data = data_plane
         self._metrics = metrics
 
     @_guarded
     def GetModelStatus(self, request, context):
         spec = messages.spec_from_proto(request.model_spec)
-        statuses = self._core.manager.status(spec.name, spec.version)
+        statuses = self._data.status(spec.name, spec.version)
         return messages.status_response(statuses)
 
     @_guarded
     def HandleReloadConfigRequest(self, request, context):
         if request.config.WhichOneof("config") != "model_config_list":
             raise ServingError(Code.FAILED_PRECONDITION, "ServerCore is configured with a ModelConfigList; only a ModelConfigList can replace it")
-        self._core.reload(config_mod.from_proto(request.config))
+        self._data.reload(config_mod.from_proto(request.config))
         logger.info("Model config reloaded over gRPC")
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = 0
@@ -247,8 +250,7 @@ def channel_arguments(text: str) -> list[tuple[str, object]]:
 class LoopServer:
     """A grpc.aio server on an event loop thread of its own, driven from plain threads.
 
-    Offers what the app used of grpc.Server: add_insecure_port, add_secure_port, start, and
-    stop(grace).wait().
+    The app calls listen() (binds, starts, logs as TF Serving does) and stop(grace).wait().
     """
 
     def __init__(self, make_server: Callable[[], "grpc.aio.Server"], pool: futures.ThreadPoolExecutor):
@@ -263,11 +265,26 @@ class LoopServer:
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
-    def add_insecure_port(self, address: str) -> int:
-        return self._bind(self._server.add_insecure_port, address)
-
-    def add_secure_port(self, address: str, credentials) -> int:
-        return self._bind(self._server.add_secure_port, address, credentials)
+    def listen(self, port: int, socket_path: str = "", ssl: Optional[SslConfig] = None) -> None:
+        """Serve on 0.0.0.0:port (0: not on TCP), and on a UNIX socket when given; TLS with `ssl`."""
+        if port:
+            address = f"0.0.0.0:{port}"
+            if ssl is not None:
+                credentials = grpc.ssl_server_credentials([(ssl.server_key, ssl.server_cert)],
+                                                          root_certificates=ssl.custom_ca,
+                                                          require_client_auth=ssl.client_verify)
+                bound = self._bind(self._server.add_secure_port, address, credentials)
+            else:
+                bound = self._bind(self._server.add_insecure_port, address)
+            if not bound:
+                raise ServingError(Code.UNAVAILABLE, f"Could not bind gRPC port {port}")
+        if socket_path:
+            self._bind(self._server.add_insecure_port, f"unix:{socket_path}")
+        self.start()
+        if port:
+            logger.info("Running gRPC ModelServer at 0.0.0.0:%d ...", port)
+        if socket_path:
+            logger.info("Running gRPC ModelServer at UNIX socket %s ...", socket_path)
 
     def _bind(self, add, *args) -> int:
         try:
@@ -293,13 +310,12 @@ class LoopServer:
 
 
 def build_server(
-    core: ServerCore,
-    inference: Inference,
+    data_plane: DataPlane,
+    metrics,
     max_workers: int,
     channel_args: Sequence[tuple[str, object]] = (),
     tensor_content_outputs: bool = False,
     health: bool = False,
-    metrics=None,
     max_message_bytes: int = INT32_MAX,
     nonblocking_predict: bool = True,
 ) -> LoopServer:
@@ -316,10 +332,10 @@ def build_server(
     def make_server():
         server = grpc.aio.server(migration_thread_pool=pool, options=options)
         servicer = PredictionServicer if nonblocking_predict else BlockingPredictionServicer
-        predictions = servicer(inference, Completions(asyncio.get_running_loop()), pool, tensor_content_outputs,
-                               metrics, max_elements=max_message_bytes)
+        predictions = servicer(data_plane, Completions(asyncio.get_running_loop()), pool, metrics,
+                               tensor_content_outputs, max_elements=max_message_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core, metrics), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane, metrics), server)
         if health:
             from grpc_health.v1 import health as health_mod, health_pb2, health_pb2_grpc
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
 
 import prometheus_client
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 PREFIX = ":tensorflow:serving:"
-DEFAULT_PATH = "/monitoring/prometheus/metrics"
 # Microsecond buckets (TF Serving's latency histograms are in microseconds too).
 LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -103,35 +101,49 @@ class ServingMetrics:
             else:
                 self.counters.inc(PREFIX + "unload_count", model)
 
-    def timed_runner(self, runner, runtime: str = "TF1"):
-        """Wrap the servable runner so each model run lands in runtime_latency."""
-        def run(servable, signature_name, inputs, output_keys, timeout_s):
-            started = time.perf_counter()
-            try:
-                return runner(servable, signature_name, inputs, output_keys, timeout_s)
-            finally:
-                self._observe_run(servable, signature_name, runtime, started)
-        return run
+    def observe_warmup(self, path: str, status: str, seconds: float) -> None:
+        self.warmup_latency.labels(path, status).observe(seconds * 1e6)
 
-    def timed_submitter(self, submitter, runtime: str = "TF1"):
-        """The same for a submitter: the run is timed until its Future completes."""
-        def submit(servable, signature_name, inputs, output_keys, timeout_s):
-            started = time.perf_counter()
-            future = submitter(servable, signature_name, inputs, output_keys, timeout_s)
-            future.add_done_callback(lambda _: self._observe_run(servable, signature_name, runtime, started))
-            return future
-        return submit
-
-    def _observe_run(self, servable, signature_name: str, runtime: str, started: float) -> None:
-        self.runtime_latency.labels(getattr(servable, "model_name", ""), signature_name, runtime).observe(
-            (time.perf_counter() - started) * 1e6)
+    def timed(self, runner):
+        """The runner, with each model run timed into runtime_latency until its Future completes."""
+        return _TimedRunner(runner, self.runtime_latency)
 
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
 
 
-def monitoring_path(config) -> Optional[str]:
-    """MonitoringConfig -> the Prometheus path, or None when it is not enabled."""
-    if config is None or not config.prometheus_config.enable:
-        return None
-    return config.prometheus_config.path or DEFAULT_PATH
+class _TimedRunner:
+    def __init__(self, runner, histogram, runtime: str = "TF1"):
+        self._runner = runner
+        self._histogram = histogram
+        self._runtime = runtime
+
+    def submit(self, request, inline: bool = False):
+        started = time.perf_counter()
+        future = self._runner.submit(request, inline)
+        future.add_done_callback(lambda _: self._histogram.labels(
+            getattr(request.servable, "model_name", ""), request.signature_name, self._runtime,
+        ).observe((time.perf_counter() - started) * 1e6))
+        return future
+
+
+class NullMetrics:
+    """No monitoring configured: every hook does nothing and runners stay unwrapped."""
+
+    def observe_request(self, model: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
+        pass
+
+    def observe_examples(self, model: str, count: int) -> None:
+        pass
+
+    def observe_batch(self, size: int, padded: int) -> None:
+        pass
+
+    def observe_warmup(self, path: str, status: str, seconds: float) -> None:
+        pass
+
+    def on_state_change(self, model: str, version: int, state, error) -> None:
+        pass
+
+    def timed(self, runner):
+        return runner

@@ -1,21 +1,21 @@
 """TF Serving's REST API on aiohttp: path routing, JSON codecs, errors as {"error": ...}.
 
-Handlers only translate: JSON -> core call -> JSON. A small predict request is decoded on the
-event loop and handed to the core without blocking (the batcher, or the run pool, answers its
-Future): a thread hop per request costs more than decoding a few kilobytes of JSON, and no
-thread sits parked while its request waits for a batch. Everything else, and large bodies, run
-in a thread pool so the loop never stalls.
+Handlers only translate: JSON -> data plane -> JSON. A predict is decoded against the served
+signature and handed to the runner, and the loop awaits its Future, so no thread sits parked
+while a request waits for its batch. Where the decoding runs is the one choice: on the event
+loop for small bodies (a thread hop costs more than decoding a few kilobytes of JSON), in the
+thread pool for large ones, so the loop never stalls. Status, metadata, classify and regress
+run whole in the pool.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import unquote
@@ -24,8 +24,8 @@ from aiohttp import web
 
 from pyserving.codecs import example as example_codec
 from pyserving.codecs import json_tensor
-from pyserving.core.inference import Inference, SignatureNotFound
-from pyserving.core.manager import ServableManager
+from pyserving.core.dataplane import DataPlane
+from pyserving.core.signatures import SignatureNotFound
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
 from pyserving.protocols.completions import Completions
@@ -56,6 +56,7 @@ NOT_FOUND_PAGE = (
 # Above these sizes, decoding or encoding moves off the event loop into the thread pool.
 INLINE_BODY_BYTES = 64 * 1024
 INLINE_OUTPUT_ELEMENTS = 16 * 1024
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # At shutdown, how long open connections may still bring a request after the listener closed.
 DRAIN_S = 1.0
 
@@ -94,47 +95,24 @@ def parse_path(method: str, path: str) -> Route:
     raise invalid_argument(f"Malformed request: {method} {path}")
 
 
-def _predict_decoder(doc: dict):
-    """(decode, decoded): the core calls decode with the signature, since JSON values take their
-    dtypes from it; decoded["format"] then says how to write the answer (row or columnar)."""
-    decoded = {}
-
-    def decode(sig):
-        decoded["format"], inputs = json_tensor.decode_predict(doc, sig)
-        return inputs
-
-    return decode, decoded
-
-
-@contextlib.contextmanager
-def _signature_errors():
-    """REST words a missing signature differently from gRPC (http_rest_api_handler.cc)."""
-    try:
-        yield
-    except SignatureNotFound as exc:
-        raise invalid_argument(f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
-
-
 class RestApi:
     def __init__(
         self,
-        manager: ServableManager,
-        inference: Inference,
+        data_plane: DataPlane,
+        metrics,
         num_threads: int = 8,
         timeout_ms: int = 30000,
         enable_cors: bool = False,
         max_body_bytes: int = 1 << 30,
-        extra_routes: Optional[dict] = None,
-        metrics=None,
+        metrics_path: Optional[str] = None,
     ):
-        self._manager = manager
-        self._inference = inference
+        self._data = data_plane
+        self._metrics = metrics  # ServingMetrics, or NullMetrics when monitoring is off
+        self._metrics_path = metrics_path  # where Prometheus scrapes, when monitoring is on
         self._pool = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="rest")
         self._timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self._cors = enable_cors
         self._max_body = max_body_bytes
-        self._extra_routes = extra_routes or {}  # e.g. the Prometheus path
-        self._metrics = metrics
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._completions: Optional[Completions] = None
         self._runner: Optional[web.ServerRunner] = None
@@ -154,8 +132,8 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.rel_url.raw_path
-        if path in self._extra_routes and request.method == "GET":
-            return await self._extra_routes[path](request)
+        if path == self._metrics_path and request.method == "GET":
+            return web.Response(body=self._metrics.exposition(), headers={"Content-Type": PROMETHEUS_TYPE})
         if not V1_RE.fullmatch(path):
             return web.Response(status=404, text=NOT_FOUND_PAGE, content_type="text/html")
         if request.method == "OPTIONS":
@@ -170,8 +148,8 @@ class RestApi:
                 if request.content_length is not None and request.content_length > self._max_body:
                     raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(request.content_length))
                 body = await request.read()
-            if route.kind == "predict" and len(body) <= INLINE_BODY_BYTES:
-                text = await self._predict_on_loop(route, body)
+            if route.kind == "predict":
+                text = await self._predict(route, body)
             else:
                 text = await asyncio.get_running_loop().run_in_executor(self._pool, self._process, route, body)
             response, code = self._json_response(200, text), Code.OK
@@ -183,7 +161,7 @@ class RestApi:
         except Exception as exc:  # a bug must cost one request, not the server
             logger.exception("REST handler failed for %s %s", request.method, path)
             response, code = self._error(ServingError(Code.INTERNAL, f"Internal error: {exc}")), Code.INTERNAL
-        if self._metrics is not None and route is not None:
+        if route is not None:
             self._metrics.observe_request(route.name, route.kind, "REST", code.name, time.perf_counter() - started)
         return response
 
@@ -197,45 +175,46 @@ class RestApi:
         return web.Response(status=200, headers=CORS_HEADERS if self._cors else None)
 
     def _process(self, route: Route, body: bytes) -> str:
-        """Runs in the thread pool: decode, call the core, encode."""
+        """Runs in the thread pool: status, metadata, classify and regress, start to end."""
         if route.kind == "status":
             # TF Serving parses a label here but ignores it: all versions are returned.
-            statuses = self._manager.status(route.name, route.version)
+            statuses = self._data.status(route.name, route.version)
             return json.dumps(messages.to_json_dict(messages.status_response(statuses)))
-        spec = ModelSpec(route.name, version=route.version, label=route.label)
         if route.kind == "metadata":
-            result = self._inference.metadata(spec)
+            result = self._data.metadata(ModelSpec(route.name, version=route.version, label=route.label))
             return json.dumps(messages.metadata_json_dict(result.model_name, result.version, result.value))
         doc = json_tensor.parse(body)
         spec = ModelSpec(route.name, route.version, route.label, json_tensor.signature_name(doc))
-        if route.kind == "predict":
-            return self._predict(spec, doc)
         examples = example_codec.examples_from_json(doc)
-        if self._metrics is not None:
-            self._metrics.observe_examples(route.name, len(examples))
         if route.kind == "classify":
-            result = self._inference.classify(spec, examples, self._timeout_s)
-            return json_tensor.encode_classify(result.value)
-        result = self._inference.regress(spec, examples, self._timeout_s)
-        return json_tensor.encode_regress(result.value)
+            return json_tensor.encode_classify(self._data.classify(spec, examples, self._timeout_s).value)
+        return json_tensor.encode_regress(self._data.regress(spec, examples, self._timeout_s).value)
 
-    async def _predict_on_loop(self, route: Route, body: bytes) -> str:
+    async def _predict(self, route: Route, body: bytes) -> str:
+        """edge -> codec -> data plane -> runner ... -> codec -> edge; large bodies decode in the pool."""
+        if len(body) <= INLINE_BODY_BYTES:
+            fmt, future = self._start_predict(route, body, False)
+        else:
+            fmt, future = await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._start_predict, route, body, True)
+        outputs = await self._completions.result(future, self._timeout_s)
+        if sum(v.size for v in outputs.values()) > INLINE_OUTPUT_ELEMENTS:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, json_tensor.encode_predict, outputs, fmt)
+        return json_tensor.encode_predict(outputs, fmt)
+
+    def _start_predict(self, route: Route, body: bytes, inline: bool) -> tuple[str, Future]:
+        """Parse, lease the version, decode against its signature, submit: (answer format, outputs)."""
         doc = json_tensor.parse(body)
         spec = ModelSpec(route.name, route.version, route.label, json_tensor.signature_name(doc))
-        decode, decoded = _predict_decoder(doc)
-        with _signature_errors():
-            submitted = self._inference.submit_predict(spec, decode, timeout_s=self._timeout_s)
-        result = submitted.result(await self._completions.result(submitted.future, self._timeout_s))
-        if sum(v.size for v in result.value.values()) > INLINE_OUTPUT_ELEMENTS:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, json_tensor.encode_predict, result.value, decoded["format"])
-        return json_tensor.encode_predict(result.value, decoded["format"])
-
-    def _predict(self, spec: ModelSpec, doc: dict) -> str:
-        decode, decoded = _predict_decoder(doc)
-        with _signature_errors():
-            result = self._inference.predict(spec, decode, timeout_s=self._timeout_s)
-        return json_tensor.encode_predict(result.value, decoded["format"])
+        try:
+            prepared = self._data.prepare(spec)
+        except SignatureNotFound as exc:  # REST words it differently from gRPC (http_rest_api_handler.cc)
+            raise invalid_argument(
+                f'Serving signature name: "{exc.signature_name}" not found in signature def') from None
+        with prepared:
+            fmt, inputs = json_tensor.decode_predict(doc, prepared.signature)
+            return fmt, prepared.submit(inputs, (), self._timeout_s, inline)
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self, port: int, host: str = "0.0.0.0") -> None:

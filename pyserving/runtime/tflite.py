@@ -27,7 +27,7 @@ MODEL_FILE = "model.tflite"
 
 def _spec(detail) -> TensorSpec:
     shape = tuple(int(d) for d in detail.get("shape_signature", detail["shape"]))
-    return TensorSpec(tensor_name=detail["name"], dtype=dtypes.from_numpy(np.dtype(detail["dtype"])), shape=shape)
+    return TensorSpec(tensor_name=detail["name"], dtype=dtypes.data_type(np.dtype(detail["dtype"])), shape=shape)
 
 
 class TfLiteServable:

@@ -8,6 +8,7 @@ import pytest
 
 from pyserving.core.batching import Batcher, BatchingParams, batch_key
 from pyserving.errors import Code, ServingError
+from pyserving.types import RunRequest
 
 
 class Recorder:
@@ -33,10 +34,12 @@ class Clock:
         return self.now
 
 
+def req(servable, inputs) -> RunRequest:
+    return RunRequest(servable, "sig", inputs, ("y",))
+
+
 def submit(batcher, servable, x):
-    inputs = {"x": np.asarray(x, np.float32)}
-    key, size = batch_key(servable, "sig", inputs, ["y"])
-    return batcher.submit(key, size, servable, "sig", inputs, ["y"], None)
+    return batcher.submit(req(servable, {"x": np.asarray(x, np.float32)}))
 
 
 def test_one_deadline_per_batch_fixed_by_its_first_task():
@@ -104,12 +107,12 @@ def test_bad_batched_output_fails_every_task_in_the_batch():
 
 def test_inner_shapes_and_unbatchable_inputs_keep_apart():
     servable = Recorder()
-    k1, _ = batch_key(servable, "sig", {"x": np.zeros((1, 2), np.float32)}, ["y"])
-    k2, _ = batch_key(servable, "sig", {"x": np.zeros((3, 3), np.float32)}, ["y"])
-    k3, _ = batch_key(servable, "sig", {"x": np.zeros((5, 2), np.float32)}, ["y"])
+    k1, _ = batch_key(req(servable, {"x": np.zeros((1, 2), np.float32)}))
+    k2, _ = batch_key(req(servable, {"x": np.zeros((3, 3), np.float32)}))
+    k3, _ = batch_key(req(servable, {"x": np.zeros((5, 2), np.float32)}))
     assert k1 != k2 and k1 == k3
-    assert batch_key(servable, "sig", {"x": np.zeros(()), "z": np.zeros(2)}, ["y"])[0] is None
-    assert batch_key(servable, "sig", {"x": np.zeros(2), "z": np.zeros(3)}, ["y"])[0] is None
+    assert batch_key(req(servable, {"x": np.zeros(()), "z": np.zeros(2)}))[0] is None
+    assert batch_key(req(servable, {"x": np.zeros(2), "z": np.zeros(3)}))[0] is None
 
 
 def test_concurrent_requests_meet_in_batches_and_get_their_own_rows():
@@ -118,7 +121,7 @@ def test_concurrent_requests_meet_in_batches_and_get_their_own_rows():
     results = {}
 
     def call(i):
-        results[i] = batcher.run(servable, "sig", {"x": np.full((1, 1), i, np.float32)}, ["y"])
+        results[i] = batcher.submit(req(servable, {"x": np.full((1, 1), i, np.float32)}), inline=True).result()
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(40)]
     for t in threads:
@@ -139,19 +142,19 @@ def test_a_batch_that_fills_runs_at_once_without_waiting_for_its_deadline():
     servable = Recorder()
     batcher = Batcher(BatchingParams(max_batch_size=4, batch_timeout_micros=30_000_000, num_batch_threads=1))
     try:
-        futures = [batcher.submit_run(servable, "sig", {"x": np.full((1, 1), i, np.float32)}, ["y"]) for i in range(4)]
+        futures = [batcher.submit(req(servable, {"x": np.full((1, 1), i, np.float32)})) for i in range(4)]
         assert [f.result(timeout=5)["y"].item() for f in futures] == [0.0, 2.0, 4.0, 6.0]
         assert servable.calls == [4]
     finally:
         batcher.stop()
 
 
-def test_submit_run_merges_without_blocking_and_runs_unbatchable_inputs_alone():
+def test_submit_merges_without_blocking_and_runs_unbatchable_inputs_alone():
     servable = Recorder()
     batcher = Batcher(BatchingParams(max_batch_size=64, batch_timeout_micros=50_000, num_batch_threads=1))
     try:
-        futures = [batcher.submit_run(servable, "sig", {"x": np.full((2, 1), i, np.float32)}, ["y"]) for i in range(10)]
-        alone = batcher.submit_run(servable, "sig", {"x": np.float32(4.0)}, ["y"])  # a scalar has no batch dimension
+        futures = [batcher.submit(req(servable, {"x": np.full((2, 1), i, np.float32)})) for i in range(10)]
+        alone = batcher.submit(req(servable, {"x": np.float32(4.0)}))  # a scalar has no batch dimension
         assert alone.result(timeout=5)["y"] == 8.0
         assert [f.result(timeout=5)["y"].tolist() for f in futures] == [[[2.0 * i]] * 2 for i in range(10)]
         assert sorted(servable.calls, key=str) == [20, "scalar"]  # the ten met in one call
@@ -165,10 +168,10 @@ def test_pad_variable_length_inputs_merges_ragged_tasks_padding_each_with_its_fi
     batcher = Batcher(params, clock=clock, start_threads=False)
     short = {"x": np.array([[7.0, 1.0]], np.float32)}
     long = {"x": np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], np.float32)}
-    keys = [batch_key(servable, "sig", v, ["y"], pad=True) for v in (short, long)]
+    keys = [batch_key(req(servable, v), pad=True) for v in (short, long)]
     assert keys[0][0] == keys[1][0]  # same rank: one queue
-    assert batch_key(servable, "sig", short, ["y"])[0] != batch_key(servable, "sig", long, ["y"])[0]
-    futures = [batcher.submit(k, n, servable, "sig", v, ["y"], None) for (k, n), v in zip(keys, (short, long))]
+    assert batch_key(req(servable, short))[0] != batch_key(req(servable, long))[0]
+    futures = [batcher.submit(req(servable, v)) for v in (short, long)]
     clock.now += 0.002
     with batcher._lock:
         batch = batcher._take()
@@ -182,8 +185,8 @@ def test_without_padding_ragged_tasks_run_in_separate_batches_as_unbatched():
     servable = Recorder()
     batcher = Batcher(BatchingParams(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1))
     try:
-        a = batcher.submit_run(servable, "sig", {"x": np.ones((1, 2), np.float32)}, ["y"])
-        b = batcher.submit_run(servable, "sig", {"x": np.ones((1, 3), np.float32)}, ["y"])
+        a = batcher.submit(req(servable, {"x": np.ones((1, 2), np.float32)}))
+        b = batcher.submit(req(servable, {"x": np.ones((1, 3), np.float32)}))
         assert a.result(timeout=5)["y"].shape == (1, 2) and b.result(timeout=5)["y"].shape == (1, 3)
         assert sorted(servable.calls) == [1, 1]
     finally:
@@ -271,10 +274,11 @@ def test_a_servable_with_its_own_params_or_none_is_batched_by_them_or_not_at_all
     batcher.set_params(unbatched, None)
     x = {"x": np.ones((3, 1), np.float32)}
     with pytest.raises(ServingError, match="Task size 3 is larger than maximum input batch size 2"):
-        batcher.submit_run(own, "sig", x, ["y"])
-    assert batcher.run(unbatched, "sig", x, ["y"])["y"].tolist() == [[2.0]] * 3 and unbatched.calls == [3]
-    assert batcher.submit_run(unbatched, "sig", x, ["y"]).result(timeout=5)["y"].shape == (3, 1)
-    futures = [batcher.submit_run(s, "sig", {"x": np.ones((1, 1), np.float32)}, ["y"]) for s in (own, own, shared)]
+        batcher.submit(req(own, x))
+    ran_here = batcher.submit(req(unbatched, x), inline=True)  # the caller may block: no hand-off
+    assert ran_here.done() and ran_here.result()["y"].tolist() == [[2.0]] * 3 and unbatched.calls == [3]
+    assert batcher.submit(req(unbatched, x)).result(timeout=5)["y"].shape == (3, 1)
+    futures = [batcher.submit(req(s, {"x": np.ones((1, 1), np.float32)})) for s in (own, own, shared)]
     with batcher._lock:
         assert batcher._take().servable is own  # own's batch is full at 2 rows; shared's waits
         assert batcher._take() is None

@@ -4,7 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE_MODULES = ["pyserving.core.manager", "pyserving.core.source", "pyserving.core.inference",
+CORE_MODULES = ["pyserving.core.manager", "pyserving.core.source", "pyserving.core.signatures",
+                "pyserving.core.runners", "pyserving.core.batching", "pyserving.core.dataplane",
                 "pyserving.core.server_core", "pyserving.types", "pyserving.errors", "pyserving.dtypes"]
 
 

@@ -139,7 +139,7 @@ def test_vectorized_float_output_matches_per_value_formatting(dtype):
 ])
 def test_float_input_fast_path_agrees_with_the_checked_path(leaves, dtype):
     got = jt._leaves_to_array(list(leaves), dtype)
-    want = np.array(leaves, dtype=np.float64).astype(dtypes.to_numpy(dtype))
+    want = np.array(leaves, dtype=np.float64).astype(dtypes.numpy_dtype(dtype))
     assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
 
 

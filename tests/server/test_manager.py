@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pyserving.core.manager import ServableManager
+from pyserving.core.manager import LOAD, UNLOAD, ServableManager, next_action
 from pyserving.errors import Code, ServingError
-from pyserving.types import ModelSpec, VersionState
+from pyserving.types import ModelSpec, VersionState, VersionStatus
 from tests.conftest import FakeServable
 
 
@@ -143,3 +143,37 @@ def test_removed_model_unloads_everything():
         manager.status("m")
     assert err.value.code == Code.NOT_FOUND
     manager.stop()
+
+
+# ---- the availability-preserving policy, as a table (availability_preserving_policy_test.cc) ----
+A, L, E, U = VersionState.AVAILABLE, VersionState.LOADING, VersionState.END, VersionState.UNLOADING
+FAILED = ServingError(Code.UNKNOWN, "bad")
+
+
+def _versions(**states):
+    """v1=A, v2=(E, FAILED), ... -> {1: VersionStatus(1, A), 2: VersionStatus(2, E, FAILED)}"""
+    out = {}
+    for key, value in states.items():
+        state, error = value if isinstance(value, tuple) else (value, None)
+        out[int(key[1:])] = VersionStatus(int(key[1:]), state, error)
+    return out
+
+
+@pytest.mark.parametrize("aspired,versions,stopping,action", [
+    ({1}, {}, False, (LOAD, 1)),                                    # nothing loaded: load it
+    ({1, 2}, {}, False, (LOAD, 2)),                                 # the highest aspired first
+    ({2}, _versions(v1=A), False, (LOAD, 2)),                       # new version beside the serving one
+    ({2}, _versions(v1=A, v2=L), False, None),                      # no unload while the new one loads
+    ({2}, _versions(v1=A, v2=A), False, (UNLOAD, 1)),               # ... only once it is AVAILABLE
+    ({2}, _versions(v1=A, v2=(E, FAILED)), False, None),            # a failed new version keeps the old serving
+    ({2}, _versions(v1=A, v2=(E, FAILED)), True, (UNLOAD, 1)),      # ... until shutdown
+    (set(), _versions(v1=A, v2=A), False, (UNLOAD, 1)),             # nothing aspired: unload, lowest first
+    ({1}, _versions(v1=E), False, (LOAD, 1)),                       # unloaded without error, aspired again
+    ({1}, _versions(v1=(E, FAILED)), False, None),                  # failed: not retried while aspired
+    ({3}, _versions(v1=A, v2=A, v3=A), False, (UNLOAD, 1)),
+    ({1, 2}, _versions(v1=A, v2=A), False, None),                   # steady state
+    ({2}, _versions(v1=U, v2=A), False, None),                      # an unload already under way
+    ({3}, _versions(v1=A, v3=A, v2=(E, FAILED)), False, (UNLOAD, 1)),
+])
+def test_next_action(aspired, versions, stopping, action):
+    assert next_action(aspired, versions, stopping) == action

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from tensorflow_serving.apis import prediction_log_pb2
 
-from pyserving import warmup
+from pyserving.runtime import warmup
 from pyserving.examples import half_plus_two
 from tests.server.test_versions import rest_predict, status, wait_for
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Iterable, Optional
+from typing import Iterable
 
 from tensorflow_serving.apis import prediction_log_pb2
 
 from pyserving.codecs import example as example_codec
 from pyserving.codecs import tensor_proto
-from pyserving.core.inference import Inference
+from pyserving.core import signatures
 from pyserving.errors import Code, ServingError
 from pyserving.types import CLASSIFY_METHOD, REGRESS_METHOD
 
@@ -29,38 +29,38 @@ def warmup_path(version_dir: str) -> str:
     return os.path.join(version_dir, WARMUP_FILE)
 
 
-def _replay_one(inference: Inference, servable, log: prediction_log_pb2.PredictionLog) -> None:
+def _run_examples(servable, method: str, signature_name: str, examples) -> None:
+    if method not in signatures.EXAMPLE_METHODS:
+        raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
+    build, read = signatures.EXAMPLE_METHODS[method]
+    read(build(servable, signature_name, examples).run(), len(examples))
+
+
+def _replay_one(servable, log: prediction_log_pb2.PredictionLog) -> None:
+    """One record, run on the servable directly (it is still loading: no lease, no runner)."""
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":
         request = log.predict_log.request
+        key, sig = signatures.predict_signature(servable, request.model_spec.signature_name)
         inputs = {k: tensor_proto.to_numpy(v) for k, v in request.inputs.items()}
-        inference.predict_on(servable, request.model_spec.signature_name, inputs, list(request.output_filter))
-    elif kind == "classify_log":
-        request = log.classify_log.request
-        inference.classify_on(servable, request.model_spec.signature_name,
-                              example_codec.examples_from_input(request.input))
-    elif kind == "regress_log":
-        request = log.regress_log.request
-        inference.regress_on(servable, request.model_spec.signature_name,
-                             example_codec.examples_from_input(request.input))
+        signatures.predict_request(servable, key, sig, inputs, list(request.output_filter)).run()
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(log, kind).request
+        method = CLASSIFY_METHOD if kind == "classify_log" else REGRESS_METHOD
+        _run_examples(servable, method, request.model_spec.signature_name,
+                      example_codec.examples_from_input(request.input))
     elif kind == "multi_inference_log":
         request = log.multi_inference_log.request
         examples = example_codec.examples_from_input(request.input)
         for task in request.tasks:
-            replay = inference.classify_on if task.method_name == CLASSIFY_METHOD else (
-                inference.regress_on if task.method_name == REGRESS_METHOD else None)
-            if replay is None:
-                raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
-            replay(servable, task.model_spec.signature_name, examples)
+            _run_examples(servable, task.method_name, task.model_spec.signature_name, examples)
     else:
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
 
 
-def replay(servable, version_dir: str, records: Iterable[bytes], iterations: int = 1,
-           inference: Optional[Inference] = None) -> int:
+def replay(servable, version_dir: str, records: Iterable[bytes], iterations: int = 1) -> int:
     """Replay each record `iterations` times against `servable`; returns the number of records."""
     path = warmup_path(version_dir)
-    inference = inference or Inference(manager=None)
     started, count = time.monotonic(), 0
     for record in records:
         count += 1
@@ -73,7 +73,7 @@ def replay(servable, version_dir: str, records: Iterable[bytes], iterations: int
             raise ServingError(Code.INVALID_ARGUMENT, f"Failed to parse warmup record {count} of {path}: {exc}") from None
         for _ in range(max(iterations, 1)):
             try:
-                _replay_one(inference, servable, log)
+                _replay_one(servable, log)
             except ServingError as exc:
                 raise ServingError(exc.code, f"Warmup request {count} of {path} failed: {exc.message}") from None
     logger.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "

@@ -1,0 +1,128 @@
+"""The data plane: the one object both protocols call (MLServer's DataPlane, TF Serving's
+Predict(run_options, core, request, response)).
+
+A Predict is two steps, so that the protocol edge decodes its wire format against the served
+signature and the core never calls back into a protocol:
+
+    with data_plane.prepare(spec) as prepared:           # leases the version, finds the signature
+        inputs = codec.decode(body, prepared.signature)
+        future = prepared.submit(inputs, output_filter, timeout_s)
+    outputs = <wait for or await the future>            # the version stays leased until the run ends
+
+Classify, Regress and MultiInference take tf.Example bytes, need no signature to decode, and
+run to completion in the caller's thread.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from pyserving.core import signatures
+from pyserving.core.runners import Runner, wait
+from pyserving.core.server_core import ServerCore
+from pyserving.types import ModelConfig, ModelSpec, Servable, SignatureInfo, VersionStatus
+
+
+@dataclass(frozen=True)
+class Result:
+    model_name: str
+    version: int
+    signature_name: str
+    value: object  # outputs dict, classifications, regression values, or a SignatureDefMap
+
+
+class Prepared:
+    """A Predict's version and signature, leased until its run ends (or, if nothing is
+    submitted, until the `with` block exits)."""
+
+    __slots__ = ("model_name", "version", "signature_name", "signature", "_servable", "_release", "_runner",
+                 "_submitted")
+
+    def __init__(self, model_name: str, version: int, signature_name: str, signature: SignatureInfo,
+                 servable: Servable, release: Callable[[], None], runner: Runner):
+        self.model_name = model_name
+        self.version = version
+        self.signature_name = signature_name
+        self.signature = signature
+        self._servable = servable
+        self._release = release
+        self._runner = runner
+        self._submitted = False
+
+    def __enter__(self) -> "Prepared":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._submitted:
+            self._release()
+
+    def submit(self, inputs: signatures.Inputs, output_filter: Sequence[str] = (),
+               timeout_s: Optional[float] = None, inline: bool = False) -> Future:
+        """Check the decoded inputs and hand the run to the runner; its outputs land in the
+        Future. `inline`: the caller may block, so a run that would go to a pool runs here."""
+        request = signatures.predict_request(self._servable, self.signature_name, self.signature, inputs,
+                                             output_filter, timeout_s)
+        future = self._runner.submit(request, inline)
+        self._submitted = True
+        future.add_done_callback(lambda _: self._release())
+        return future
+
+    def result(self, outputs) -> Result:
+        return Result(self.model_name, self.version, self.signature_name, outputs)
+
+
+class DataPlane:
+    def __init__(self, core: ServerCore, runner: Runner, metrics, check_method_name: bool = False):
+        self._core = core
+        self._manager = core.manager
+        self._runner = runner
+        self._metrics = metrics
+        self._check_method_name = check_method_name
+
+    # ---- model status and config -------------------------------------------------------
+    def status(self, name: str, version: Optional[int] = None) -> list[VersionStatus]:
+        return self._manager.status(name, version)
+
+    def metadata(self, spec: ModelSpec) -> Result:
+        with self._manager.servable(spec) as (version, servable):
+            return Result(spec.name, version, "", servable.signature_def_map())
+
+    def reload(self, configs: Sequence[ModelConfig]) -> None:
+        self._core.reload(configs)
+
+    # ---- inference ---------------------------------------------------------------------
+    def prepare(self, spec: ModelSpec) -> Prepared:
+        version, servable, release = self._manager.lease(spec)
+        try:
+            key, sig = signatures.predict_signature(servable, spec.signature_name, self._check_method_name)
+        except BaseException:
+            release()
+            raise
+        return Prepared(spec.name, version, key, sig, servable, release, self._runner)
+
+    def classify(self, spec: ModelSpec, examples: Sequence[bytes], timeout_s: Optional[float] = None) -> Result:
+        return self._examples(spec, signatures.CLASSIFY_METHOD, examples, timeout_s)
+
+    def regress(self, spec: ModelSpec, examples: Sequence[bytes], timeout_s: Optional[float] = None) -> Result:
+        return self._examples(spec, signatures.REGRESS_METHOD, examples, timeout_s)
+
+    def _examples(self, spec: ModelSpec, method: str, examples: Sequence[bytes], timeout_s) -> Result:
+        self._metrics.observe_examples(spec.name, len(examples))
+        with self._manager.servable(spec) as (version, servable):
+            return self._run_examples(spec, version, servable, method, examples, timeout_s)
+
+    def _run_examples(self, spec, version, servable, method, examples, timeout_s) -> Result:
+        build, read = signatures.EXAMPLE_METHODS[method]
+        request = build(servable, spec.signature_name, examples, timeout_s)
+        outputs = wait(self._runner.submit(request, inline=True), timeout_s)
+        return Result(spec.name, version, request.signature_name, read(outputs, len(examples)))
+
+    def multi_inference(self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes],
+                        timeout_s: Optional[float] = None) -> list[Result]:
+        """All tasks run on one servable version against the same examples (TF Serving's rule)."""
+        signatures.multi_inference_tasks([(spec.name, spec.signature_name, method) for spec, method in tasks])
+        first = tasks[0][0]
+        with self._manager.servable(first) as (version, servable):
+            return [self._run_examples(spec, version, servable, method, examples, timeout_s)
+                    for spec, method in tasks]
