@@ -18,6 +18,7 @@ from kit.steps import run_step
 PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"
 SVM_SAMPLE_DEV = ROOT / "models" / "svm" / "data" / "sample_dev.csv"
+VERSION_DIR_CODE = ROOT / "pyserving" / "version_dir.py"  # how the exports publish a version
 Runner = Callable[[str], object]
 
 
@@ -70,7 +71,7 @@ def train_svm(run: Runner, rows: int = 0, classes: int = 124, epochs: int = 20, 
             _replace_version(base, version)
         run(command)
 
-    run_step("train-svm", params, [ROOT / "models" / "svm", ROOT / "models" / "atomic_export.py", train, dev],
+    run_step("train-svm", params, [ROOT / "models" / "svm", VERSION_DIR_CODE, train, dev],
              [base / str(version) / "saved_model.pb"], action, say, dry_run)
     return base
 
@@ -79,7 +80,7 @@ def train_mnist(run: Runner, iterations: int = 1000, version: int = 1, data_dir:
                 download: bool = False, seed: int = 0, say=print, dry_run: bool = False) -> Path:
     base = MODELS / "mnist"
     params = {"iterations": iterations, "version": version, "data_dir": data_dir, "download": download, "seed": seed}
-    inputs = [ROOT / "models" / "mnist", ROOT / "models" / "atomic_export.py"]
+    inputs = [ROOT / "models" / "mnist", VERSION_DIR_CODE]
     if data_dir:
         inputs += sorted(Path(data_dir).glob("*"))
     extra = (["--data_dir", data_dir] if data_dir else []) + (["--download"] if download else [])
