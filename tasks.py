@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kit import pipeline, serving  # noqa: E402
+from kit import paths, pipeline, serving, updates  # noqa: E402
 from kit.docker_tasks import build_server, image  # noqa: E402
 
 BACKEND_HELP = "native (pyserving, default) | docker (tensorflow/serving image) | binary (build/bin)"
@@ -79,7 +78,7 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
 def _server_ports() -> tuple[int, int]:
     state = serving.running()
     if state is None:
-        raise Exit("no server is running: start one with `inv serve`")
+        raise Exit(updates.NO_SERVER)
     return state["grpc_port"], state["rest_port"]
 
 
@@ -145,123 +144,35 @@ def _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_da
     print("# then the server is stopped by its pid" + (" (docker stop for the container)" if backend == "docker" else ""))
 
 
-# ---- online updates -------------------------------------------------------------------------
-def _rollout_context(model: str):
-    from kit import rollout
-    from kit.paths import MODEL_CONFIG
-
-    models = pipeline.kit_models()
-    if model not in models:
-        raise Exit(f"unknown model {model!r}: trained models are {', '.join(models)}")
-    state = serving.running()
-    if state is None:
-        raise Exit("no server is running: start one with `inv serve`")
-    rest = f"http://127.0.0.1:{state['rest_port']}"
-    current = rollout.load_state(MODEL_CONFIG, model)
-    if current is None:  # first rollout: the version being served now is the stable one
-        live = [v for v, s in rollout.server_status(rest, model).items() if s == "AVAILABLE"]
-        if not live:
-            raise Exit(f"the server has no AVAILABLE version of {model}")
-        current = rollout.Rollout(model, str(models[model]), stable=max(live))
-    others = [r for r in rollout.rollouts_for(MODEL_CONFIG, models) if r.model != model]
-    return rollout, MODEL_CONFIG, rest, current, others
-
-
-def _apply(new, label: str) -> None:
-    rollout, config, rest, _current, others = _rollout_context(new.model)
-    started = time.monotonic()
-    try:
-        rollout.apply(config, new, others, rest)
-    except (TimeoutError, ValueError) as exc:
-        raise Exit(f"{label}: {exc}") from None
-    print(f"{label}: {new.model} stable={new.stable} canary={new.canary} previous={new.previous} "
-          f"(acknowledged by the server in {time.monotonic() - started:.2f} s)")
-
-
+# ---- online updates (logic in kit/updates.py) ----------------------------------------------
 @task(help={"model": "svm or mnist", "source": "SavedModel folder to publish (default: a copy of the newest version)"})
 def publish(c: Context, model: str = "svm", source: str = "") -> None:
     """Publish a SavedModel as <base>/<N+1>: written beside it, flushed, renamed into place."""
-    from kit import rollout
-
-    base = pipeline.kit_models().get(model)
-    if base is None:
-        raise Exit(f"unknown model {model!r}")
-    newest = max(rollout.disk_versions(base), default=None)
-    src = Path(source) if source else (base / str(newest) if newest is not None else None)
-    if src is None or not src.is_dir():
-        raise Exit(f"nothing to publish: {src}")
-    _pin_before_publish(model)
-    version = rollout.publish(base, src)
-    print(f"published {src} as {base / str(version)}")
+    updates.publish(model, source)
 
 
 @task(help={"model": "svm or mnist", "version": "version to canary (default: the newest on disk)"})
 def canary(c: Context, model: str = "svm", version: int = 0) -> None:
     """Serve a new version beside the stable one, under the label `canary`."""
-    rollout, _config, _rest, current, _others = _rollout_context(model)
-    target = version or max(rollout.disk_versions(Path(current.base_path)))
-    _apply(rollout.start_canary(current, target), "canary")
-
-
-def _pin_before_publish(model: str) -> None:
-    """Under the `latest` policy a published version would go live at the next poll; a rollout
-    pins the version being served (label `stable`) first, so that only `canary` exposes the new one."""
-    from kit import rollout
-    from kit.paths import MODEL_CONFIG
-
-    if rollout.load_state(MODEL_CONFIG, model) is not None:
-        return
-    if serving.running() is None:
-        base = pipeline.kit_models()[model]
-        others = [r for r in rollout.rollouts_for(MODEL_CONFIG, pipeline.kit_models()) if r.model != model]
-        pinned = rollout.Rollout(model, str(base), stable=max(rollout.disk_versions(base)))
-        rollout.write_config(MODEL_CONFIG, others, pinned)
-        rollout.save_state(MODEL_CONFIG, pinned)
-        return
-    _rollout, _config, _rest, current, _others = _rollout_context(model)
-    _apply(current, "pin")
-
-
-def _transition(model: str, step: str) -> None:
-    rollout, _config, _rest, current, _others = _rollout_context(model)
-    try:
-        new = getattr(rollout, step)(current)
-    except ValueError as exc:
-        raise Exit(str(exc)) from None
-    _apply(new, step)
+    updates.canary(model, version)
 
 
 @task(help={"model": "svm or mnist"})
 def promote(c: Context, model: str = "svm") -> None:
     """Make the canary the stable version (the old stable stays loaded as `previous`)."""
-    _transition(model, "promote")
+    updates.transition(model, "promote")
 
 
 @task(help={"model": "svm or mnist"})
 def rollback(c: Context, model: str = "svm") -> None:
     """Drop the canary, or make the previous stable version stable again (a label move)."""
-    _transition(model, "rollback")
+    updates.transition(model, "rollback")
 
 
 @task(help={"model": "svm or mnist"})
 def versions(c: Context, model: str = "svm") -> None:
     """What is on disk, which roles the rollout gives, and what the server reports."""
-    from kit import rollout
-    from kit.paths import MODEL_CONFIG
-
-    base = pipeline.kit_models().get(model)
-    if base is None:
-        raise Exit(f"unknown model {model!r}")
-    print(f"on disk ({base}): {rollout.disk_versions(base)}")
-    state = rollout.load_state(MODEL_CONFIG, model)
-    print("rollout: " + (f"stable={state.stable} canary={state.canary} previous={state.previous}" if state
-                         else "none (the latest version serves)"))
-    running = serving.running()
-    if running is None:
-        print("server: not running")
-        return
-    status = rollout.server_status(f"http://127.0.0.1:{running['rest_port']}", model)
-    print("server: " + ", ".join(f"{v}={s}" for v, s in sorted(status.items())))
+    updates.versions(model)
 
 
 @task(help={"switches": "switches to make (canary, promote, rollback)", "seconds": "time limit",
@@ -269,9 +180,8 @@ def versions(c: Context, model: str = "svm") -> None:
 def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int = 2, grpc_clients: int = 2) -> None:
     """Steady REST+gRPC load on loopback while versions are published, canaried, promoted, rolled back."""
     from kit import soak as soak_mod
-    from kit.paths import BUILD
 
-    out = BUILD / "soak"
+    out = paths.BUILD / "soak"
     summary = soak_mod.run(out, switches, seconds, rest_clients, grpc_clients)
     print(f"requests {summary['requests']}, failed {summary['failed']}, wrong version after ack "
           f"{summary['wrong_version_after_ack']}, switches {summary['switches']}, p50 "

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from kit import serving
-from kit.paths import CHECKPOINTS, DATA, MODEL_CONFIG, MODELS, ROOT
+from kit import paths, serving
+from kit.paths import ROOT
 from kit.steps import run_step
 
 PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"
 SVM_SAMPLE_DEV = ROOT / "models" / "svm" / "data" / "sample_dev.csv"
+VERSION_DIR_CODE = ROOT / "pyserving" / "version_dir.py"  # how the exports publish a version
 Runner = Callable[[str], object]
 
 
@@ -31,8 +32,8 @@ def svm_data(run: Runner, rows: int, classes: int, seed: int = 20190101, say=pri
     if rows <= 0:
         say(f"[svm-data] using the shipped sample: {SVM_SAMPLE.relative_to(ROOT)} (+ dev split)")
         return SVM_SAMPLE, SVM_SAMPLE_DEV
-    train = DATA / f"svm_{rows}x{classes}_train.csv"
-    dev = DATA / f"svm_{rows}x{classes}_dev.csv"
+    train = paths.DATA / f"svm_{rows}x{classes}_train.csv"
+    dev = paths.DATA / f"svm_{rows}x{classes}_dev.csv"
     run_step(
         "svm-data", {"rows": rows, "classes": classes, "seed": seed},
         [ROOT / "models" / "svm" / "corpus.py"], [train, dev],
@@ -54,12 +55,12 @@ def train_svm(run: Runner, rows: int = 0, classes: int = 124, epochs: int = 20, 
               regulation_rate: float = 1e-4, version: int = 1, seed: int = 0, say=print,
               dry_run: bool = False) -> Path:
     train, dev = svm_data(run, rows, classes, say=say, dry_run=dry_run)
-    base = MODELS / "svm"
+    base = paths.MODELS / "svm"
     params = {"rows": rows, "classes": classes, "epochs": epochs, "batch_size": batch_size,
               "regulation_rate": regulation_rate, "version": version, "seed": seed}
     command = _cmd(
         PY, "-m", "models.svm.train", "--train_data_file", train, "--dev_data_file", dev,
-        "--export_path_base", base, "--checkpoint_dir", CHECKPOINTS / "svm" / str(version),
+        "--export_path_base", base, "--checkpoint_dir", paths.CHECKPOINTS / "svm" / str(version),
         "--batch_size", batch_size, "--num_epochs", epochs, "--evaluate_every", 100,
         "--checkpoint_every", 100, "--num_checkpoints", 5, "--regulation_rate", regulation_rate,
         "--model_version", version, "--seed", seed,
@@ -70,16 +71,16 @@ def train_svm(run: Runner, rows: int = 0, classes: int = 124, epochs: int = 20, 
             _replace_version(base, version)
         run(command)
 
-    run_step("train-svm", params, [ROOT / "models" / "svm", ROOT / "models" / "atomic_export.py", train, dev],
+    run_step("train-svm", params, [ROOT / "models" / "svm", VERSION_DIR_CODE, train, dev],
              [base / str(version) / "saved_model.pb"], action, say, dry_run)
     return base
 
 
 def train_mnist(run: Runner, iterations: int = 1000, version: int = 1, data_dir: Optional[str] = None,
                 download: bool = False, seed: int = 0, say=print, dry_run: bool = False) -> Path:
-    base = MODELS / "mnist"
+    base = paths.MODELS / "mnist"
     params = {"iterations": iterations, "version": version, "data_dir": data_dir, "download": download, "seed": seed}
-    inputs = [ROOT / "models" / "mnist", ROOT / "models" / "atomic_export.py"]
+    inputs = [ROOT / "models" / "mnist", VERSION_DIR_CODE]
     if data_dir:
         inputs += sorted(Path(data_dir).glob("*"))
     extra = (["--data_dir", data_dir] if data_dir else []) + (["--download"] if download else [])
@@ -96,9 +97,10 @@ def train_mnist(run: Runner, iterations: int = 1000, version: int = 1, data_dir:
 
 
 def kit_models() -> dict[str, Path]:
-    models = {name: MODELS / name for name in ("svm", "mnist") if (MODELS / name).is_dir()}
+    root = paths.MODELS
+    models = {name: root / name for name in ("svm", "mnist") if (root / name).is_dir()}
     if not models:
-        raise RuntimeError(f"no trained models under {MODELS}: run `inv train-svm` / `inv train-mnist` first")
+        raise RuntimeError(f"no trained models under {root}: run `inv train-svm` / `inv train-mnist` first")
     return models
 
 
@@ -106,18 +108,19 @@ def model_config() -> Path:
     """build/models/models.config: each model's rollout (labels, pinned versions) or its latest version."""
     from kit import rollout
 
-    states = rollout.rollouts_for(MODEL_CONFIG, kit_models())
+    config = paths.MODEL_CONFIG
+    states = rollout.rollouts_for(config, kit_models())
     serving.write_model_config(
-        {r.model: Path(r.base_path) for r in states}, MODEL_CONFIG,
+        {r.model: Path(r.base_path) for r in states}, config,
         labels={r.model: r.labels() for r in states}, specific={r.model: r.versions() for r in states},
     )
-    return MODEL_CONFIG
+    return config
 
 
 def query_svm(run: Runner, rest_port: int, num: int = 5, data: Optional[Path] = None) -> None:
     data = data or SVM_SAMPLE_DEV
     run(_cmd(PY, ROOT / "client" / "client.py", f"http://127.0.0.1:{rest_port}/v1/models/svm",
-             "--model_dir", MODELS / "svm", "--data", data, "--num", num))
+             "--model_dir", paths.MODELS / "svm", "--data", data, "--num", num))
 
 
 def query_mnist(run: Runner, grpc_port: int, num_tests: int = 1000, concurrency: int = 8,

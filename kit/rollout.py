@@ -10,9 +10,7 @@ the version is loaded, then the label points at it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +20,10 @@ from typing import Callable, Optional
 
 from kit import serving
 from pyserving.core.source import list_versions
+from pyserving.version_dir import publish_version
 
 STATE_SUFFIX = ".rollout.json"
+STAGING_PREFIX = ".tmp-publish-"
 
 
 def disk_versions(base: Path) -> list[int]:
@@ -33,34 +33,12 @@ def disk_versions(base: Path) -> list[int]:
         return []
 
 
-def _fsync_tree(path: Path) -> None:
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-
-
 def publish(base: Path, source: Path, version: Optional[int] = None) -> int:
     """Copy the SavedModel at `source` to `<base>/<N+1>` atomically: beside it, flushed, renamed."""
-    base.mkdir(parents=True, exist_ok=True)
     number = version if version is not None else max(disk_versions(base), default=0) + 1
-    final = base / str(number)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists; versions are immutable once published")
-    for stale in base.glob(".tmp-publish-*"):  # left by a publish that was killed half-way
+    for stale in base.glob(STAGING_PREFIX + "*"):  # left by a publish that was killed half-way
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-publish-{number}-", dir=base))
-    try:
-        shutil.copytree(source, staging / "model")
-        _fsync_tree(staging / "model")
-        os.rename(staging / "model", final)
-        fd = os.open(base, os.O_RDONLY)  # the rename itself is durable once the folder is synced
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    publish_version(base, number, lambda path: shutil.copytree(source, path), staging_prefix=STAGING_PREFIX)
     return number
 
 

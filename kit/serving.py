@@ -14,22 +14,27 @@ from typing import Mapping, Optional, Sequence
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from kit import docker_backend
-from kit.paths import BUILD, LOGS, MODEL_CONFIG, MODELS, SERVER_STATE, VENV_BIN
+from kit import docker_backend, paths
 from kit.process import ServerFailed, ServerProcess, pid_alive, pid_command, port_open, stop_pid
 
 BACKENDS = ("native", "binary", "docker")
-BINARY = BUILD / "bin" / "tensorflow_model_server"
 DOCKER_CONFIG_NAME = "models.docker.config"
 CONTAINER_NAME = "kit-tfserving"
 
 
-def write_model_config(models: Mapping[str, Path], path: Path = MODEL_CONFIG,
+def binary() -> Path:
+    """The tensorflow_model_server that `inv build-server` builds."""
+    return paths.BUILD / "bin" / "tensorflow_model_server"
+
+
+def write_model_config(models: Mapping[str, Path], path: Optional[Path] = None,
                        labels: Optional[Mapping[str, Mapping[str, int]]] = None,
                        specific: Optional[Mapping[str, Sequence[int]]] = None) -> Path:
     """A ModelServerConfig text file serving each model's versions from its base path.
 
-    `specific` pins a model to those versions (policy `specific`), else its latest one serves."""
+    `specific` pins a model to those versions (policy `specific`), else its latest one serves;
+    `path` defaults to build/models/models.config."""
+    path = path or paths.MODEL_CONFIG
     config = model_server_config_pb2.ModelServerConfig()
     for name, base in models.items():
         entry = config.model_config_list.config.add()
@@ -41,9 +46,9 @@ def write_model_config(models: Mapping[str, Path], path: Path = MODEL_CONFIG,
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, text_format.MessageToString(config))
     docker_config = path.parent / DOCKER_CONFIG_NAME
-    if path == MODEL_CONFIG and docker_config.exists():
+    if path == paths.MODEL_CONFIG and docker_config.exists():
         # A Docker server reads the container-path twin: keep it in step (labels, rollouts).
-        _atomic_write(docker_config, docker_backend.container_model_config(path.read_text(), MODELS))
+        _atomic_write(docker_config, docker_backend.container_model_config(path.read_text(), paths.MODELS))
     return path
 
 
@@ -53,17 +58,18 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)  # atomic: a polling server never reads half a file
 
 
-def serve_command(backend: str, config_file: Path = MODEL_CONFIG, grpc_port: int = 8500, rest_port: int = 8501,
+def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: int = 8500, rest_port: int = 8501,
                   extra_flags: Sequence[str] = ()) -> list[str]:
+    config_file = config_file or paths.MODEL_CONFIG
     flags = [f"--model_config_file_poll_wait_seconds=1", *extra_flags]
     if backend == "native":
-        return [str(VENV_BIN / "tensorflow_model_server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        return [str(paths.VENV_BIN / "tensorflow_model_server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
                 f"--model_config_file={config_file}", *flags]
     if backend == "binary":
-        return docker_backend.binary_serve_command(BINARY, config_file, grpc_port, rest_port, flags)
+        return docker_backend.binary_serve_command(binary(), config_file, grpc_port, rest_port, flags)
     if backend == "docker":
         return docker_backend.docker_serve_command(
-            MODELS, config_name=DOCKER_CONFIG_NAME, grpc_port=grpc_port, rest_port=rest_port,
+            paths.MODELS, config_name=DOCKER_CONFIG_NAME, grpc_port=grpc_port, rest_port=rest_port,
             name=CONTAINER_NAME, poll_wait_seconds=1, extra_flags=tuple(extra_flags),
         )
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -71,25 +77,26 @@ def serve_command(backend: str, config_file: Path = MODEL_CONFIG, grpc_port: int
 
 def unavailable(backend: str) -> Optional[str]:
     """One line saying why a backend cannot run here, or None."""
-    if backend == "binary" and not BINARY.exists():
-        return f"binary: {BINARY} does not exist; build it with `make build-server` (needs Docker and a network)"
+    if backend == "binary" and not binary().exists():
+        return f"binary: {binary()} does not exist; build it with `make build-server` (needs Docker and a network)"
     if backend == "docker":
         return docker_backend.engine_status()
     return None
 
 
 def write_docker_config() -> Path:
-    path = MODELS / DOCKER_CONFIG_NAME
-    _atomic_write(path, docker_backend.container_model_config(MODEL_CONFIG.read_text(), MODELS))
+    path = paths.MODELS / DOCKER_CONFIG_NAME
+    _atomic_write(path, docker_backend.container_model_config(paths.MODEL_CONFIG.read_text(), paths.MODELS))
     return path
 
 
 def running() -> Optional[dict]:
-    if not SERVER_STATE.exists():
+    server_state = paths.SERVER_STATE
+    if not server_state.exists():
         return None
-    state = json.loads(SERVER_STATE.read_text())
+    state = json.loads(server_state.read_text())
     if state.get("pid") and not pid_alive(state["pid"]):
-        SERVER_STATE.unlink()
+        server_state.unlink()
         return None
     return state
 
@@ -97,7 +104,7 @@ def running() -> Optional[dict]:
 def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, timeout: float = 180.0) -> dict:
     """Start a server in the background and wait until it serves; returns its recorded state."""
     if running():
-        raise RuntimeError(f"a server is already running ({SERVER_STATE}); stop it first: inv serve --stop")
+        raise RuntimeError(f"a server is already running ({paths.SERVER_STATE}); stop it first: inv serve --stop")
     reason = unavailable(backend)
     if reason:
         raise RuntimeError(reason)
@@ -106,23 +113,25 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
             raise RuntimeError(f"port {port} is already in use on 127.0.0.1")
     if backend == "docker":
         write_docker_config()
-    command = serve_command(backend, MODEL_CONFIG, grpc_port, rest_port)
+    command = serve_command(backend, paths.MODEL_CONFIG, grpc_port, rest_port)
     say("$ " + " ".join(command))
-    state = {"backend": backend, "grpc_port": grpc_port, "rest_port": rest_port, "log": str(LOGS / "server.log")}
+    log = paths.LOGS / "server.log"
+    state = {"backend": backend, "grpc_port": grpc_port, "rest_port": rest_port, "log": str(log)}
     if backend == "docker":
         result = run(" ".join(command), warn=True, hide=True)
         if result.exited != 0:
             raise RuntimeError(f"docker run failed: {result.stderr.strip()}")
         state["container"] = CONTAINER_NAME
     else:
-        process = ServerProcess(command, LOGS / "server.log", ready_port=rest_port, detach=True).start()
+        process = ServerProcess(command, log, ready_port=rest_port, detach=True).start()
         state["pid"] = process.pid
-    SERVER_STATE.parent.mkdir(parents=True, exist_ok=True)
-    SERVER_STATE.write_text(json.dumps(state))
+    server_state = paths.SERVER_STATE
+    server_state.parent.mkdir(parents=True, exist_ok=True)
+    server_state.write_text(json.dumps(state))
     deadline = time.monotonic() + timeout
     while not port_open(rest_port):
         if state.get("pid") and not pid_alive(state["pid"]):
-            SERVER_STATE.unlink(missing_ok=True)
+            server_state.unlink(missing_ok=True)
             raise ServerFailed(f"server exited during start-up; see {state['log']}:\n" + _tail(Path(state["log"])))
         if time.monotonic() > deadline:
             stop(run=run, say=say)
@@ -149,7 +158,7 @@ def stop(run=None, say=print) -> bool:
             raise RuntimeError(f"pid {pid} is no longer our server ({command!r}); not touching it")
         stop_pid(pid)
         say(f"stopped server pid {pid}")
-    SERVER_STATE.unlink(missing_ok=True)
+    paths.SERVER_STATE.unlink(missing_ok=True)
     return True
 
 

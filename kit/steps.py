@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from kit.paths import ROOT, STAMPS
+from kit import paths
+from kit.paths import ROOT
 
 
 def digest(params: Mapping, files: Iterable[Path]) -> str:
@@ -36,7 +37,7 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
         say(f"[{name}] dry run: would run")
         action()
         return False
-    stamp = STAMPS / f"{name}.json"
+    stamp = paths.STAMPS / f"{name}.json"
     if stamp.exists() and all(p.exists() for p in outputs):
         recorded = json.loads(stamp.read_text())
         if recorded.get("key") == key:
@@ -49,7 +50,7 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
     missing = [str(p) for p in outputs if not p.exists()]
     if missing:
         raise RuntimeError(f"[{name}] finished without producing {', '.join(missing)}")
-    STAMPS.mkdir(parents=True, exist_ok=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"key": key, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "params": dict(params)},
                                 default=str, indent=1))
     say(f"[{name}] done in {time.monotonic() - started:.1f} s")

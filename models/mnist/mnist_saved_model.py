@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is imported
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from models.atomic_export import atomic_version_dir, version_dir  # noqa: E402
 from pyserving.runtime import warmup  # noqa: E402
+from pyserving.version_dir import publish_version, version_path  # noqa: E402
 from models.mnist import input_data  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -94,9 +94,10 @@ def train_and_export(datasets, export_path_base, model_version, training_iterati
             print("test accuracy %g" % test_acc)
             print("Done training!")
 
-            export_path = version_dir(export_path_base, model_version)
+            export_path = version_path(export_path_base, model_version)
             print("Exporting trained model to", export_path)
-            with atomic_version_dir(export_path_base, model_version) as staging:
+
+            def write(staging):
                 builder = v1.saved_model.Builder(staging)
                 builder.add_meta_graph_and_variables(
                     sess, [v1.saved_model.tag_constants.SERVING],
@@ -105,6 +106,8 @@ def train_and_export(datasets, export_path_base, model_version, training_iterati
                 # Warmup requests (TF Serving's format) replayed by the server while it loads.
                 warmup.write_requests(staging, [warmup.predict_log(
                     "predict_images", {"images": np.asarray(datasets.test.images[:1], np.float32)})])
+
+            publish_version(export_path_base, model_version, write, staging_prefix=".tmp-export-")
             print("Done exporting!")
     return export_path, float(np.float32(test_acc))
 

@@ -10,8 +10,8 @@ import logging
 
 import tensorflow as tf
 
-from models.atomic_export import atomic_version_dir, version_dir
 from pyserving.runtime import warmup
+from pyserving.version_dir import publish_version
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +26,15 @@ def export_model(model, transformer, export_path_base, model_version):
     if len(transformer.classes) != model.num_class:
         raise ValueError("transformer has %d classes, model %d"
                          % (len(transformer.classes), model.num_class))
-    with atomic_version_dir(export_path_base, model_version) as staging:
+
+    def write(staging):
         tf.saved_model.save(model, staging,
                             signatures={SIGNATURE_NAME: model.serve.get_concrete_function()})
         transformer.save_to_version_dir(staging)
         # Warmup requests (TF Serving's format): the first real request is not the slow one.
         sample = transformer.transform([transformer.classes[0]]).astype("float32")
         warmup.write_requests(staging, [warmup.predict_log(SIGNATURE_NAME, {"x": sample})])
-    final = version_dir(export_path_base, model_version)
+
+    final = publish_version(export_path_base, model_version, write, staging_prefix=".tmp-export-")
     logger.info("Exported model version %s to %s", model_version, final)
     return final

@@ -12,10 +12,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is imported
 
-from models.atomic_export import version_dir  # noqa: E402
 from models.svm import data, trainer  # noqa: E402
 from models.svm.export import export_model  # noqa: E402
 from models.svm.transformer import TextTransformer  # noqa: E402
+from pyserving.version_dir import version_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def default_checkpoint_dir(export_path_base, model_version):
 
 def run(args):
     """Train, evaluate, checkpoint and export; return a summary dict."""
-    target = version_dir(args.export_path_base, args.model_version)
+    target = version_path(args.export_path_base, args.model_version)
     if os.path.exists(target):  # fail before training, not after
         raise FileExistsError("export dir %s already exists; choose another --model_version" % target)
     texts, labels = data.load_data_and_labels(args.train_data_file)

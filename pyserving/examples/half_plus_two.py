@@ -9,19 +9,12 @@ polling server never sees half a version.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+
+from pyserving.version_dir import publish_version
 
 
 def _atomic_export(base_path: str, version: int, write) -> str:
-    os.makedirs(base_path, exist_ok=True)
-    final = os.path.join(base_path, str(version))
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
-    target = os.path.join(staging, "model")
-    write(target)
-    os.rename(target, final)
-    shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return publish_version(base_path, version, write)
 
 
 def write_tf1(base_path: str, version: int, a: float = 0.5, b: float = 2.0, c: float = 3.0) -> str:

@@ -1,71 +1,102 @@
-"""The Invoke tasks' own behaviour: help, dry runs, backends that cannot run here, README sync."""
+"""The Invoke tasks' own behaviour, in-process: help, dry runs, backends that cannot run here,
+the rollout tasks without a server, README sync.
+
+Tasks run with invoke's MockContext, which stands in for the shell and fails on any command it
+was not told about; the kit's build folder is pointed at tmp_path through KIT_BUILD_DIR.
+"""
 from __future__ import annotations
 
-import os
+import json
 import subprocess
-import sys
 
 import pytest
+from google.protobuf import text_format
+from invoke import MockContext, Program
+from invoke.exceptions import Exit
+from tensorflow_serving.config import model_server_config_pb2
 
+import tasks
 from kit import compat_table
 from kit.docker_backend import engine_status
-from tests.conftest import ROOT
+from kit.paths import ROOT
 
-
-def inv(build, *args):
-    env = dict(os.environ, KIT_BUILD_DIR=str(build))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+TASKS = ["train-svm", "train-mnist", "serve", "test-svm", "test-mnist", "reproduce", "image", "build-server",
+         "publish", "canary", "promote", "rollback", "versions", "soak"]
+NO_SERVER = "no server is running: start one with `inv serve`"
 
 
 @pytest.fixture
-def build_with_models(tmp_path):
+def build(tmp_path, monkeypatch):
+    """The kit's build folder (KIT_BUILD_DIR), not created yet."""
     build = tmp_path / "build"
-    for model in ("svm", "mnist"):
-        (build / "models" / model / "1").mkdir(parents=True)
+    monkeypatch.setenv("KIT_BUILD_DIR", str(build))
     return build
 
 
-@pytest.mark.parametrize("task", ["train-svm", "train-mnist", "serve", "test-svm", "test-mnist", "reproduce",
-                                  "image", "build-server"])
-def test_every_task_has_help(tmp_path, task):
-    out = inv(tmp_path, task, "--help")
-    assert out.returncode == 0 and "Usage: inv" in out.stdout
+@pytest.fixture
+def build_with_models(build):
+    for model in ("svm", "mnist"):
+        version = build / "models" / model / "1"
+        (version / "variables").mkdir(parents=True)
+        (version / "saved_model.pb").write_bytes(f"{model} graph".encode())
+    return build
 
 
-def test_serve_dry_run_prints_each_backends_command(build_with_models):
-    native = inv(build_with_models, "serve", "--dry-run")
-    assert native.returncode == 0
-    assert "tensorflow_model_server --port=8500 --rest_api_port=8501 --model_config_file=" in native.stdout
+def stopped(call, *args, **kwargs) -> Exit:
+    """The Exit a task stopped with (its message is what `inv` prints on stderr)."""
+    with pytest.raises(Exit) as info:
+        call(MockContext(), *args, **kwargs)
+    assert info.value.code == 1
+    return info.value
+
+
+def read_config(build) -> dict:
+    config = text_format.Parse((build / "models" / "models.config").read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    return {e.name: (e.base_path, dict(e.version_labels), list(e.model_version_policy.specific.versions))
+            for e in config.model_config_list.config}
+
+
+# ---- help: once per task, through invoke's own Program ------------------------------------------
+def test_the_collection_holds_every_task_tested_here():
+    assert sorted(tasks.ns.task_names) == sorted(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_help(build, task, capsys):
+    tasks_program = Program(namespace=tasks.ns, name="kit", binary="inv")
+    tasks_program.run(["inv", task, "--help"], exit=False)
+    out = capsys.readouterr().out
+    assert out.startswith(f"Usage: inv [--core-opts] {task}") and "Docstring:" in out
+    assert not build.exists()
+
+
+# ---- serve and reproduce ------------------------------------------------------------------------
+def test_serve_dry_run_prints_each_backends_command(build_with_models, capsys):
+    tasks.serve(MockContext(), dry_run=True)
+    native = capsys.readouterr().out
+    assert "tensorflow_model_server --port=8500 --rest_api_port=8501 --model_config_file=" in native
     config = (build_with_models / "models" / "models.config").read_text()
     assert f'base_path: "{build_with_models / "models" / "svm"}"' in config and 'name: "mnist"' in config
-    docker = inv(build_with_models, "serve", "--backend=docker", "--dry-run")
-    assert docker.returncode == 0
-    assert "docker run" in docker.stdout and ":/models" in docker.stdout and "tensorflow/serving:2.20.0" in docker.stdout
-    binary = inv(build_with_models, "serve", "--backend=binary", "--dry-run", "--grpc-port=9000")
-    assert f"{build_with_models / 'bin' / 'tensorflow_model_server'} --port=9000" in binary.stdout
+    tasks.serve(MockContext(), backend="docker", dry_run=True)
+    docker = capsys.readouterr().out
+    assert "docker run" in docker and ":/models" in docker and "tensorflow/serving:2.20.0" in docker
+    tasks.serve(MockContext(), backend="binary", dry_run=True, grpc_port=9000)
+    assert f"{build_with_models / 'bin' / 'tensorflow_model_server'} --port=9000" in capsys.readouterr().out
 
 
 def test_unavailable_backends_stop_with_one_line(build_with_models):
-    out = inv(build_with_models, "serve", "--backend=binary")
-    assert out.returncode != 0
-    assert "does not exist; build it with `make build-server`" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    message = stopped(tasks.serve, backend="binary").message
+    assert "does not exist; build it with `make build-server`" in message
+    assert len(message.strip().splitlines()) == 1
     if engine_status() is not None:  # only where no engine runs: with one, this would really serve
-        out = inv(build_with_models, "reproduce", "--backend=docker")
-        assert out.returncode != 0 and out.stderr.strip().startswith("docker:")
-    out = inv(build_with_models, "serve", "--backend=nope")
-    assert out.returncode != 0 and "unknown backend" in out.stderr
+        assert stopped(tasks.reproduce, backend="docker").message.startswith("docker:")
+    assert "unknown backend" in stopped(tasks.serve, backend="nope").message
 
 
-def test_serve_stop_without_server(tmp_path):
-    out = inv(tmp_path, "serve", "--stop")
-    assert out.returncode == 0 and "no server is running" in out.stdout
-
-
-def test_readme_flag_table_is_generated_from_the_flag_list():
-    readme = (ROOT / "README.md").read_text()
-    assert compat_table.render(readme) == readme, "run: python -m kit.compat_table --write"
+def test_serve_stop_without_server(build, capsys):
+    tasks.serve(MockContext(), stop=True)
+    assert "no server is running" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("backend,needle", [
@@ -73,12 +104,93 @@ def test_readme_flag_table_is_generated_from_the_flag_list():
     ("docker", "docker run"),
     ("binary", "bin/tensorflow_model_server --port=8500"),
 ])
-def test_reproduce_dry_run_prints_every_command_and_runs_none(tmp_path, backend, needle):
-    build = tmp_path / "build"
-    out = inv(build, "reproduce", f"--backend={backend}", "--dry-run")
-    assert out.returncode == 0, out.stderr
-    assert "-m models.svm.train" in out.stdout and "-m models.mnist.mnist_saved_model" in out.stdout
-    assert needle in out.stdout
-    assert "client/client.py http://127.0.0.1:8501/v1/models/svm" in out.stdout
-    assert "client/mnist_client.py --num_tests=1000 --server=127.0.0.1:8500" in out.stdout
+def test_reproduce_dry_run_prints_every_command_and_runs_none(build, backend, needle, capsys):
+    tasks.reproduce(MockContext(), backend=backend, dry_run=True)  # MockContext fails on any command
+    out = capsys.readouterr().out
+    assert "-m models.svm.train" in out and "-m models.mnist.mnist_saved_model" in out
+    assert needle in out
+    assert "client/client.py http://127.0.0.1:8501/v1/models/svm" in out
+    assert "client/mnist_client.py --num_tests=1000 --server=127.0.0.1:8500" in out
     assert not (build / "models").exists() and not (build / ".stamps").exists()
+
+
+def test_readme_flag_table_is_generated_from_the_flag_list():
+    readme = (ROOT / "README.md").read_text()
+    assert compat_table.render(readme) == readme, "run: python -m kit.compat_table --write"
+
+
+# ---- online updates without a server --------------------------------------------------------------
+def test_publish_refuses_an_unknown_model_and_writes_nothing(build_with_models):
+    assert stopped(tasks.publish, model="nope").message == "unknown model 'nope'"
+    assert sorted(p.name for p in (build_with_models / "models").iterdir()) == ["mnist", "svm"]
+
+
+def test_publish_stops_when_there_is_nothing_to_publish(build_with_models, tmp_path):
+    missing = tmp_path / "no-such-model"
+    assert stopped(tasks.publish, model="svm", source=str(missing)).message == f"nothing to publish: {missing}"
+    (build_with_models / "models" / "mnist" / "1" / "saved_model.pb").unlink()
+    (build_with_models / "models" / "mnist" / "1" / "variables").rmdir()
+    (build_with_models / "models" / "mnist" / "1").rmdir()
+    assert stopped(tasks.publish, model="mnist").message == "nothing to publish: None"
+    assert not (build_with_models / "models" / "models.config").exists()
+
+
+def test_publish_without_a_server_pins_the_served_version_then_publishes_the_next(build_with_models, capsys):
+    svm = build_with_models / "models" / "svm"
+    tasks.publish(MockContext(), model="svm")
+    assert capsys.readouterr().out == f"published {svm / '1'} as {svm / '2'}\n"
+    assert (svm / "2" / "saved_model.pb").read_bytes() == b"svm graph"
+    assert sorted(p.name for p in svm.iterdir()) == ["1", "2"]
+    # Pinned before the copy: version 2 stays unserved until a canary names it.
+    state = json.loads((build_with_models / "models" / "svm.rollout.json").read_text())
+    assert (state["stable"], state["canary"], state["previous"]) == (1, None, None)
+    config = read_config(build_with_models)
+    assert config["svm"] == (str(svm), {"stable": 1}, [1])
+    assert config["mnist"] == (str(build_with_models / "models" / "mnist"), {}, [])
+
+
+def test_publish_a_given_folder_twice_keeps_the_first_pin(build_with_models, tmp_path, capsys):
+    staged = tmp_path / "staged"
+    (staged / "variables").mkdir(parents=True)
+    (staged / "saved_model.pb").write_bytes(b"new graph")
+    mnist = build_with_models / "models" / "mnist"
+    tasks.publish(MockContext(), model="mnist", source=str(staged))
+    tasks.publish(MockContext(), model="mnist", source=str(staged))
+    assert capsys.readouterr().out.splitlines() == [f"published {staged} as {mnist / '2'}",
+                                                    f"published {staged} as {mnist / '3'}"]
+    assert (mnist / "3" / "saved_model.pb").read_bytes() == b"new graph"
+    assert read_config(build_with_models)["mnist"] == (str(mnist), {"stable": 1}, [1])
+
+
+@pytest.mark.parametrize("name", ["canary", "promote", "rollback"])
+def test_rollout_steps_need_a_running_server(build_with_models, name):
+    task = getattr(tasks, name)
+    assert stopped(task, model="svm").message == NO_SERVER
+    assert stopped(task, model="nope").message == "unknown model 'nope': trained models are svm, mnist"
+    assert not (build_with_models / "models" / "models.config").exists()
+
+
+def test_versions_prints_disk_rollout_and_server(build_with_models, capsys):
+    svm = build_with_models / "models" / "svm"
+    tasks.versions(MockContext(), model="svm")
+    assert capsys.readouterr().out.splitlines() == [
+        f"on disk ({svm}): [1]", "rollout: none (the latest version serves)", "server: not running"]
+    tasks.publish(MockContext(), model="svm")
+    capsys.readouterr()
+    tasks.versions(MockContext(), model="svm")
+    assert capsys.readouterr().out.splitlines() == [
+        f"on disk ({svm}): [1, 2]", "rollout: stable=1 canary=None previous=None", "server: not running"]
+    assert stopped(tasks.versions, model="nope").message == "unknown model 'nope'"
+
+
+def test_a_server_that_died_counts_as_not_running(build_with_models, capsys):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    state = build_with_models / "server.json"
+    state.write_text(json.dumps({"backend": "native", "grpc_port": 1, "rest_port": 2, "pid": gone.pid}))
+    assert stopped(tasks.canary, model="svm").message == NO_SERVER
+    assert not state.exists()  # the stale record is cleared
+    state.write_text(json.dumps({"backend": "native", "grpc_port": 1, "rest_port": 2, "pid": gone.pid}))
+    tasks.versions(MockContext(), model="svm")
+    assert capsys.readouterr().out.splitlines()[-1] == "server: not running"
+    assert not state.exists()
