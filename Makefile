@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 BACKEND ?= native
 ARGS ?=
 
-.PHONY: venv test reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
+.PHONY: venv lint test reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
         image build-server bench clean help
 
 help:
 	@echo "make reproduce   train both models, serve them, query them over REST and gRPC (offline, native backend)"
-	@echo "make test        run the test suite"
+	@echo "make test        lint, then run the test suite"
+	@echo "make lint        ruff (configured in pyproject.toml)"
 	@echo "make train-svm | train-mnist | serve | serve-stop | test-svm | test-mnist | image | build-server | bench"
 	@echo "BACKEND=native|docker|binary selects the serving backend; ARGS='...' passes task options"
 
@@ -25,7 +26,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 reproduce: $(STAMP)

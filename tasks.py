@@ -141,7 +141,8 @@ def _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_da
     print("$ " + " ".join(serving.serve_command(backend, grpc_port=grpc_port, rest_port=rest_port)))
     pipeline.query_svm(show, rest_port)
     pipeline.query_mnist(show, grpc_port, num_tests, data_dir=mnist_data_dir or None)
-    print("# then the server is stopped by its pid" + (" (docker stop for the container)" if backend == "docker" else ""))
+    docker = " (docker stop for the container)" if backend == "docker" else ""
+    print("# then the server is stopped by its pid" + docker)
 
 
 # ---- online updates (logic in kit/updates.py) ----------------------------------------------

@@ -143,7 +143,8 @@ class Client:
             response = stub.Predict(predict_pb2.PredictRequest.FromString(request), timeout=30)
         from pyserving.codecs.tensor_proto import to_numpy
 
-        assert np.allclose(to_numpy(response.outputs[self.model.output]), predictions, rtol=1e-6), "REST and gRPC disagree"
+        got = to_numpy(response.outputs[self.model.output])
+        assert np.allclose(got, predictions, rtol=1e-6), "REST and gRPC disagree"
         return rest_answer, response.SerializeToString()
 
     def measure(self, protocol: str, port: int, concurrency: int, response_size: int):
@@ -191,7 +192,8 @@ def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: d
     try:
         server.wait_ready()
         answers = client.answers(rest_port, grpc_port)
-        return measure_levels(client, "on" if batching else "off", rest_port, grpc_port, answers, levels, bases), answers
+        label = "on" if batching else "off"
+        return measure_levels(client, label, rest_port, grpc_port, answers, levels, bases), answers
     finally:
         server.stop()
 

@@ -82,7 +82,8 @@ def main(argv=None):
     _, ours = trainer.evaluate(model, x_dev, y_dev)
     t_ours = time.time() - t0
     print("ours  (TF2 SVM, Adam lr=%g linearly decayed, batch %d, %d epochs, %d steps): "
-          "dev accuracy %.4f  (%.1fs)" % (args.learning_rate, args.batch_size, args.num_epochs, history["steps"], ours, t_ours))
+          "dev accuracy %.4f  (%.1fs)"
+          % (args.learning_rate, args.batch_size, args.num_epochs, history["steps"], ours, t_ours))
 
     t0 = time.time()
     svc = LinearSVC(loss="squared_hinge", penalty="l2", C=c, dual=False,

@@ -61,6 +61,6 @@ def http_json(url, payload=None, timeout=30.0):
             return json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as err:
         body = err.read().decode("utf-8", "replace")
-        raise ServingError("%s %s -> HTTP %d: %s" % (request.get_method(), url, err.code, body))
+        raise ServingError("%s %s -> HTTP %d: %s" % (request.get_method(), url, err.code, body)) from None
     except urllib.error.URLError as err:
-        raise ServingError("%s %s failed: %s" % (request.get_method(), url, err.reason))
+        raise ServingError("%s %s failed: %s" % (request.get_method(), url, err.reason)) from None

@@ -17,7 +17,8 @@ def table() -> str:
     rows = ["| Flag | Default | pyserving |", "|---|---|---|"]
     for flag in FLAGS:
         default = "(auto: 4 x CPUs)" if flag.name in ("rest_api_num_threads", "grpc_max_threads") else (
-            "(CPUs)" if flag.name == "num_tflite_pools" else repr(flag.default).lower() if isinstance(flag.default, bool)
+            "(CPUs)" if flag.name == "num_tflite_pools"
+            else repr(flag.default).lower() if isinstance(flag.default, bool)
             else f'"{flag.default}"' if isinstance(flag.default, str) else str(flag.default))
         support = {"yes": "supported", "extension": "**pyserving extension**"}.get(
             flag.support, "accepted, **no effect** (warns when set)")

@@ -61,7 +61,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: int = 8500, rest_port: int = 8501,
                   extra_flags: Sequence[str] = ()) -> list[str]:
     config_file = config_file or paths.MODEL_CONFIG
-    flags = [f"--model_config_file_poll_wait_seconds=1", *extra_flags]
+    flags = ["--model_config_file_poll_wait_seconds=1", *extra_flags]
     if backend == "native":
         return [str(paths.VENV_BIN / "tensorflow_model_server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
                 f"--model_config_file={config_file}", *flags]

@@ -35,7 +35,8 @@ class Traffic:
     def __init__(self, rest: str, grpc_target: str, model: str, rest_clients: int, grpc_clients: int):
         self.answers: list[Answer] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._rest, args=(rest, model), daemon=True) for _ in range(rest_clients)]
+        self._threads = [threading.Thread(target=self._rest, args=(rest, model), daemon=True)
+                         for _ in range(rest_clients)]
         self._threads += [threading.Thread(target=self._grpc, args=(grpc_target, model), daemon=True)
                           for _ in range(grpc_clients)]
 
@@ -149,8 +150,8 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
                 b_of[version] = float(next_b)
                 next_b += 1
                 continue
-            new = {"canary": lambda: ro.start_canary(state, max(b_of)), "promote": lambda: ro.promote(state),
-                   "rollback": lambda: ro.rollback(state)}[action]()
+            new = (ro.start_canary(state, max(b_of)) if action == "canary"
+                   else ro.promote(state) if action == "promote" else ro.rollback(state))
             started = time.monotonic()
             acked = ro.apply(config, new, [], rest)
             state = new
@@ -178,9 +179,11 @@ def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float) -> 
         want = b_of[event["stable"]]
         wrong += sum(1 for a in ok if start <= a.started < end and a.b != want)
     latencies = np.array([(a.ended - a.started) * 1000 for a in answers]) if answers else np.array([0.0])
-    near = [(a.ended - a.started) * 1000 for a in answers
-            if any(abs(a.started - (e["started"] + t0)) < 1.0 or (e["started"] + t0) <= a.started <= (e["acknowledged"] + t0)
-                   for e in events)]
+    def near_switch(a) -> bool:  # within 1 s of a switch starting, or before it was acknowledged
+        return any(abs(a.started - (e["started"] + t0)) < 1.0
+                   or (e["started"] + t0) <= a.started <= (e["acknowledged"] + t0) for e in events)
+
+    near = [(a.ended - a.started) * 1000 for a in answers if near_switch(a)]
     summary = {
         "requests": len(answers), "failed": len(failed), "wrong_version_after_ack": wrong,
         "switches": len(events),
@@ -204,7 +207,8 @@ def plot(path: Path, answers: list, events: list, t0: float) -> None:
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
     for protocol, colour in (("rest", "tab:blue"), ("grpc", "tab:green")):
-        pts = [(a.started - t0, (a.ended - a.started) * 1000) for a in answers if a.protocol == protocol and a.b is not None]
+        pts = [(a.started - t0, (a.ended - a.started) * 1000)
+               for a in answers if a.protocol == protocol and a.b is not None]
         if pts:
             xs, ys = zip(*pts)
             ax.scatter(xs, ys, s=2, alpha=0.4, color=colour, label=f"{protocol} (label stable)")

@@ -30,12 +30,13 @@ class ModelServer:
         s = self.settings = settings
         self.metrics_path = config_files.prometheus_path(s.monitoring_config_file) if s.monitoring_config_file else None
         if self.metrics_path and not s.rest_api_port:
-            raise ServingError(Code.INVALID_ARGUMENT,
-                               "Monitoring (prometheus_config) requires --rest_api_port: metrics are served on the REST port")
+            raise ServingError(Code.INVALID_ARGUMENT, "Monitoring (prometheus_config) requires --rest_api_port: "
+                                                      "metrics are served on the REST port")
         self.metrics = ServingMetrics() if self.metrics_path else NullMetrics()
         self.batcher = self._run_pool = None
         if s.enable_batching:
-            params = config_files.batching(s.batching_parameters_file) if s.batching_parameters_file else BatchingParams()
+            params = (config_files.batching(s.batching_parameters_file) if s.batching_parameters_file
+                      else BatchingParams())
             # Models that are not batched (per-model parameters) run on its pool for lone runs.
             self.batcher = Batcher(params, on_batch=self.metrics.observe_batch,
                                    solo_threads=max(params.num_batch_threads, s.rest_api_num_threads))

@@ -15,8 +15,8 @@ import threading
 from importlib import metadata
 from typing import Optional, Sequence
 
-from pyserving.flags import BY_NAME, FLAGS
 from pyserving.errors import ServingError
+from pyserving.flags import BY_NAME, FLAGS
 from pyserving.settings import Settings
 
 logger = logging.getLogger("pyserving")

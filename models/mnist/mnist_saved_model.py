@@ -20,9 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is imported
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from models.mnist import input_data  # noqa: E402
 from pyserving.runtime import warmup  # noqa: E402
 from pyserving.version_dir import publish_version, version_path  # noqa: E402
-from models.mnist import input_data  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ def train_and_export(datasets, export_path_base, model_version, training_iterati
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog="python -m models.mnist.mnist_saved_model", description="Train and export the MNIST softmax-regression model for TF Serving.",
+        prog="python -m models.mnist.mnist_saved_model",
+        description="Train and export the MNIST softmax-regression model for TF Serving.",
         usage="python -m models.mnist.mnist_saved_model [--training_iteration=x] "
               "[--model_version=y] [--data_dir=DIR | --download] export_dir")
     p.add_argument("export_dir", help="model base dir; the version goes to <export_dir>/<version>")

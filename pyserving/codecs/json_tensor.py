@@ -179,7 +179,8 @@ def _floats_to_array(leaves: list, dtype: int) -> np.ndarray:
             if (type(v) is int and abs(v) > 2**24 - 1) or (
                 type(v) is float and math.isfinite(v) and abs(v) > _FLOAT32_MAX
             ):
-                raise invalid_argument(f"Cannot convert JSON value: {dump_value(v)} to float without loss of precision.")
+                raise invalid_argument(
+                    f"Cannot convert JSON value: {dump_value(v)} to float without loss of precision.")
     return np.array(leaves, dtype=np.float64)
 
 
@@ -378,7 +379,8 @@ def _write(array, write) -> str:
 def _checked(outputs: Mapping[str, np.ndarray]) -> dict:
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
-    return {name: (arr, _scalar_writer(arr, arr.dtype.kind in "OSU" and name.endswith("_bytes"))) for name, arr in outputs.items()}
+    return {name: (arr, _scalar_writer(arr, arr.dtype.kind in "OSU" and name.endswith("_bytes")))
+            for name, arr in outputs.items()}
 
 
 def encode_predict(outputs: Mapping[str, np.ndarray], fmt: str) -> str:
@@ -396,7 +398,8 @@ def encode_predict(outputs: Mapping[str, np.ndarray], fmt: str) -> str:
         if arr.shape[0] < 1:
             raise invalid_argument(f"Tensor name: {name} has invalid batch size: {arr.shape[0]}")
         if batch and arr.shape[0] != batch:
-            raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} expecting: {batch}")
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} expecting: {batch}")
         batch = arr.shape[0]
     if len(checked) == 1:
         (arr, write), = checked.values()

@@ -22,7 +22,7 @@ import weakref
 from bisect import bisect_left
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -230,7 +230,8 @@ class Batcher:
             pieces = split_sizes(size, room, limit) if p.enable_large_batch_splitting else [size]
             new_batches = len(pieces) - (1 if pieces[0] <= room else 0)
             if len(batches) + new_batches > p.max_enqueued_batches:
-                raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this task was submitted is full")
+                raise ServingError(Code.UNAVAILABLE,
+                                   "The batch scheduling queue to which this task was submitted is full")
             self._open[key] = batches
             tasks, offset = [], 0
             for rows in pieces:
@@ -258,7 +259,7 @@ class Batcher:
         """Under the lock: the oldest batch that is full or past its deadline, else None."""
         now = self._clock()
         best = None
-        for key, batches in self._open.items():
+        for batches in self._open.values():
             head = batches[0]
             if head.size >= head.params.execution_batch_size or now >= head.deadline or len(batches) > 1:
                 if best is None or head.deadline < best.deadline:

@@ -80,7 +80,8 @@ def _model(proto) -> ModelConfig:
             f"Expected model {proto.name} to have an absolute path or URI; got base_path()={proto.base_path}"
         )
     if "://" in proto.base_path:
-        raise ServingError(Code.UNIMPLEMENTED, f"Model {proto.name}: only local paths are supported, got {proto.base_path}")
+        raise ServingError(Code.UNIMPLEMENTED,
+                           f"Model {proto.name}: only local paths are supported, got {proto.base_path}")
     if proto.HasField("logging_config"):
         # The OSS tensorflow_model_server has no request logger either (#408); same answer.
         raise ServingError(Code.FAILED_PRECONDITION, "No request-logger-creator provided.")

@@ -56,7 +56,9 @@ class ServerCore:
             old = self._configs
             for name, config in new.items():
                 if name in old and old[name].platform != config.platform:
-                    raise failed_precondition(f"Illegal to change a model's platform. For model {name} platform was {old[name].platform} and new platform requested is {config.platform}")
+                    raise failed_precondition(
+                        f"Illegal to change a model's platform. For model {name} platform was "
+                        f"{old[name].platform} and new platform requested is {config.platform}")
             existing = [c for n, c in new.items() if n in old]
             for config in existing:  # labels are validated before any load happens
                 self._check_labels(config, old[config.name].labels)

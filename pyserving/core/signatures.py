@@ -13,7 +13,13 @@ import numpy as np
 from pyserving import dtypes
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.types import (
-    CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD, RunRequest, Servable, SignatureInfo,
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    RunRequest,
+    Servable,
+    SignatureInfo,
 )
 
 Inputs = Mapping[str, np.ndarray]

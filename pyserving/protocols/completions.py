@@ -70,4 +70,5 @@ class Completions:
     def _expire(waiter: asyncio.Future, future: Future) -> None:
         if not waiter.done():
             future.cancel()  # drops it from its batch if it has not run yet
-            waiter.set_exception(ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while waiting for the model run"))
+            waiter.set_exception(
+                ServingError(Code.DEADLINE_EXCEEDED, "Deadline exceeded while waiting for the model run"))

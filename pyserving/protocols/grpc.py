@@ -19,14 +19,18 @@ from typing import Callable, Optional, Sequence
 
 import grpc
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-    model_management_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
+    classification_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
     regression_pb2,
 )
 
 from pyserving.codecs import example as example_codec
-from pyserving.config_files import SslConfig
 from pyserving.codecs import tensor_proto
+from pyserving.config_files import SslConfig
 from pyserving.core import config as config_mod
 from pyserving.core.dataplane import DataPlane, Prepared
 from pyserving.core.runners import wait
@@ -225,7 +229,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     @_guarded
     def HandleReloadConfigRequest(self, request, context):
         if request.config.WhichOneof("config") != "model_config_list":
-            raise ServingError(Code.FAILED_PRECONDITION, "ServerCore is configured with a ModelConfigList; only a ModelConfigList can replace it")
+            raise ServingError(Code.FAILED_PRECONDITION, "ServerCore is configured with a ModelConfigList; "
+                                                         "only a ModelConfigList can replace it")
         self._data.reload(config_mod.from_proto(request.config))
         logger.info("Model config reloaded over gRPC")
         response = model_management_pb2.ReloadConfigResponse()
@@ -337,7 +342,8 @@ def build_server(
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane, metrics), server)
         if health:
-            from grpc_health.v1 import health as health_mod, health_pb2, health_pb2_grpc
+            from grpc_health.v1 import health as health_mod
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
 
             servicer = health_mod.HealthServicer()
             for service in ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService",

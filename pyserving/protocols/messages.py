@@ -9,7 +9,9 @@ from typing import Sequence
 
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
-    get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
 )
 
 from pyserving.errors import Code, ServingError
@@ -55,7 +57,8 @@ def status_response(statuses: Sequence[VersionStatus]) -> get_model_status_pb2.G
     return response
 
 
-def metadata_response(name: str, version: int, signature_def_map: bytes) -> get_model_metadata_pb2.GetModelMetadataResponse:
+def metadata_response(name: str, version: int,
+                      signature_def_map: bytes) -> get_model_metadata_pb2.GetModelMetadataResponse:
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     fill_spec(response.model_spec, name, version, "")
     sig_map = get_model_metadata_pb2.SignatureDefMap.FromString(signature_def_map)

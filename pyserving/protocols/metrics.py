@@ -51,7 +51,8 @@ class ServingMetrics:
         self.counters = _Counters({
             PREFIX + "request_count": ("Total number of requests, by model and status.", ("model_name", "status")),
             PREFIX + "request_example_count_total": ("Examples in classify/regress requests.", ("model",)),
-            PREFIX + "load_attempt_count": ("Model version load attempts, by outcome.", ("model_name", "version", "status")),
+            PREFIX + "load_attempt_count": ("Model version load attempts, by outcome.",
+                                            ("model_name", "version", "status")),
             PREFIX + "unload_count": ("Model versions unloaded.", ("model_name",)),
         })
         self.registry.register(self.counters)

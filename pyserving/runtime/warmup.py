@@ -70,7 +70,8 @@ def replay(servable, version_dir: str, records: Iterable[bytes], iterations: int
         try:
             log = prediction_log_pb2.PredictionLog.FromString(record)
         except Exception as exc:
-            raise ServingError(Code.INVALID_ARGUMENT, f"Failed to parse warmup record {count} of {path}: {exc}") from None
+            raise ServingError(Code.INVALID_ARGUMENT,
+                               f"Failed to parse warmup record {count} of {path}: {exc}") from None
         for _ in range(max(iterations, 1)):
             try:
                 _replay_one(servable, log)
