@@ -37,6 +37,7 @@ from pyserving.core.runners import wait
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
 from pyserving.protocols.completions import Completions
+from pyserving.types import CLASSIFY_METHOD
 
 logger = logging.getLogger(__name__)
 
@@ -148,23 +149,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_guarded
     def Classify(self, request, context):
-        spec = messages.spec_from_proto(request.model_spec)
-        examples = example_codec.examples_from_input(request.input)
-        result = self._data.classify(spec, examples, _timeout(context))
-        response = classification_pb2.ClassificationResponse()
-        messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-        _fill_classifications(response.result, result.value)
-        return response
+        return self._examples(request, context, self._data.classify, classification_pb2.ClassificationResponse(),
+                              _fill_classifications)
 
     @_guarded
     def Regress(self, request, context):
+        return self._examples(request, context, self._data.regress, regression_pb2.RegressionResponse(),
+                              _fill_regressions)
+
+    def _examples(self, request, context, run, response, fill):
+        """Classify or Regress: tf.Example input -> the data plane -> `response`, filled by `fill`."""
         spec = messages.spec_from_proto(request.model_spec)
-        examples = example_codec.examples_from_input(request.input)
-        result = self._data.regress(spec, examples, _timeout(context))
-        response = regression_pb2.RegressionResponse()
+        result = run(spec, example_codec.examples_from_input(request.input), _timeout(context))
         messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
-        for value in result.value:
-            response.result.regressions.add().value = value
+        fill(response.result, result.value)
         return response
 
     @_guarded
@@ -175,11 +173,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for result, (_spec, method) in zip(self._data.multi_inference(tasks, examples, _timeout(context)), tasks):
             entry = response.results.add()
             messages.fill_spec(entry.model_spec, result.model_name, result.version, result.signature_name)
-            if method.endswith("classify"):
+            if method == CLASSIFY_METHOD:
                 _fill_classifications(entry.classification_result, result.value)
             else:
-                for value in result.value:
-                    entry.regression_result.regressions.add().value = value
+                _fill_regressions(entry.regression_result, result.value)
         return response
 
     @_guarded
@@ -202,6 +199,11 @@ class BlockingPredictionServicer(PredictionServicer):
         timeout_s = _timeout(context)
         prepared, future = self._start_predict(request, timeout_s, True)
         return self._predict_response(prepared, wait(future, timeout_s))
+
+
+def _fill_regressions(target: regression_pb2.RegressionResult, values) -> None:
+    for value in values:
+        target.regressions.add().value = value
 
 
 def _fill_classifications(target: classification_pb2.ClassificationResult, classifications) -> None:
