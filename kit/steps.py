@@ -1,12 +1,15 @@
 """Bazel-style step caching: a step whose inputs did not change is skipped and says so.
 
 A step's key is a digest of its parameters and of the contents of its input files (code
-included); the key and the outputs' existence are recorded under build/.stamps.
+included: `python_sources` lists every project file a step's program imports); the key, the
+parameters and the inputs are recorded under build/.stamps, and a step whose key matches and
+whose outputs all exist is reused.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import modulefinder
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -18,11 +21,22 @@ from kit.paths import ROOT
 def digest(params: Mapping, files: Iterable[Path]) -> str:
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for path in sorted({Path(p) for p in files}):
-        paths = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for p in paths:
-            h.update(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p).encode())
+        for p in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(_shown(p).encode())
             h.update(p.read_bytes() if p.exists() else b"<missing>")
     return h.hexdigest()
+
+
+def python_sources(module: str) -> list[Path]:
+    """The project's .py files that `python -m <module>` runs: the module, its packages and every
+    project module it imports, transitively, including imports inside functions."""
+    finder = modulefinder.ModuleFinder(path=[str(ROOT)])  # only the project: no third-party code
+    finder.import_hook(module)
+    return sorted(Path(m.__file__) for m in finder.modules.values() if m.__file__)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterable[Path],
@@ -31,6 +45,7 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
 
     With dry_run the action runs with a printing runner (it must change nothing) and no stamp
     is written."""
+    inputs = list(inputs)
     key = digest(params, inputs)
     outputs = list(outputs)
     if dry_run:
@@ -42,7 +57,7 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
         recorded = json.loads(stamp.read_text())
         if recorded.get("key") == key:
             say(f"[{name}] reused: inputs unchanged since {recorded.get('when')} "
-                f"({', '.join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in outputs)})")
+                f"({', '.join(_shown(p) for p in outputs)})")
             return False
     started = time.monotonic()
     say(f"[{name}] running")
@@ -51,7 +66,7 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
     if missing:
         raise RuntimeError(f"[{name}] finished without producing {', '.join(missing)}")
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"key": key, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "params": dict(params)},
-                                default=str, indent=1))
+    stamp.write_text(json.dumps({"key": key, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "params": dict(params),
+                                 "inputs": [_shown(Path(p)) for p in inputs]}, default=str, indent=1))
     say(f"[{name}] done in {time.monotonic() - started:.1f} s")
     return True
