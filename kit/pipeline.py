@@ -13,12 +13,11 @@ from typing import Callable, Optional
 
 from kit import paths, serving
 from kit.paths import ROOT
-from kit.steps import run_step
+from kit.steps import python_sources, run_step
 
 PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"
 SVM_SAMPLE_DEV = ROOT / "models" / "svm" / "data" / "sample_dev.csv"
-VERSION_DIR_CODE = ROOT / "pyserving" / "version_dir.py"  # how the exports publish a version
 Runner = Callable[[str], object]
 
 
@@ -36,7 +35,7 @@ def svm_data(run: Runner, rows: int, classes: int, seed: int = 20190101, say=pri
     dev = paths.DATA / f"svm_{rows}x{classes}_dev.csv"
     run_step(
         "svm-data", {"rows": rows, "classes": classes, "seed": seed},
-        [ROOT / "models" / "svm" / "corpus.py"], [train, dev],
+        python_sources("models.svm.corpus"), [train, dev],
         lambda: run(_cmd(PY, "-m", "models.svm.corpus", "--rows", rows, "--classes", classes,
                          "--seed", seed, "--out", train, "--dev_out", dev, "--dev_fraction", 0.1)),
         say, dry_run,
@@ -71,7 +70,7 @@ def train_svm(run: Runner, rows: int = 0, classes: int = 124, epochs: int = 20, 
             _replace_version(base, version)
         run(command)
 
-    run_step("train-svm", params, [ROOT / "models" / "svm", VERSION_DIR_CODE, train, dev],
+    run_step("train-svm", params, [*python_sources("models.svm.train"), train, dev],
              [base / str(version) / "saved_model.pb"], action, say, dry_run)
     return base
 
@@ -80,7 +79,7 @@ def train_mnist(run: Runner, iterations: int = 1000, version: int = 1, data_dir:
                 download: bool = False, seed: int = 0, say=print, dry_run: bool = False) -> Path:
     base = paths.MODELS / "mnist"
     params = {"iterations": iterations, "version": version, "data_dir": data_dir, "download": download, "seed": seed}
-    inputs = [ROOT / "models" / "mnist", VERSION_DIR_CODE]
+    inputs = python_sources("models.mnist.mnist_saved_model")
     if data_dir:
         inputs += sorted(Path(data_dir).glob("*"))
     extra = (["--data_dir", data_dir] if data_dir else []) + (["--download"] if download else [])
