@@ -1,5 +1,7 @@
-# The kit's entry points. Every target but `venv` is one Invoke task; `make <target>` creates
-# the virtual environment first (.venv/, pinned by requirements.txt) when it is missing or stale.
+# The kit's entry points. Every Invoke task (`inv --list`) is a target of the same name running
+# `inv <task> $(ARGS)` (tests/kit/test_tasks.py checks it); the others are venv, lint, test,
+# serve-stop, bench, clean and help. `make <target>` creates the virtual environment first (.venv/,
+# pinned by requirements.txt) when it is missing or stale.
 PYTHON ?= python3
 VENV := .venv
 INV := $(VENV)/bin/inv
@@ -8,13 +10,14 @@ BACKEND ?= native
 ARGS ?=
 
 .PHONY: venv lint test reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
-        image build-server bench clean help
+        image build-server publish canary promote rollback versions soak bench clean help
 
 help:
 	@echo "make reproduce   train both models, serve them, query them over REST and gRPC (offline, native backend)"
 	@echo "make test        lint, then run the test suite"
 	@echo "make lint        ruff (configured in pyproject.toml)"
 	@echo "make train-svm | train-mnist | serve | serve-stop | test-svm | test-mnist | image | build-server | bench"
+	@echo "make publish | canary | promote | rollback | versions | soak    update served models online"
 	@echo "BACKEND=native|docker|binary selects the serving backend; ARGS='...' passes task options"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -58,6 +61,24 @@ image: $(STAMP)
 
 build-server: $(STAMP)
 	$(INV) build-server $(ARGS)
+
+publish: $(STAMP)
+	$(INV) publish $(ARGS)
+
+canary: $(STAMP)
+	$(INV) canary $(ARGS)
+
+promote: $(STAMP)
+	$(INV) promote $(ARGS)
+
+rollback: $(STAMP)
+	$(INV) rollback $(ARGS)
+
+versions: $(STAMP)
+	$(INV) versions $(ARGS)
+
+soak: $(STAMP)
+	$(INV) soak $(ARGS)
 
 # The benchmark's load comes from wrk and h2load (Debian: wrk, nghttp2-client), installed here
 # when missing and apt-get can; without them it falls back to the Python client and says so.

@@ -1,5 +1,5 @@
-"""The Invoke tasks' own behaviour, in-process: help, dry runs, backends that cannot run here,
-the rollout tasks without a server, README sync.
+"""The Invoke tasks' own behaviour, in-process: help and a make target for every task, dry runs,
+backends that cannot run here, the rollout tasks without a server, README sync.
 
 Tasks run with invoke's MockContext, which stands in for the shell and fails on any command it
 was not told about; the kit's build folder is pointed at tmp_path through KIT_BUILD_DIR.
@@ -7,11 +7,13 @@ was not told about; the kit's build folder is pointed at tmp_path through KIT_BU
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 
 import pytest
 from google.protobuf import text_format
-from invoke import MockContext, Program
+from invoke import MockContext, Program, Task
 from invoke.exceptions import Exit
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -20,8 +22,7 @@ from kit import compat_table
 from kit.docker_backend import engine_status
 from kit.paths import ROOT
 
-TASKS = ["train-svm", "train-mnist", "serve", "test-svm", "test-mnist", "reproduce", "image", "build-server",
-         "publish", "canary", "promote", "rollback", "versions", "soak"]
+TASKS = sorted(tasks.ns.task_names)  # every task `inv --list` shows
 NO_SERVER = "no server is running: start one with `inv serve`"
 
 
@@ -57,9 +58,10 @@ def read_config(build) -> dict:
             for e in config.model_config_list.config}
 
 
-# ---- help: once per task, through invoke's own Program ------------------------------------------
-def test_the_collection_holds_every_task_tested_here():
-    assert sorted(tasks.ns.task_names) == sorted(TASKS)
+# ---- every task: help through invoke's own Program, and a make target of the same name -----------
+def test_every_task_defined_in_tasks_py_is_in_the_collection():
+    defined = {value.name for value in vars(tasks).values() if isinstance(value, Task)}
+    assert "reproduce" in TASKS and defined == {name.replace("-", "_") for name in TASKS}
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -69,6 +71,34 @@ def test_every_task_has_help(build, task, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"Usage: inv [--core-opts] {task}") and "Docstring:" in out
     assert not build.exists()
+
+
+def make(*args: str) -> list[str]:
+    """`make` in the repository, with no MAKEFLAGS from an enclosing make; its output lines."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_a_make_target_of_the_same_name(task):
+    # -n prints the recipe without running it; -W requirements.txt pretends the requirements changed,
+    # so a target that depends on the venv stamp prints the venv bootstrap first.
+    lines = make("-n", "-W", "requirements.txt", task, "ARGS=--args-from-make")
+    runs = [line.split() for line in lines if line.startswith(".venv/bin/inv ")]
+    assert len(runs) == 1 and runs[0][1] == task and runs[0][-1] == "--args-from-make", lines
+    bootstrap = [i for i, line in enumerate(lines) if "pip install" in line and "requirements.txt" in line]
+    assert bootstrap and bootstrap[0] < lines.index(" ".join(runs[0])), f"{task} does not depend on the venv"
+
+
+def test_make_help_names_every_task():
+    named = set()
+    for line in make("-s", "help"):
+        if line.startswith("make "):  # "make a | b | c    what they do"
+            named |= {t.strip() for t in re.split(r"\s{3,}", line[len("make "):])[0].split("|")}
+    assert set(TASKS) - named == set()
 
 
 # ---- serve and reproduce ------------------------------------------------------------------------
