@@ -30,27 +30,36 @@ def _runner(c: Context):
     return run
 
 
+def _show(command: str) -> None:
+    """The runner of a dry run: print the command, run nothing."""
+    print(f"$ {command}", flush=True)
+
+
 @task(help={
     "rows": "questions in a generated corpus (0: the shipped sample.csv; 60000 is the tutorial's scale)",
     "classes": "classes in a generated corpus (the tutorial has 124)",
     "epochs": "training epochs", "batch_size": "minibatch size", "regulation_rate": "L2 weight",
     "version": "model version to export", "seed": "random seed",
+    "dry_run": "print the commands it would run, run none",
 })
 def train_svm(c: Context, rows: int = 0, classes: int = 124, epochs: int = 20, batch_size: int = 64,
-              regulation_rate: float = 1e-4, version: int = 1, seed: int = 0) -> None:
+              regulation_rate: float = 1e-4, version: int = 1, seed: int = 0, dry_run: bool = False) -> None:
     """Train the Chinese-text linear SVM (squared hinge) and export build/models/svm/<version>."""
-    pipeline.train_svm(_runner(c), rows, classes, epochs, batch_size, regulation_rate, version, seed)
+    pipeline.train_svm(_show if dry_run else _runner(c), rows, classes, epochs, batch_size, regulation_rate,
+                       version, seed, dry_run=dry_run)
 
 
 @task(help={
     "iterations": "training iterations", "version": "model version to export",
     "data_dir": "folder holding the MNIST IDX files (default: the offline scikit-learn digits stand-in)",
     "download": "download real MNIST (needs a network; checksums verified)", "seed": "random seed",
+    "dry_run": "print the command it would run, run none",
 })
 def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: str = "",
-                download: bool = False, seed: int = 0) -> None:
+                download: bool = False, seed: int = 0, dry_run: bool = False) -> None:
     """Train the MNIST softmax regression and export build/models/mnist/<version>."""
-    pipeline.train_mnist(_runner(c), iterations, version, data_dir or None, download, seed)
+    pipeline.train_mnist(_show if dry_run else _runner(c), iterations, version, data_dir or None, download, seed,
+                         dry_run=dry_run)
 
 
 @task(help={"backend": BACKEND_HELP, "grpc_port": "gRPC port", "rest_port": "REST port",
@@ -131,16 +140,13 @@ def reproduce(c: Context, backend: str = "native", svm_rows: int = 0, svm_epochs
 
 def _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_data_dir, grpc_port, rest_port,
                        num_tests) -> None:
-    def show(command: str):
-        print(f"$ {command}", flush=True)
-
     if backend not in serving.BACKENDS:
         raise Exit(f"unknown backend {backend!r}: {BACKEND_HELP}")
-    pipeline.train_svm(show, rows=svm_rows, epochs=svm_epochs, dry_run=True)
-    pipeline.train_mnist(show, iterations=mnist_iterations, data_dir=mnist_data_dir or None, dry_run=True)
+    pipeline.train_svm(_show, rows=svm_rows, epochs=svm_epochs, dry_run=True)
+    pipeline.train_mnist(_show, iterations=mnist_iterations, data_dir=mnist_data_dir or None, dry_run=True)
     print("$ " + " ".join(serving.serve_command(backend, grpc_port=grpc_port, rest_port=rest_port)))
-    pipeline.query_svm(show, rest_port)
-    pipeline.query_mnist(show, grpc_port, num_tests, data_dir=mnist_data_dir or None)
+    pipeline.query_svm(_show, rest_port)
+    pipeline.query_mnist(_show, grpc_port, num_tests, data_dir=mnist_data_dir or None)
     docker = " (docker stop for the container)" if backend == "docker" else ""
     print("# then the server is stopped by its pid" + docker)
 

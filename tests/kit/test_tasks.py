@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -142,6 +143,64 @@ def test_reproduce_dry_run_prints_every_command_and_runs_none(build, backend, ne
     assert "client/client.py http://127.0.0.1:8501/v1/models/svm" in out
     assert "client/mnist_client.py --num_tests=1000 --server=127.0.0.1:8500" in out
     assert not (build / "models").exists() and not (build / ".stamps").exists()
+
+
+# ---- training tasks: their options reach the commands they run --------------------------------------
+def inv(capsys, *argv: str) -> list[list[str]]:
+    """Parse a command line as `inv` does, run the task on a MockContext (which fails on any command
+    it runs); the commands it printed, as argv lists."""
+    program = Program(namespace=tasks.ns, binary="inv")
+    program.create_config()
+    program.parse_core(["inv", *argv])
+    program.parse_collection()
+    program.parse_tasks()
+    [call] = program.tasks
+    tasks.ns[call.name](MockContext(), **call.as_kwargs)
+    return [shlex.split(line[2:]) for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+
+
+def after(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_train_svm_rows_and_classes_reach_the_corpus_and_the_training_command(build, capsys):
+    corpus, train = inv(capsys, "train-svm", "--rows=600", "--classes=12", "--epochs=3", "--dry-run")
+    assert corpus[1:3] == ["-m", "models.svm.corpus"]
+    assert (after(corpus, "--rows"), after(corpus, "--classes")) == ("600", "12")
+    data = build / "data"
+    assert (after(corpus, "--out"), after(corpus, "--dev_out")) == (str(data / "svm_600x12_train.csv"),
+                                                                    str(data / "svm_600x12_dev.csv"))
+    assert train[1:3] == ["-m", "models.svm.train"]
+    assert after(train, "--train_data_file") == str(data / "svm_600x12_train.csv")
+    assert after(train, "--dev_data_file") == str(data / "svm_600x12_dev.csv")
+    assert after(train, "--num_epochs") == "3" and after(train, "--export_path_base") == str(build / "models" / "svm")
+    [train] = inv(capsys, "train-svm", "--dry-run")  # no --rows: the shipped sample, nothing generated
+    assert after(train, "--train_data_file") == str(ROOT / "models" / "svm" / "data" / "sample.csv")
+    assert not build.exists()
+
+
+def test_train_mnist_data_dir_reaches_the_training_command(build, tmp_path, capsys):
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "train-images-idx3-ubyte.gz").write_bytes(b"images")
+    [train] = inv(capsys, "train-mnist", f"--data-dir={idx}", "--iterations=300", "--dry-run")
+    assert train[1:3] == ["-m", "models.mnist.mnist_saved_model"]
+    assert after(train, "--data_dir") == str(idx) and "--training_iteration=300" in train
+    assert train[-1] == str(build / "models" / "mnist")
+    [train] = inv(capsys, "train-mnist", "--download", "--dry-run")
+    assert "--data_dir" not in train and "--download" in train
+    assert not build.exists()
+
+
+def test_reproduce_passes_its_training_options_on(build, tmp_path, capsys):
+    commands = inv(capsys, "reproduce", "--svm-rows=500", "--svm-epochs=7", "--mnist-iterations=300",
+                   f"--mnist-data-dir={tmp_path}", "--dry-run")
+    corpus, train, mnist = commands[:3]
+    assert after(corpus, "--rows") == "500" and after(train, "--num_epochs") == "7"
+    assert after(train, "--train_data_file") == str(build / "data" / "svm_500x124_train.csv")
+    assert "--training_iteration=300" in mnist and after(mnist, "--data_dir") == str(tmp_path)
+    assert after(commands[-1], "--data_dir") == str(tmp_path)  # the client reads the same images
+    assert not build.exists()
 
 
 def test_readme_flag_table_is_generated_from_the_flag_list():
