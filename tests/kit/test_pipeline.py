@@ -166,8 +166,10 @@ from pathlib import Path
 root, found = Path.cwd().resolve(), {}
 for program in sys.argv[1:]:
     importlib.import_module(program)
+    # The project's own modules: under the root, but not the virtual environment kept there.
     mine = {n: Path(m.__file__).resolve() for n, m in list(sys.modules.items())
-            if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)}
+            if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)
+            and "site-packages" not in Path(m.__file__).parts}
     found[program] = sorted(str(p.relative_to(root)) for p in mine.values())
     for name in mine:  # the next program imports its own from scratch
         del sys.modules[name]
