@@ -19,17 +19,42 @@ _VALUE_FIELD = {
 }
 
 
-def to_numpy(proto: tensor_pb2.TensorProto, max_elements: int = 1 << 31) -> np.ndarray:
-    if proto.dtype not in _VALUE_FIELD:
-        raise invalid_argument(f"Unsupported tensor dtype: {proto.dtype}")
+INT64_MAX = 2**63 - 1
+# Types carried in int_val (int32) that are narrower: TensorFlow static_casts them (wraps).
+_NARROW_INTS = (dtypes.DT_INT16, dtypes.DT_INT8, dtypes.DT_UINT8, dtypes.DT_UINT16)
+
+
+def _shape(proto: tensor_pb2.TensorProto) -> list[int]:
+    """The dims, checked as TensorShape checks a proto's: none negative, and the running element
+    count never past int64 (so 2^40 x 2^40 x 0 is refused, as in TensorFlow)."""
     if proto.tensor_shape.unknown_rank:
         raise invalid_argument("Tensor shape has unknown rank")
-    shape = [d.size for d in proto.tensor_shape.dim]
-    if any(d < 0 for d in shape):
-        raise invalid_argument(f"Tensor shape {shape} has a negative dimension")
+    shape, count = [], 1
+    for d in (dim.size for dim in proto.tensor_shape.dim):
+        if d < 0:
+            raise invalid_argument(f"Tensor shape {[x.size for x in proto.tensor_shape.dim]} has a negative dimension")
+        if count * d > INT64_MAX:
+            raise invalid_argument(f"Encountered overflow when multiplying {count} with {d}, result: -1")
+        count *= d
+        shape.append(d)
+    return shape
+
+
+def to_numpy(proto: tensor_pb2.TensorProto, max_elements: int = 1 << 31) -> np.ndarray:
+    """A TensorProto as an array; anything a client got wrong is INVALID_ARGUMENT."""
+    if proto.dtype not in _VALUE_FIELD:
+        raise invalid_argument(f"Unsupported tensor dtype: {proto.dtype}")
+    shape = _shape(proto)
     count = math.prod(shape)
     if count > max_elements:
         raise invalid_argument(f"Tensor with {count} elements exceeds the limit of {max_elements}")
+    try:
+        return _values(proto, shape, count)
+    except (ValueError, OverflowError, MemoryError) as exc:  # what numpy cannot hold, e.g. 0 x 2^40 x 2^40
+        raise invalid_argument(f"Cannot make a tensor of shape {shape} from the TensorProto: {exc}") from None
+
+
+def _values(proto: tensor_pb2.TensorProto, shape: list[int], count: int) -> np.ndarray:
     np_dtype = dtypes.numpy_dtype(proto.dtype)
     if proto.tensor_content and proto.dtype != dtypes.DT_STRING:
         if len(proto.tensor_content) != count * np_dtype.itemsize:
@@ -50,6 +75,8 @@ def to_numpy(proto: tensor_pb2.TensorProto, max_elements: int = 1 << 31) -> np.n
         return flat.reshape(shape)
     if proto.dtype == dtypes.DT_HALF:
         flat = np.array(values, dtype=np.uint16).view(np.float16)
+    elif proto.dtype in _NARROW_INTS:
+        flat = np.array(values, dtype=np.int32).astype(np_dtype)
     else:
         flat = np.array(values, dtype=np_dtype)
     if n < count:

@@ -134,10 +134,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._predict_response(prepared, await self._completions.result(future, timeout_s))
 
     def _start_predict(self, request, timeout_s: Optional[float], inline: bool) -> tuple[Prepared, futures.Future]:
-        """Decode, lease the version and check against its signature, submit the run."""
-        spec = messages.spec_from_proto(request.model_spec)
-        inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
-        with self._data.prepare(spec) as prepared:
+        """Lease the version and find its signature, decode, submit the run. The model is
+        resolved first, as in TF Serving: an unknown one is NOT_FOUND whatever its inputs hold."""
+        with self._data.prepare(messages.spec_from_proto(request.model_spec)) as prepared:
+            inputs = {k: tensor_proto.to_numpy(v, self._max_elements) for k, v in request.inputs.items()}
             return prepared, prepared.submit(inputs, list(request.output_filter), timeout_s, inline)
 
     def _predict_response(self, prepared: Prepared, outputs) -> predict_pb2.PredictResponse:

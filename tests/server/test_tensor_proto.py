@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 
 from pyserving.codecs.tensor_proto import from_numpy, to_numpy
-from pyserving.errors import ServingError
+from pyserving.errors import Code, ServingError
 
 
 @pytest.mark.parametrize("array", [
@@ -49,3 +50,35 @@ def test_bad_tensors_are_refused():
     proto.tensor_shape.dim[0].size = 2
     with pytest.raises(ServingError, match="3 values but its shape"):
         to_numpy(proto)
+
+
+def _proto(dtype, dims, **fields):
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    for d in dims:
+        proto.tensor_shape.dim.add().size = d
+    for name, value in fields.items():
+        if isinstance(value, list):
+            getattr(proto, name).extend(value)
+        else:
+            setattr(proto, name, value)
+    return proto
+
+
+@pytest.mark.parametrize("proto,message", [
+    # TensorShape counts elements as it goes: 2^40 x 2^40 overflows int64 before the 0 is reached.
+    (_proto(1, [2**40, 2**40, 0, 1]), "Encountered overflow when multiplying 1099511627776 with 1099511627776"),
+    (_proto(1, [0, 2**40, 2**40]), "Cannot make a tensor of shape [0, 1099511627776, 1099511627776]"),
+    (_proto(1, [2, -1]), "Tensor shape [2, -1] has a negative dimension"),
+    (_proto(1, [3], tensor_content=b"abc"), "tensor_content holds 3 bytes; shape [3] of float needs 12"),
+    (_proto(20, [1]), "Unsupported tensor dtype: 20"),  # DT_RESOURCE
+    (_proto(1, [1], float_val=[1.0, 2.0]), "Tensor has 2 values but its shape [1] holds 1"),
+])
+def test_client_mistakes_are_invalid_argument(proto, message):
+    with pytest.raises(ServingError) as err:
+        to_numpy(proto)
+    assert err.value.code == Code.INVALID_ARGUMENT and message in err.value.message
+
+
+def test_narrow_ints_wrap_as_tensorflow_static_casts_them():
+    assert to_numpy(_proto(6, [3], int_val=[1000, -1, 127])).tolist() == [-24, -1, 127]  # DT_INT8
+    assert to_numpy(_proto(4, [2], int_val=[256 + 7, -1])).tolist() == [7, 255]  # DT_UINT8
