@@ -88,6 +88,7 @@ class SignatureInfo:
     method_name: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    debug_string: str = ""  # the SignatureDef as text (its DebugString), quoted in some errors
 
 
 class Servable(Protocol):

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 from pyserving.core import signatures
 from pyserving.core.runners import Runner, wait
 from pyserving.core.server_core import ServerCore
+from pyserving.errors import invalid_argument
 from pyserving.types import ModelConfig, ModelSpec, Servable, SignatureInfo, VersionStatus
 
 
@@ -110,19 +111,25 @@ class DataPlane:
     def _examples(self, spec: ModelSpec, method: str, examples: Sequence[bytes], timeout_s) -> Result:
         self._metrics.observe_examples(spec.name, len(examples))
         with self._manager.servable(spec) as (version, servable):
-            return self._run_examples(spec, version, servable, method, examples, timeout_s)
+            key, sig = signatures.examples_signature(servable, spec.signature_name, method, self._check_method_name)
+            return self._run_examples(spec.name, version, servable, key, sig, method, examples, timeout_s)
 
-    def _run_examples(self, spec, version, servable, method, examples, timeout_s) -> Result:
-        build, read = signatures.EXAMPLE_METHODS[method]
-        request = build(servable, spec.signature_name, examples, timeout_s)
+    def _run_examples(self, name, version, servable, key, sig, method, examples, timeout_s) -> Result:
+        request = signatures.examples_request(servable, key, sig, examples, timeout_s)
         outputs = wait(self._runner.submit(request, inline=True), timeout_s)
-        return Result(spec.name, version, request.signature_name, read(outputs, len(examples)))
+        return Result(name, version, key, signatures.READERS[method](outputs, len(examples)))
 
     def multi_inference(self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes],
                         timeout_s: Optional[float] = None) -> list[Result]:
-        """All tasks run on one servable version against the same examples (TF Serving's rule)."""
-        signatures.multi_inference_tasks([(spec.name, spec.signature_name, method) for spec, method in tasks])
+        """All tasks run on one servable version against the same examples (multi_inference_helper.cc)."""
+        if not tasks:
+            raise invalid_argument("Expected at least one task")
         first = tasks[0][0]
+        if any(spec.name != first.name for spec, _ in tasks):
+            raise invalid_argument("All tasks should have the same model name")
+        self._metrics.observe_examples(first.name, len(examples))
         with self._manager.servable(first) as (version, servable):
-            return [self._run_examples(spec, version, servable, method, examples, timeout_s)
-                    for spec, method in tasks]
+            found = signatures.multi_inference_tasks(
+                servable, [(spec.signature_name, method) for spec, method in tasks], self._check_method_name)
+            return [self._run_examples(first.name, version, servable, key, sig, method, examples, timeout_s)
+                    for (_spec, method), (key, sig) in zip(tasks, found)]

@@ -45,7 +45,8 @@ def predict_signature(servable: Servable, name: str, check_method_name: bool = F
     if sig is None:
         raise SignatureNotFound(key)
     if check_method_name and sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
-        raise invalid_argument(
+        raise ServingError(  # INTERNAL, as predict_util.cc's VerifySignature says it
+            Code.INTERNAL,
             f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
             f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {sig.method_name}"
         )
@@ -95,15 +96,36 @@ def predict_request(servable: Servable, key: str, sig: SignatureInfo, inputs: In
 
 
 # ---- classify and regress on tf.Example inputs ----------------------------------------------
-def _examples_signature(servable: Servable, name: str, method: str, what: str) -> tuple[str, SignatureInfo]:
+# classifier.cc / regressor.cc: GetClassificationSignatureDef and PreProcessClassification (and
+# the regression twins). The method_name check runs only with --enable_signature_method_name_check:
+# TF2 and Keras exports write tensorflow/serving/predict on every signature.
+NO_SIGNATURE = "No signature was found with the name: "
+NOT_IN_GRAPH = "Requested signature not found in model graph: "  # MultiInference's wording
+
+
+def examples_signature(servable: Servable, name: str, method: str,
+                       check_method_name: bool = False) -> tuple[str, SignatureInfo]:
+    """(signature key, signature) of a Classify or Regress (`method`), checked as TF Serving does."""
     key = name or DEFAULT_SIGNATURE
     sig = servable.signatures.get(key)
     if sig is None:
-        raise invalid_argument(f"No signature was found with the name: {key}")
-    if sig.method_name != method:
+        raise invalid_argument(f"{NO_SIGNATURE}{key}")
+    what = "classification" if method == CLASSIFY_METHOD else "regression"
+    if check_method_name and sig.method_name != method:
         raise invalid_argument(f"Expected {what} signature method_name to be {method}. Was: {sig.method_name}")
-    if "inputs" not in sig.inputs or len(sig.inputs) != 1:
-        raise ServingError(Code.FAILED_PRECONDITION, f"No {what} inputs found in SignatureDef")
+    if len(sig.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if method == CLASSIFY_METHOD and len(sig.outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(sig.outputs)}")
+    if method == REGRESS_METHOD and len(sig.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if "inputs" not in sig.inputs:
+        raise invalid_argument(f"No {what} inputs found in SignatureDef: {sig.debug_string}")
+    if method == CLASSIFY_METHOD and not {"classes", "scores"} & set(sig.outputs):
+        raise invalid_argument('Expected classification signature outputs to contain at least one of "classes" '
+                               f'or "scores". Signature was: {sig.debug_string}')
+    if method == REGRESS_METHOD and "outputs" not in sig.outputs:
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {sig.debug_string}")
     return key, sig
 
 
@@ -115,27 +137,28 @@ def _examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
     return tensor
 
 
-def classify_request(servable: Servable, name: str, examples: Sequence[bytes], timeout_s=None) -> RunRequest:
-    key, sig = _examples_signature(servable, name, CLASSIFY_METHOD, "classification")
-    keys = tuple(k for k in ("classes", "scores") if k in sig.outputs)
-    if not keys:
-        raise ServingError(
-            Code.FAILED_PRECONDITION,
-            'Expected classification signature outputs to contain at least one of "classes" or "scores".',
-        )
-    return RunRequest(servable, key, {"inputs": _examples_tensor(examples)}, keys, timeout_s)
+def examples_request(servable: Servable, key: str, sig: SignatureInfo, examples: Sequence[bytes],
+                     timeout_s=None) -> RunRequest:
+    """The run a Classify or Regress asks for: every output its signature names of the method's."""
+    outputs = tuple(k for k in ("classes", "scores", "outputs") if k in sig.outputs)
+    return RunRequest(servable, key, {"inputs": _examples_tensor(examples)}, outputs, timeout_s)
+
+
+def _shape_text(tensor: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in tensor.shape) + "]"  # TensorShape::DebugString
 
 
 def classifications(outputs: Mapping[str, np.ndarray], n: int) -> list[Classification]:
-    """A classify run's outputs -> per example, its (label, score) pairs; checked as TF Serving does."""
+    """A classify run's outputs -> per example, its (label, score) pairs (PostProcessClassificationResult)."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
     for label, tensor, want in (("classes", classes, dtypes.DT_STRING), ("scores", scores, dtypes.DT_FLOAT)):
         if tensor is None:
             continue
         if tensor.ndim != 2:
-            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(tensor.shape)}")
+            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(tensor)}")
         if dtypes.data_type(tensor.dtype) != want:
-            raise invalid_argument(f"Expected {label} Tensor of {dtypes.ENUM_NAMES[want]}.")
+            raise invalid_argument(f"Expected {label} Tensor of {dtypes.ENUM_NAMES[want]}. "
+                                   f"Got: {dtypes.ENUM_NAMES.get(dtypes.data_type(tensor.dtype))}")
         if tensor.shape[0] != n:
             raise invalid_argument(f"Expected {label} output batch size of {n}. Got: {tensor.shape[0]}")
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
@@ -152,45 +175,44 @@ def classifications(outputs: Mapping[str, np.ndarray], n: int) -> list[Classific
     ]
 
 
-def regress_request(servable: Servable, name: str, examples: Sequence[bytes], timeout_s=None) -> RunRequest:
-    key, sig = _examples_signature(servable, name, REGRESS_METHOD, "regression")
-    if "outputs" not in sig.outputs:
-        raise ServingError(Code.FAILED_PRECONDITION, "No regression outputs found in SignatureDef")
-    return RunRequest(servable, key, {"inputs": _examples_tensor(examples)}, ("outputs",), timeout_s)
-
-
 def regressions(outputs: Mapping[str, np.ndarray], n: int) -> list[float]:
+    """A regress run's outputs -> one value per example (PostProcessRegressionResult, in its order)."""
     out = outputs["outputs"]
     if not (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
         raise invalid_argument(
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {list(out.shape)}"
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(out)}"
         )
-    if out.dtype != np.float32:
-        raise invalid_argument("Expected output Tensor of DT_FLOAT.")
     if out.shape[0] != n:
         raise invalid_argument(f"Input batch size did not match output batch size: {n} vs. {out.shape[0]}")
+    if out.dtype != np.float32:
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: "
+                               f"{dtypes.ENUM_NAMES.get(dtypes.data_type(out.dtype))}")
     return [float(v) for v in out.reshape(-1)]
 
 
-# What a classify or regress task runs and how its outputs are read, by method name.
-EXAMPLE_METHODS = {
-    CLASSIFY_METHOD: (classify_request, classifications),
-    REGRESS_METHOD: (regress_request, regressions),
-}
+# How a classify or regress task's outputs are read, by method name.
+READERS = {CLASSIFY_METHOD: classifications, REGRESS_METHOD: regressions}
 
 
-def multi_inference_tasks(tasks: Sequence[tuple[str, str, str]]) -> None:
-    """MultiInference's rules on (model name, signature name, method) tasks: at least one, one
-    model, no signature twice, and only classify or regress methods."""
-    if not tasks:
-        raise invalid_argument("Expected at least one task")
+def multi_inference_tasks(servable: Servable, tasks: Sequence[tuple[str, str]],
+                          check_method_name: bool = False) -> list[tuple[str, SignatureInfo]]:
+    """MultiInference's checks on one servable, task by task in TF Serving's order (multi_inference.cc):
+    no signature twice, each found and fit for its method, one input tensor for all. `tasks` holds
+    (signature name, method); returns each task's (signature key, signature)."""
     seen: set[str] = set()
-    for name, signature, method in tasks:  # in TF Serving's order: each task checked in turn
-        if name != tasks[0][0]:
-            raise invalid_argument("All tasks should have the same model name")
-        key = signature or DEFAULT_SIGNATURE
+    found, input_tensor = [], None
+    for name, method in tasks:
+        key = name or DEFAULT_SIGNATURE
         if key in seen:
             raise invalid_argument(f"Duplicate evaluation of signature: {key}")
         seen.add(key)
-        if method not in EXAMPLE_METHODS:
+        if key not in servable.signatures:
+            raise invalid_argument(f"{NOT_IN_GRAPH}{key}")
+        if method not in READERS:
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
+        key, sig = examples_signature(servable, key, method, check_method_name)
+        if input_tensor is not None and sig.inputs["inputs"].tensor_name != input_tensor:
+            raise invalid_argument("Input tensor must be the same for all Signatures.")
+        input_tensor = sig.inputs["inputs"].tensor_name
+        found.append((key, sig))
+    return found

@@ -90,6 +90,20 @@ def write_tf2(base_path: str, version: int, a: float = 0.5, b: float = 2.0) -> s
             # A matmul, so that a wrongly shaped input fails inside the graph, as it would in TF Serving.
             return {"sum": tf.matmul(pair, tf.ones([2, 1]))}
 
+        # Classify and regress the TF2 way: a TF2 export writes tensorflow/serving/predict as every
+        # signature's method_name, so TF Serving judges these by their inputs and outputs.
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": self._from_examples(inputs)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": self._from_examples(inputs)}
+
+        def _from_examples(self, serialized):
+            x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+            return self.a * x + self.b
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="spins")])
         def slow(self, spins):
             # Busy for max(spins) graph-loop iterations: a model that takes its time, for
@@ -101,6 +115,7 @@ def write_tf2(base_path: str, version: int, a: float = 0.5, b: float = 2.0) -> s
         module = HalfPlusTwo()
         tf.saved_model.save(module, path, signatures={
             "serving_default": module.serve, "echo": module.echo, "dot": module.dot, "slow": module.slow,
+            "classify_x_to_y": module.classify, "regress_x_to_y": module.regress,
         })
 
     return _atomic_export(base_path, version, write)

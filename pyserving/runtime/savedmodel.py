@@ -40,6 +40,7 @@ def _signature_info(sig) -> SignatureInfo:
         method_name=sig.method_name,
         inputs={k: _spec(v) for k, v in sig.inputs.items()},
         outputs={k: _spec(v) for k, v in sig.outputs.items()},
+        debug_string=text_format.MessageToString(sig),
     )
 
 

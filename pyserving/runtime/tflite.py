@@ -7,12 +7,14 @@ thread-safe, so a small pool of them serves concurrent requests.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import warnings
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from google.protobuf import text_format
 
 from pyserving import dtypes
 from pyserving.errors import Code, ServingError
@@ -46,6 +48,9 @@ class TfLiteServable:
         first = self._pool.queue[0]
         self._native = first.get_signature_list()
         self.signatures: Mapping[str, SignatureInfo] = self._signatures(first)
+        as_protos = get_model_metadata_pb2.SignatureDefMap.FromString(self.signature_def_map()).signature_def
+        self.signatures = {k: dataclasses.replace(v, debug_string=text_format.MessageToString(as_protos[k]))
+                           for k, v in self.signatures.items()}
         self.path = path
 
     def _signatures(self, interp) -> dict[str, SignatureInfo]:

@@ -30,10 +30,10 @@ def warmup_path(version_dir: str) -> str:
 
 
 def _run_examples(servable, method: str, signature_name: str, examples) -> None:
-    if method not in signatures.EXAMPLE_METHODS:
+    if method not in signatures.READERS:
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
-    build, read = signatures.EXAMPLE_METHODS[method]
-    read(build(servable, signature_name, examples).run(), len(examples))
+    key, sig = signatures.examples_signature(servable, signature_name, method)
+    signatures.READERS[method](signatures.examples_request(servable, key, sig, examples).run(), len(examples))
 
 
 def _replay_one(servable, log: prediction_log_pb2.PredictionLog) -> None:

@@ -161,7 +161,9 @@ def test_classify_and_regress(server):
     ("/v1/models/hp2/labels/canary:predict", {"instances": [[1.0]]}, 400, "Unrecognized servable version label: canary"),
     ("/v1/models/hp2tf2:predict", {"signature_name": "echo", "instances": [{"text": "a"}]}, 400, "must only have keys: count,text"),
     ("/v1/models/hp2tf2:predict", {"signature_name": "echo", "inputs": {"text": [{"b64": "%%%"}], "count": [1]}}, 400, "Unable to base64 decode"),
-    ("/v1/models/hp2:classify", {"examples": [{"x": 1.0}]}, 400, "Expected classification signature method_name to be tensorflow/serving/classify"),
+    # classifier.cc PreProcessClassification: without --enable_signature_method_name_check the
+    # predict signature is judged by its inputs and outputs.
+    ("/v1/models/hp2:classify", {"examples": [{"x": 1.0}]}, 400, "No classification inputs found in SignatureDef: "),
     ("/v1/models/hp2:regress", {"signature_name": "regress_x_to_y", "examples": []}, 400, "'examples' value is an empty array"),
     ("/v1/models/hp2:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": [None]}]}, 400, "unexpected JSON type: Null"),
 ])
