@@ -63,12 +63,15 @@ class ModelServer:
     def start(self) -> None:
         s = self.settings
         gc_policy.configure()
-        self.core.reload(config.read_file(s.model_config_file) if s.model_config_file
-                         else config.single_model(s.model_name, s.model_base_path))
+        if s.model_config_file:
+            text = config.read_text(s.model_config_file)
+            self.core.reload(config.models_from_text(text, s.model_config_file))
+        else:
+            self.core.reload(config.single_model(s.model_name, s.model_base_path))
         self._start_grpc()
         self._start_rest()
         if s.polls_model_config:
-            self.core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds)
+            self.core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds, text)
         gc_policy.freeze()
 
     def _workers(self, configured: int) -> int:
@@ -107,7 +110,7 @@ class ModelServer:
 
     def stop(self, grace_s: float = 10.0) -> None:
         if self.grpc_server is not None:
-            self.grpc_server.stop(grace_s).wait()
+            self.grpc_server.stop(grace_s)
         if self.rest is not None:
             self.rest.stop(grace_s)
         if self.batcher is not None:

@@ -28,13 +28,21 @@ def parse_text(text: str, origin: str = "<config>") -> model_server_config_pb2.M
     return config
 
 
-def read_file(path: str) -> list[ModelConfig]:
+def read_text(path: str) -> str:
+    """The model config file's text (kept by the poller, to tell a change)."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as exc:
         raise ServingError(Code.NOT_FOUND, f"Could not read model config file {path}: {exc.strerror}") from None
-    return from_proto(parse_text(text, path))
+
+
+def models_from_text(text: str, origin: str) -> list[ModelConfig]:
+    return from_proto(parse_text(text, origin))
+
+
+def read_file(path: str) -> list[ModelConfig]:
+    return models_from_text(read_text(path), path)
 
 
 def _policy(proto) -> VersionPolicy:

@@ -101,22 +101,24 @@ class ServerCore:
                 "which is not currently available for inference"
             )
 
-    def poll_config_file(self, path: str, wait_s: float) -> None:
-        """Re-read the model config file every `wait_s` seconds and apply it when it changed."""
-        self._poller = threading.Thread(target=self._poll, args=(path, wait_s), name="config-poller", daemon=True)
+    def poll_config_file(self, path: str, wait_s: float, applied: str) -> None:
+        """Re-read the model config file every `wait_s` seconds and apply it when it differs from
+        `applied`, the text last applied (at start-up: the one start() loaded, so that a change
+        written while the first models loaded is not taken as already applied)."""
+        self._poller = threading.Thread(target=self._poll, args=(path, wait_s, applied), name="config-poller",
+                                        daemon=True)
         self._poller.start()
 
-    def _poll(self, path: str, wait_s: float) -> None:
+    def _poll(self, path: str, wait_s: float, applied: str) -> None:
         from pyserving.core import config  # the text-proto reader (and its protos) only where a file is polled
 
-        applied = _read(path)
         last_error = None
         while not self._stopping.wait(wait_s):
             try:
                 text = _read(path)
                 if text == applied:
                     continue
-                self.reload(config.from_proto(config.parse_text(text, path)))
+                self.reload(config.models_from_text(text, path))
                 applied, last_error = text, None
                 logger.info("Reloaded model config from %s", path)
             except (ServingError, OSError) as exc:

@@ -37,6 +37,7 @@ from pyserving.core.runners import wait
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
 from pyserving.protocols.completions import Completions
+from pyserving.protocols.loops import run_until_stopped
 from pyserving.types import CLASSIFY_METHOD
 
 logger = logging.getLogger(__name__)
@@ -257,13 +258,13 @@ def channel_arguments(text: str) -> list[tuple[str, object]]:
 class LoopServer:
     """A grpc.aio server on an event loop thread of its own, driven from plain threads.
 
-    The app calls listen() (binds, starts, logs as TF Serving does) and stop(grace).wait().
+    The app calls listen() (binds, starts, logs as TF Serving does) and stop(grace).
     """
 
     def __init__(self, make_server: Callable[[], "grpc.aio.Server"], pool: futures.ThreadPoolExecutor):
         self._pool = pool
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-loop", daemon=True)
+        self._thread = threading.Thread(target=run_until_stopped, args=(self._loop,), name="grpc-loop", daemon=True)
         self._thread.start()
         self._server = self._on_loop(make_server)
 
@@ -303,17 +304,12 @@ class LoopServer:
     def start(self) -> None:
         asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result()
 
-    def stop(self, grace: Optional[float]) -> threading.Event:
-        """Refuse new RPCs, let in-flight ones finish for up to `grace` s; the Event marks the end."""
-        done = threading.Event()
-
-        def finish(_):
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._pool.shutdown(wait=False)
-            done.set()
-
-        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).add_done_callback(finish)
-        return done
+    def stop(self, grace: Optional[float]) -> None:
+        """Refuse new RPCs, let in-flight ones finish for up to `grace` s, then end and close the loop."""
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False)
 
 
 def build_server(

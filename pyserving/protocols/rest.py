@@ -29,6 +29,7 @@ from pyserving.core.signatures import SignatureNotFound
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
 from pyserving.protocols.completions import Completions
+from pyserving.protocols.loops import run_until_stopped
 from pyserving.types import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ class RestApi:
                 ready.set()
                 return
             ready.set()
-            loop.run_forever()
+            run_until_stopped(loop)
 
         self._thread = threading.Thread(target=run, name="rest-server", daemon=True)
         self._thread.start()

@@ -37,7 +37,8 @@ def test_json_round_trip_gives_identical_vectors(fitted, tmp_path):
     path = fitted.save_to_version_dir(tmp_path / "7")
     assert path == transformer_path(tmp_path / "7")
     assert path.endswith("7/assets.extra/transformer.json")
-    raw = json.loads(open(path, encoding="utf-8").read())  # plain JSON, readable by anyone
+    with open(path, encoding="utf-8") as f:
+        raw = json.loads(f.read())  # plain JSON, readable by anyone
     assert raw["vocabulary"] == fitted.vocabulary and raw["classes"] == CLASSES
     assert len(raw["idf"]) == raw["n_features"] == fitted.n_features
 
