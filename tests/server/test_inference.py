@@ -11,7 +11,7 @@ from pyserving.core.inference import Inference
 from pyserving.core.manager import ServableManager
 from pyserving.errors import Code, ServingError
 from pyserving.types import PREDICT_METHOD, ModelSpec, SignatureInfo, TensorSpec, VersionState
-from tests.server.test_manager import states, wait_until
+from tests.helpers import states, wait_until
 
 
 class Doubler:

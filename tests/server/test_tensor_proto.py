@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pyserving.codecs.tensor_proto import from_numpy, to_numpy
 from pyserving.errors import ServingError
+from tests.helpers import from_numpy, to_numpy  # the codec under test, imported in one place
 
 
 @pytest.mark.parametrize("array", [
