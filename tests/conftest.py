@@ -1,56 +1,23 @@
-"""Shared fixtures: SavedModels the tests export themselves, and real server processes.
+"""Fixtures shared by every test folder: the SavedModels the tests export themselves, and live
+server processes (each stopped by its own pid when its test ends, pass or fail).
 
-Every server is a real `python -m pyserving` process on free loopback ports, stopped by its
-own pid when the test (or module) ends, pass or fail.
+Plain helpers are in tests/helpers.py; the in-process server fixtures in tests/server/conftest.py.
 """
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kit.process import ServerProcess, free_port  # noqa: E402
+from tests.helpers import ROOT, Server, launch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
-
-
-class Server:
-    """A started server with its ports and helpers to reach it."""
-
-    def __init__(self, process: ServerProcess, grpc_port: int, rest_port: int):
-        self.process = process
-        self.grpc_port = grpc_port
-        self.rest_port = rest_port
-        self.rest = f"http://127.0.0.1:{rest_port}"
-        self.grpc_target = f"127.0.0.1:{grpc_port}"
-
-    def stop(self) -> Optional[int]:
-        return self.process.stop()
-
-
-def launch(log_dir: Path, args: Sequence[str], rest: bool = True, wait: bool = True, env=None) -> Server:
-    grpc_port, rest_port = free_port(), free_port()
-    command = [sys.executable, "-m", "pyserving", f"--port={grpc_port}", *args]
-    if rest:
-        command.append(f"--rest_api_port={rest_port}")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    process = ServerProcess(command, log_dir / f"server-{grpc_port}.log",
-                            ready_port=rest_port if rest else grpc_port, env=env)
-    process.start()
-    server = Server(process, grpc_port, rest_port)
-    if wait:
-        try:
-            process.wait_ready()
-        except Exception:
-            process.stop()
-            raise
-    return server
+# ROOT stays importable from here for tests/kit/test_tasks.py (`from tests.conftest import ROOT`);
+# new code imports it from tests.helpers.
+__all__ = ["ROOT"]
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +33,7 @@ def exported(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Factory: start_server(args) -> Server; every server it started is stopped at teardown."""
+    """Factory for live processes: start_server(args) -> Server; all stopped at teardown."""
     started: list[Server] = []
 
     def start(args: Sequence[str], **kwargs) -> Server:
@@ -77,33 +44,3 @@ def start_server(tmp_path):
     yield start
     for server in started:
         server.stop()
-
-
-def write_config(path: Path, models: dict, extra: str = "") -> Path:
-    """A ModelServerConfig text file: {name: base_path} or {name: (base_path, body)}."""
-    parts = []
-    for name, spec in models.items():
-        base, body = (spec, "") if isinstance(spec, (str, Path)) else spec
-        parts.append(
-            f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {body} }}'
-        )
-    path.write_text("model_config_list {\n" + "\n".join(parts) + "\n}\n" + extra)
-    return path
-
-
-class FakeServable:
-    """Stands in for a TensorFlow servable in manager tests: answers with its own version."""
-
-    def __init__(self, version: int):
-        self.version = version
-        self.closed = False
-        self.signatures = {}
-
-    def run(self, signature_name, inputs, output_keys, timeout_s=None):
-        return {"version": self.version}
-
-    def signature_def_map(self) -> bytes:
-        return b""
-
-    def close(self) -> None:
-        self.closed = True

@@ -6,22 +6,14 @@ the official tensorflow/serving image through pytest-docker when a Docker engine
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kit.docker_backend import container_model_config
 from kit.serving import write_model_config
-from tests.conftest import ROOT, launch
 from tests.e2e.docker_fixtures import tfserving_docker  # noqa: F401  (fixture)
-
-
-def run_module(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+from tests.helpers import launch, run_module
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from kit.process import free_port, port_open
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def inv(build, *args, timeout=600):

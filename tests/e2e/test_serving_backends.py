@@ -5,8 +5,7 @@ import json
 import re
 import urllib.request
 
-from tests.conftest import ROOT
-from tests.e2e.conftest import run_module
+from tests.helpers import ROOT, run_module
 
 SAMPLE_DEV = ROOT / "models" / "svm" / "data" / "sample_dev.csv"
 

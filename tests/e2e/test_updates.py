@@ -3,7 +3,7 @@
 The other failure cases of an update are tested against the server itself: a corrupt new
 version (tests/server/test_versions.py::test_failed_version_is_reported_and_old_version_keeps_serving),
 a version deleted while serving (…::test_deleted_version_is_retired_and_older_one_comes_back) and a
-malformed config file (tests/server/test_startup.py::test_config_file_polling_adds_and_removes_models_and_keeps_last_good).
+malformed config file (tests/server/test_app.py::test_config_file_polling_adds_and_removes_models_and_keeps_last_good).
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from types import SimpleNamespace
 from kit import rollout, soak
 from kit.process import free_port
 from pyserving.examples import half_plus_two
-from tests.conftest import ROOT, launch
-from tests.server.test_versions import rest_predict, wait_for
+from tests.helpers import ROOT, rest_predict, wait_for
 
 
 def inv(build, *args):
@@ -79,7 +78,7 @@ def test_rollout_tasks_against_a_running_server(tmp_path):
     assert not (build / "server.json").exists()
 
 
-def test_server_killed_mid_update_comes_back_with_the_newest_complete_version(tmp_path, exported):
+def test_server_killed_mid_update_comes_back_with_the_newest_complete_version(tmp_path, exported, start_server):
     base = tmp_path / "m"
     shutil.copytree(exported / "hp2", base)
     half_plus_two.write_tf1(str(base), 2, b=3.0)
@@ -87,17 +86,14 @@ def test_server_killed_mid_update_comes_back_with_the_newest_complete_version(tm
     partial = base / ".tmp-publish-3-abc" / "model"
     (partial / "variables").mkdir(parents=True)
     (partial / "saved_model.pb").write_bytes(b"half a file")
-    server = launch(tmp_path / "a", [f"--model_base_path={base}", "--model_name=m"])
+    server = start_server([f"--model_base_path={base}", "--model_name=m"])
     assert rest_predict(server) == 3.5
     server.process.proc.send_signal(signal.SIGKILL)
     server.process.proc.wait(10)
-    again = launch(tmp_path / "b", [f"--model_base_path={base}", "--model_name=m"])
-    try:
-        assert rest_predict(again) == 3.5
-        staged = tmp_path / "staged"
-        half_plus_two.write_tf1(str(staged), 1, b=4.0)
-        assert rollout.publish(base, staged / "1") == 3
-        assert not (base / ".tmp-publish-3-abc").exists()  # the stale staging folder is cleared
-        wait_for(lambda: rest_predict(again) == 4.5, what="version 3 served")
-    finally:
-        again.stop()
+    again = start_server([f"--model_base_path={base}", "--model_name=m"])
+    assert rest_predict(again) == 3.5
+    staged = tmp_path / "staged"
+    half_plus_two.write_tf1(str(staged), 1, b=4.0)
+    assert rollout.publish(base, staged / "1") == 3
+    assert not (base / ".tmp-publish-3-abc").exists()  # the stale staging folder is cleared
+    wait_for(lambda: rest_predict(again) == 4.5, what="version 3 served")

@@ -1,8 +1,5 @@
-"""gRPC API against a live server through the tensorflow-serving-api stubs; REST and gRPC agree."""
+"""gRPC API against the in-process server through the tensorflow-serving-api stubs; REST and gRPC agree."""
 from __future__ import annotations
-
-import json
-import urllib.request
 
 import grpc
 import numpy as np
@@ -10,50 +7,27 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-    model_management_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
-    regression_pb2,
+    model_management_pb2, model_service_pb2_grpc, regression_pb2,
 )
 
-from pyserving.codecs.tensor_proto import from_numpy, to_numpy
-from tests.conftest import launch, write_config
+from tests.helpers import call_json, predict_request, prediction_stub, to_numpy
+
+
+@pytest.fixture
+def server(models_server):
+    """The session's in-process server: hp2 (label "stable") and hp2tf2, a UNIX socket, health on."""
+    return models_server
 
 
 @pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grpc")
-    config = write_config(tmp / "models.config", {
-        "hp2": (exported / "hp2", 'version_labels { key: "stable" value: 1 }'),
-        "hp2tf2": exported / "hp2tf2",
-    })
-    sock = tmp / "grpc.sock"
-    srv = launch(tmp, [f"--model_config_file={config}", f"--grpc_socket_path={sock}",
-                       "--enable_grpc_healthcheck_service=true"])
-    srv.socket = sock
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
+def channel(models_server):
+    with grpc.insecure_channel(models_server.grpc_target) as ch:
         yield ch
 
 
 @pytest.fixture(scope="module")
 def stub(channel):
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-
-def predict_request(model, x, signature="", version=None, label=None, dtype=np.float32):
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = model
-    req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
-    req.inputs["pair" if signature == "dot" else "x"].CopyFrom(from_numpy(np.array(x, dtype=dtype)))
-    return req
+    return prediction_stub(channel)
 
 
 def examples_input(target, *xs, context=None):
@@ -94,9 +68,7 @@ def test_predict_by_version_label_and_output_filter(stub):
 def test_rest_and_grpc_answer_alike(server, stub):
     x = [[0.1], [7.0], [-3.5]]
     grpc_out = to_numpy(stub.Predict(predict_request("hp2tf2", x), timeout=10).outputs["y"])
-    req = urllib.request.Request(server.rest + "/v1/models/hp2tf2:predict",
-                                 data=json.dumps({"instances": x}).encode(), method="POST")
-    rest_out = json.loads(urllib.request.urlopen(req, timeout=10).read())["predictions"]
+    rest_out = call_json(server, "POST", "/v1/models/hp2tf2:predict", {"instances": x}, timeout=10)[1]["predictions"]
     np.testing.assert_array_equal(grpc_out, np.array(rest_out, dtype=np.float32))
 
 
@@ -187,7 +159,7 @@ def test_wrong_input_name_and_bad_tensor(stub):
 
 def test_unix_socket_and_health(server):
     with grpc.insecure_channel(f"unix:{server.socket}") as ch:
-        resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(predict_request("hp2", [[2.0]]), timeout=10)
+        resp = prediction_stub(ch).Predict(predict_request("hp2", [[2.0]]), timeout=10)
         assert resp.outputs["y"].float_val == [3.0]
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         health = health_pb2_grpc.HealthStub(ch)
@@ -195,8 +167,8 @@ def test_unix_socket_and_health(server):
         assert got.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_reload_config_over_grpc(exported, tmp_path, start_server):
-    srv = start_server([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2"], rest=False)
+def test_reload_config_over_grpc(exported, serve):
+    srv = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2"], rest=False)
     with grpc.insecure_channel(srv.grpc_target) as ch:
         ms = model_service_pb2_grpc.ModelServiceStub(ch)
         req = model_management_pb2.ReloadConfigRequest()
@@ -205,7 +177,7 @@ def test_reload_config_over_grpc(exported, tmp_path, start_server):
         }}''', req.config)
         resp = ms.HandleReloadConfigRequest(req, timeout=60)
         assert resp.status.error_code == 0
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        stub = prediction_stub(ch)
         assert stub.Predict(predict_request("other", [[2.0]]), timeout=10).outputs["y"].float_val == [3.0]
         # hp2 left the config: it is unloaded
         with pytest.raises(grpc.RpcError) as err:

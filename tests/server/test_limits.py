@@ -6,20 +6,15 @@ import time
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 
-from pyserving.codecs.tensor_proto import from_numpy
-from tests.server.test_rest_api import call_json
+from tests.helpers import call_json, from_numpy, prediction_stub
 
 
 @pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    from tests.conftest import launch
-
-    srv = launch(tmp_path_factory.mktemp("limits"), [f"--model_base_path={exported / 'hp2tf2'}", "--model_name=m",
-                                                     "--max_request_size_bytes=100000", "--rest_api_timeout_in_ms=300"])
-    yield srv
-    srv.stop()
+def server(exported, serve_module):
+    return serve_module([f"--model_base_path={exported / 'hp2tf2'}", "--model_name=m",
+                         "--max_request_size_bytes=100000", "--rest_api_timeout_in_ms=300"])
 
 
 def test_oversized_body_is_refused_and_server_keeps_serving(server):
@@ -45,7 +40,7 @@ def test_tiny_grpc_request_cannot_ask_for_a_huge_tensor(server):
     proto.tensor_shape.dim[0].size = 1 << 40  # one value, padded to 2^40 elements by TF's rules
     req.inputs["x"].CopyFrom(proto)
     with grpc.insecure_channel(server.grpc_target) as ch:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+        stub = prediction_stub(ch)
         with pytest.raises(grpc.RpcError) as err:
             stub.Predict(req, timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

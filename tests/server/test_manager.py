@@ -9,23 +9,15 @@ import pytest
 from pyserving.core.manager import LOAD, UNLOAD, ServableManager, next_action
 from pyserving.errors import Code, ServingError
 from pyserving.types import ModelSpec, VersionState, VersionStatus
-from tests.conftest import FakeServable
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    raise AssertionError("condition not reached")
+from tests.helpers import states, wait_until
 
 
 class Loader:
-    def __init__(self):
+    def __init__(self, make_servable):
+        self.make_servable = make_servable  # the fake_servable fixture (tests/server/conftest.py)
         self.fail: dict[int, int] = {}  # version -> failures left (-1: always)
         self.gate: dict[int, threading.Event] = {}
-        self.loaded: list[FakeServable] = []
+        self.loaded: list = []
         self.calls: list[int] = []
 
     def __call__(self, name, version, path):
@@ -36,17 +28,17 @@ class Loader:
         if left:
             self.fail[version] = left - 1 if left > 0 else -1
             raise ServingError(Code.DATA_LOSS, f"cannot read version {version}")
-        servable = FakeServable(version)
+        servable = self.make_servable(version)
         self.loaded.append(servable)
         return servable
 
 
-def states(manager, name="m"):
-    return {s.version: s.state for s in manager.status(name)}
+@pytest.fixture
+def loader(fake_servable):
+    return Loader(fake_servable)
 
 
-def test_availability_preserving_switch():
-    loader = Loader()
+def test_availability_preserving_switch(loader):
     manager = ServableManager(loader, max_load_retries=0)
     manager.set_aspired_versions("m", {1: "/m/1"})
     manager.wait_for_latest(["m"], timeout=10)
@@ -63,8 +55,7 @@ def test_availability_preserving_switch():
     manager.stop()
 
 
-def test_failed_new_version_keeps_old_one_serving_and_is_not_retried_later():
-    loader = Loader()
+def test_failed_new_version_keeps_old_one_serving_and_is_not_retried_later(loader):
     loader.fail[2] = -1
     manager = ServableManager(loader, max_load_retries=1, load_retry_interval_s=0.01)
     manager.set_aspired_versions("m", {1: "/m/1"})
@@ -82,8 +73,7 @@ def test_failed_new_version_keeps_old_one_serving_and_is_not_retried_later():
     manager.stop()
 
 
-def test_retry_succeeds():
-    loader = Loader()
+def test_retry_succeeds(loader):
     loader.fail[1] = 2
     manager = ServableManager(loader, max_load_retries=2, load_retry_interval_s=0.01)
     manager.set_aspired_versions("m", {1: "/m/1"})
@@ -91,8 +81,7 @@ def test_retry_succeeds():
     manager.stop()
 
 
-def test_unload_waits_for_in_flight_requests():
-    loader = Loader()
+def test_unload_waits_for_in_flight_requests(loader):
     manager = ServableManager(loader)
     manager.set_aspired_versions("m", {1: "/m/1"})
     manager.wait_for_latest(["m"], timeout=10)
@@ -110,8 +99,7 @@ def test_unload_waits_for_in_flight_requests():
     manager.stop()
 
 
-def test_labels_and_specific_versions():
-    loader = Loader()
+def test_labels_and_specific_versions(loader):
     manager = ServableManager(loader)
     manager.set_aspired_versions("m", {1: "/m/1", 2: "/m/2"})
     manager.wait_for_latest(["m"], timeout=10)
@@ -132,8 +120,7 @@ def test_labels_and_specific_versions():
     manager.stop()
 
 
-def test_removed_model_unloads_everything():
-    loader = Loader()
+def test_removed_model_unloads_everything(loader):
     manager = ServableManager(loader)
     manager.set_aspired_versions("m", {1: "/m/1"})
     manager.wait_for_latest(["m"], timeout=10)

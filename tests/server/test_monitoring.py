@@ -1,4 +1,6 @@
-"""Prometheus metrics on the REST port (--monitoring_config_file), with TF Serving's names."""
+"""Prometheus metrics on the REST port (--monitoring_config_file), with TF Serving's names.
+
+In-process servers; that monitoring without --rest_api_port stops start-up is in test_live.py."""
 from __future__ import annotations
 
 import re
@@ -7,31 +9,19 @@ import urllib.request
 
 import grpc
 import numpy as np
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 
-from pyserving.codecs.tensor_proto import from_numpy
-from tests.server.test_rest_api import call_json
-from tests.server.test_startup import run_cli
+from tests.helpers import call_json, from_numpy, metric, prediction_stub
 
 
-def metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def test_metrics_count_requests_loads_and_batches(exported, tmp_path, start_server):
+def test_metrics_count_requests_loads_and_batches(exported, tmp_path, serve):
     monitoring = tmp_path / "monitoring.txt"
     monitoring.write_text('prometheus_config { enable: true path: "/metrics/prom" }')
     batching = tmp_path / "batching.txt"
     batching.write_text("max_batch_size { value: 16 } batch_timeout_micros { value: 1000 }")
-    server = start_server([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2",
-                           f"--monitoring_config_file={monitoring}", "--enable_batching",
-                           f"--batching_parameters_file={batching}"])
+    server = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2",
+                    f"--monitoring_config_file={monitoring}", "--enable_batching",
+                    f"--batching_parameters_file={batching}"])
     for _ in range(3):
         assert call_json(server, "POST", "/v1/models/hp2:predict", {"instances": [[1.0]]})[0] == 200
     assert call_json(server, "POST", "/v1/models/hp2:predict", {"instances": [["bad"]]})[0] == 400
@@ -41,7 +31,7 @@ def test_metrics_count_requests_loads_and_batches(exported, tmp_path, start_serv
         req = predict_pb2.PredictRequest()
         req.model_spec.name = "hp2"
         req.inputs["x"].CopyFrom(from_numpy(np.array([[1.0]], np.float32)))
-        prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(req, timeout=10)
+        prediction_stub(ch).Predict(req, timeout=10)
     with urllib.request.urlopen(server.rest + "/metrics/prom", timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = resp.read().decode()
@@ -58,17 +48,10 @@ def test_metrics_count_requests_loads_and_batches(exported, tmp_path, start_serv
     assert re.search(r":tensorflow:serving:request_latency_bucket\{.*le=\"\+Inf\".*\} 4\.0", text)
 
 
-def test_metrics_path_is_off_without_config(exported, start_server):
-    server = start_server([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2"])
+def test_metrics_path_is_off_without_config(models_server):
     try:
-        urllib.request.urlopen(server.rest + "/monitoring/prometheus/metrics", timeout=10)
+        urllib.request.urlopen(models_server.rest + "/monitoring/prometheus/metrics", timeout=10)
         raise AssertionError("expected 404")
     except urllib.error.HTTPError as err:
+        err.close()
         assert err.code == 404
-
-
-def test_monitoring_needs_the_rest_port(exported, tmp_path):
-    monitoring = tmp_path / "monitoring.txt"
-    monitoring.write_text("prometheus_config { enable: true }")
-    out = run_cli(f"--model_base_path={exported / 'hp2'}", f"--monitoring_config_file={monitoring}")
-    assert out.returncode == 255 and "requires --rest_api_port" in out.stderr

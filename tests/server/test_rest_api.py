@@ -1,41 +1,18 @@
-"""REST API against a live server: every endpoint, and bad input answered as TF Serving does."""
+"""REST API against the in-process server: every endpoint, and bad input answered as TF Serving does."""
 from __future__ import annotations
 
 import base64
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 
-from tests.conftest import launch, write_config
+from tests.helpers import call, call_json
 
 
-def call(server, method: str, path: str, body=None, raw: bytes | None = None, headers=None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(server.rest + path, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.headers, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, err.read().decode()
-
-
-def call_json(server, method, path, body=None, **kw):
-    status, _headers, text = call(server, method, path, body, **kw)
-    return status, json.loads(text)
-
-
-@pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rest")
-    config = write_config(tmp / "models.config", {
-        "hp2": (exported / "hp2", 'version_labels { key: "stable" value: 1 }'),
-        "hp2tf2": exported / "hp2tf2",
-    })
-    srv = launch(tmp, [f"--model_config_file={config}", "--rest_api_enable_cors_support=true"])
-    yield srv
-    srv.stop()
+@pytest.fixture
+def server(models_server):
+    """The session's in-process server: hp2 (label "stable") and hp2tf2, CORS on."""
+    return models_server
 
 
 def test_status_lists_versions_with_tf_serving_shape(server):

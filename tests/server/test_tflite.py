@@ -1,12 +1,9 @@
 """TF Lite models served with --prefer_tflite_model, our own export and TF Serving's test models."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.conftest import SHARED_TESTDATA
-from tests.server.test_rest_api import call_json
+from tests.helpers import SHARED_TESTDATA, call_json
 
 
 def export_tflite(base, version: int) -> None:
@@ -24,10 +21,10 @@ def export_tflite(base, version: int) -> None:
     (target / "model.tflite").write_bytes(converter.convert())
 
 
-def test_tflite_model_with_its_own_signatures(tmp_path, start_server):
+def test_tflite_model_with_its_own_signatures(tmp_path, serve):
     base = tmp_path / "lite"
     export_tflite(base, 1)
-    server = start_server([f"--model_base_path={base}", "--model_name=lite", "--prefer_tflite_model=true"])
+    server = serve([f"--model_base_path={base}", "--model_name=lite", "--prefer_tflite_model=true"])
     status, body = call_json(server, "GET", "/v1/models/lite/metadata")
     sigs = body["metadata"]["signature_def"]["signature_def"]
     assert status == 200 and len(sigs) == 1
@@ -38,9 +35,9 @@ def test_tflite_model_with_its_own_signatures(tmp_path, start_server):
 
 
 @pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
-def test_tf_serving_tflite_test_model(start_server):
-    server = start_server([f"--model_base_path={SHARED_TESTDATA / 'saved_model_half_plus_two_tflite'}",
-                           "--model_name=lite", "--prefer_tflite_model=true"])
+def test_tf_serving_tflite_test_model(serve):
+    server = serve([f"--model_base_path={SHARED_TESTDATA / 'saved_model_half_plus_two_tflite'}",
+                    "--model_name=lite", "--prefer_tflite_model=true"])
     assert call_json(server, "POST", "/v1/models/lite:predict", {"inputs": {"x": [[1.0], [3.0]]}}) == (
         200, {"outputs": [[2.5], [3.5]]})
     assert call_json(server, "POST", "/v1/models/lite:predict", {"instances": [[4.0]]}) == (

@@ -1,24 +1,21 @@
 """Interoperability: SavedModels and config files produced by TensorFlow Serving's own project.
 
 Runs only where ../shared/testdata/tfserving exists (the project's own tests stand alone).
+In-process server; the bad model and bad config failing start-up (exit 255) are in test_live.py.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import SHARED_TESTDATA, launch
-from tests.server.test_rest_api import call_json
+from tests.helpers import SHARED_TESTDATA, call_json
 
 pytestmark = pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, serve_module):
     tmp = tmp_path_factory.mktemp("tfs")
     good = (SHARED_TESTDATA / "good_model_config.txt").read_text()
     good = good.replace("${TEST_HALF_PLUS_TWO_DIR}", str(SHARED_TESTDATA / "saved_model_half_plus_two_cpu"))
@@ -31,9 +28,7 @@ def server(tmp_path_factory):
     )
     config = tmp / "models.config"
     config.write_text(good.rstrip().rstrip("}") + more + "}\n")
-    srv = launch(tmp, [f"--model_config_file={config}"])
-    yield srv
-    srv.stop()
+    return serve_module([f"--model_config_file={config}"])
 
 
 def test_good_config_models_predict_classify_regress(server):
@@ -67,14 +62,3 @@ def test_stateful_counter_model(server):
     assert status == 200
     signatures = body["metadata"]["signature_def"]["signature_def"]
     assert signatures  # loads and exposes its signatures
-
-
-def test_bad_model_and_bad_config_fail_start_up(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pyserving", "--port=0", f"--grpc_socket_path={tmp_path}/s",
-                          f"--model_base_path={SHARED_TESTDATA / 'bad_half_plus_two'}", "--max_num_load_retries=0"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 255 and "did not become available" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "pyserving",
-                          f"--model_config_file={SHARED_TESTDATA / 'bad_model_config.txt'}"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 255 and "Invalid protobuf file" in out.stderr

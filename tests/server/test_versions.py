@@ -1,47 +1,19 @@
-"""Live version management: polling, availability-preserving switches, failed and partial versions."""
+"""Version management driven by files on disk (in-process server): polling, availability-preserving
+switches, failed, partial and deleted versions, policies and labels."""
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
 import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import predict_pb2
 
-from pyserving.codecs.tensor_proto import from_numpy
 from pyserving.examples import half_plus_two
-from tests.conftest import write_config
-
-
-def rest_predict(server, model="m", x=1.0, version=None, label=None):
-    path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + (f"/labels/{label}" if label else "")
-    req = urllib.request.Request(server.rest + path + ":predict",
-                                 data=json.dumps({"instances": [[x]]}).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())["predictions"][0][0]
-
-
-def status(server, model="m"):
-    try:
-        with urllib.request.urlopen(f"{server.rest}/v1/models/{model}", timeout=10) as resp:
-            return {int(s["version"]): s for s in json.loads(resp.read())["model_version_status"]}
-    except urllib.error.HTTPError:
-        return {}
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.helpers import from_numpy, prediction_stub, rest_predict, status, wait_for, write_config
 
 
 class Traffic:
@@ -66,7 +38,7 @@ class Traffic:
 
     def _grpc(self, server, model):
         with grpc.insecure_channel(server.grpc_target) as ch:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            stub = prediction_stub(ch)
             req = predict_pb2.PredictRequest()
             req.model_spec.name = model
             req.inputs["x"].CopyFrom(from_numpy(np.array([[1.0]], np.float32)))
@@ -91,8 +63,8 @@ def base(tmp_path, exported):
     return path
 
 
-def test_new_version_under_load_switches_with_zero_failures(base, start_server):
-    server = start_server([f"--model_base_path={base}", "--model_name=m", "--file_system_poll_wait_seconds=1"])
+def test_new_version_under_load_switches_with_zero_failures(base, serve):
+    server = serve([f"--model_base_path={base}", "--model_name=m", "--file_system_poll_wait_seconds=1"])
     with Traffic(server) as traffic:
         time.sleep(1.0)
         half_plus_two.write_tf1(str(base), 2, b=3.0)  # version 2 answers 0.5*x + 3
@@ -107,8 +79,8 @@ def test_new_version_under_load_switches_with_zero_failures(base, start_server):
     assert states[2]["state"] == "AVAILABLE"
 
 
-def test_failed_version_is_reported_and_old_version_keeps_serving(base, start_server):
-    server = start_server([f"--model_base_path={base}", "--model_name=m", "--max_num_load_retries=0"])
+def test_failed_version_is_reported_and_old_version_keeps_serving(base, serve):
+    server = serve([f"--model_base_path={base}", "--model_name=m", "--max_num_load_retries=0"])
     bad = base / "3"
     bad.mkdir()
     (bad / "saved_model.pb").write_bytes(b"this is not a SavedModel")
@@ -122,8 +94,8 @@ def test_failed_version_is_reported_and_old_version_keeps_serving(base, start_se
     assert rest_predict(server) == 2.5
 
 
-def test_version_still_being_copied_is_not_loaded_until_complete(base, tmp_path, start_server):
-    server = start_server([f"--model_base_path={base}", "--model_name=m", "--max_num_load_retries=0"])
+def test_version_still_being_copied_is_not_loaded_until_complete(base, tmp_path, serve):
+    server = serve([f"--model_base_path={base}", "--model_name=m", "--max_num_load_retries=0"])
     staged = tmp_path / "staged"
     half_plus_two.write_tf1(str(staged), 2, b=3.0)
     partial = base / "2"
@@ -146,9 +118,9 @@ def test_version_still_being_copied_is_not_loaded_until_complete(base, tmp_path,
     assert status(server)[2]["state"] == "AVAILABLE"
 
 
-def test_deleted_version_is_retired_and_older_one_comes_back(base, start_server):
+def test_deleted_version_is_retired_and_older_one_comes_back(base, serve):
     half_plus_two.write_tf1(str(base), 2, b=3.0)
-    server = start_server([f"--model_base_path={base}", "--model_name=m"])
+    server = serve([f"--model_base_path={base}", "--model_name=m"])
     assert rest_predict(server) == 3.5
     with Traffic(server) as traffic:
         shutil.rmtree(base / "2")
@@ -157,7 +129,7 @@ def test_deleted_version_is_retired_and_older_one_comes_back(base, start_server)
     assert traffic.failures == []
 
 
-def test_policies_and_labels_from_config(tmp_path, exported, start_server):
+def test_policies_and_labels_from_config(tmp_path, exported, serve):
     base = tmp_path / "m"
     shutil.copytree(exported / "hp2", base)
     half_plus_two.write_tf1(str(base), 2, b=3.0)
@@ -167,13 +139,14 @@ def test_policies_and_labels_from_config(tmp_path, exported, start_server):
                     'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 }'),
         "all": (base, "model_version_policy { all {} }"),
     })
-    server = start_server([f"--model_config_file={config}"])
+    server = serve([f"--model_config_file={config}"])
     assert rest_predict(server) == 3.5  # latest of the specific versions
     assert rest_predict(server, label="stable") == 2.5
     assert rest_predict(server, label="canary") == 3.5
     assert rest_predict(server, version=1) == 2.5
     with pytest.raises(urllib.error.HTTPError) as err:
         rest_predict(server, version=3)
+    err.value.close()
     assert err.value.code == 404
     wait_for(lambda: len([s for s in status(server, "all").values() if s["state"] == "AVAILABLE"]) == 3,
              what="all three versions")

@@ -1,0 +1,293 @@
+"""Plain helpers shared by the test modules: paths, servers (in-process and live), calls, waits.
+
+Fixtures live in the conftest.py files and use these; test modules import from here and never
+from one another (nor from a conftest). This module imports nothing heavy at import time
+(no TensorFlow, no gRPC): tests/kit imports the conftest that imports it.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from kit.process import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
+
+
+# ---- the tensor codec: its one import in the tests ----------------------------------------
+def from_numpy(array, **kwargs):
+    """numpy array -> TensorProto (pyserving.codecs.tensor_proto)."""
+    from pyserving.codecs.tensor_proto import from_numpy as encode
+
+    return encode(array, **kwargs)
+
+
+def to_numpy(proto):
+    """TensorProto -> numpy array (pyserving.codecs.tensor_proto)."""
+    from pyserving.codecs.tensor_proto import to_numpy as decode
+
+    return decode(proto)
+
+
+# ---- servers --------------------------------------------------------------------------------
+class Server:
+    """A live `python -m pyserving` process with its ports and a stop by its own pid."""
+
+    def __init__(self, process: ServerProcess, grpc_port: int, rest_port: int):
+        self.process = process
+        self.grpc_port = grpc_port
+        self.rest_port = rest_port
+        self.rest = f"http://127.0.0.1:{rest_port}"
+        self.grpc_target = f"127.0.0.1:{grpc_port}"
+
+    def stop(self) -> Optional[int]:
+        return self.process.stop()
+
+
+def launch(log_dir: Path, args: Sequence[str], rest: bool = True, wait: bool = True, env=None) -> Server:
+    """Start a live server on free loopback ports; waits until it listens unless wait=False."""
+    grpc_port, rest_port = free_port(), free_port()
+    command = [sys.executable, "-m", "pyserving", f"--port={grpc_port}", *args]
+    if rest:
+        command.append(f"--rest_api_port={rest_port}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    process = ServerProcess(command, log_dir / f"server-{grpc_port}.log",
+                            ready_port=rest_port if rest else grpc_port, env=env)
+    process.start()
+    server = Server(process, grpc_port, rest_port)
+    if wait:
+        try:
+            process.wait_ready()
+        except Exception:
+            process.stop()
+            raise
+    return server
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m pyserving ARGS` to its end: (returncode, stdout, stderr)."""
+    return subprocess.run([sys.executable, "-m", "pyserving", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def run_module(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python ARGS` from the repository root; fails the test unless it exits 0."""
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+class _GcState:
+    """ModelServer.start() sets the process's GC thresholds and freezes (pyserving.gc_policy);
+    in the test process that is undone once the last in-process server stops."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._running = 0
+        self._thresholds = gc.get_threshold()
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                self._thresholds = gc.get_threshold()
+            self._running += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                gc.unfreeze()
+                gc.set_threshold(*self._thresholds)
+
+
+_gc_state = _GcState()
+
+
+class InProcessServer:
+    """pyserving's real ModelServer (REST and gRPC) in the test process, on free loopback ports.
+
+    Built from the same flags as the command line (`cli.parse`), so a test reads like the
+    live command it replaces; stop() is idempotent and also undoes a start() that failed.
+    """
+
+    def __init__(self, args: Sequence[str], rest: bool = True, grpc_port: Optional[int] = None):
+        from pyserving import cli
+
+        self.grpc_port, self.rest_port = grpc_port or free_port(), free_port()
+        self.rest = f"http://127.0.0.1:{self.rest_port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        argv = [f"--port={self.grpc_port}", *args]
+        if rest:
+            argv.append(f"--rest_api_port={self.rest_port}")
+        self.settings, _given = cli.parse(argv)
+        self.model_server = None
+
+    def start(self) -> "InProcessServer":
+        from pyserving.app import ModelServer
+
+        _gc_state.enter()
+        try:
+            self.model_server = ModelServer(self.settings)
+            self.model_server.start()
+        except BaseException:
+            self.stop(0)
+            raise
+        return self
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        if self.model_server is _STOPPED:
+            return
+        try:
+            if self.model_server is not None:
+                self.model_server.stop(grace_s)
+        finally:
+            self.model_server = _STOPPED
+            _gc_state.leave()
+
+
+_STOPPED = object()
+
+
+def write_config(path: Path, models: dict, extra: str = "") -> Path:
+    """A ModelServerConfig text file: {name: base_path} or {name: (base_path, body)}."""
+    parts = []
+    for name, spec in models.items():
+        base, body = (spec, "") if isinstance(spec, (str, Path)) else spec
+        parts.append(
+            f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" {body} }}'
+        )
+    path.write_text("model_config_list {\n" + "\n".join(parts) + "\n}\n" + extra)
+    return path
+
+
+# ---- REST -----------------------------------------------------------------------------------
+def call(server, method: str, path: str, body=None, raw: Optional[bytes] = None, headers=None, timeout: float = 30):
+    """One HTTP request: (status, headers, text), also for error statuses."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(server.rest + path, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        with err:  # closes its connection
+            return err.code, err.headers, err.read().decode()
+
+
+def call_json(server, method: str, path: str, body=None, **kwargs):
+    """(status, decoded JSON body)."""
+    status_code, _headers, text = call(server, method, path, body, **kwargs)
+    return status_code, json.loads(text)
+
+
+def rest_predict(server, model: str = "m", x: float = 1.0, version=None, label=None) -> float:
+    """y for one row [[x]] over REST; raises urllib.error.HTTPError on an error status."""
+    path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + (f"/labels/{label}" if label else "")
+    req = urllib.request.Request(server.rest + path + ":predict",
+                                 data=json.dumps({"instances": [[x]]}).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())["predictions"][0][0]
+
+
+def status(server, model: str = "m") -> dict:
+    """{version: status entry} from GET /v1/models/<model>; {} when the model is unknown."""
+    try:
+        with urllib.request.urlopen(f"{server.rest}/v1/models/{model}", timeout=10) as resp:
+            return {int(s["version"]): s for s in json.loads(resp.read())["model_version_status"]}
+    except urllib.error.HTTPError as err:
+        err.close()
+        return {}
+
+
+def scrape(server, path: str) -> str:
+    """The Prometheus exposition text served at `path`."""
+    with urllib.request.urlopen(server.rest + path, timeout=10) as resp:
+        return resp.read().decode()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """Sum of the samples called `name` whose labels include `labels` (0.0 when none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ---- gRPC -----------------------------------------------------------------------------------
+def predict_request(model: str, x, signature: str = "", version=None, label=None, dtype=None, input_name=None):
+    """A PredictRequest with one input: "pair" for hp2tf2's "dot" signature, "x" otherwise."""
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    name = input_name or ("pair" if signature == "dot" else "x")
+    req.inputs[name].CopyFrom(from_numpy(np.array(x, dtype=dtype or np.float32)))
+    return req
+
+
+def prediction_stub(channel):
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def grpc_predict(server, x, model: str = "m", timeout: float = 60) -> list:
+    """Output "y" for input "x" over gRPC, as nested lists."""
+    import grpc
+
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        reply = prediction_stub(ch).Predict(predict_request(model, x), timeout=timeout)
+        return to_numpy(reply.outputs["y"]).tolist()
+
+
+# ---- waiting --------------------------------------------------------------------------------
+def wait_for(predicate: Callable, timeout: float = 60.0, what: str = "condition", interval: float = 0.1):
+    """Poll until predicate() is truthy and return that value; AssertionError naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_until(predicate: Callable, timeout: float = 10.0):
+    """wait_for with the short timeout and fine polling the in-memory core tests use."""
+    return wait_for(predicate, timeout=timeout, what="condition", interval=0.01)
+
+
+def states(manager, name: str = "m") -> dict:
+    """{version: VersionState} of one model in a ServableManager."""
+    return {s.version: s.state for s in manager.status(name)}
+
+
+def concurrently(calls: Sequence[Callable]) -> list:
+    """Run every call on a thread of its own; their results in order."""
+    results = [None] * len(calls)
+
+    def run(i):
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results

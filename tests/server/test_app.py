@@ -1,0 +1,81 @@
+"""The composition root (pyserving/app.py) in-process: config file polling, REST off when its port
+is the gRPC port, labels checked on reload, and stop()."""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+import warnings
+
+import pytest
+
+from kit.process import free_port, port_open
+from tests.helpers import rest_predict, status, wait_for, write_config
+
+
+
+
+@pytest.fixture
+def logs(caplog):
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def test_config_file_polling_adds_and_removes_models_and_keeps_last_good(exported, tmp_path, serve, logs):
+    config = write_config(tmp_path / "models.config", {"a": exported / "hp2"})
+    server = serve([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
+    assert rest_predict(server, "a") == 2.5
+    write_config(config, {"a": exported / "hp2", "b": exported / "hp2tf2"})
+    wait_for(lambda: status(server, "b").get(1, {}).get("state") == "AVAILABLE", what="model b loaded")
+    assert rest_predict(server, "b") == 2.5
+    config.write_text("model_config_list { config { name: ")  # malformed: last good config stays
+    time.sleep(2.5)
+    assert rest_predict(server, "a") == 2.5 and rest_predict(server, "b") == 2.5
+    assert "Failed to reload model config" in logs.text
+    write_config(config, {"b": exported / "hp2tf2"})
+    wait_for(lambda: not status(server, "a"), what="model a unloaded")
+    assert rest_predict(server, "b") == 2.5
+
+
+def test_label_on_unavailable_version_is_refused_on_reload(exported, tmp_path, serve, logs):
+    config = write_config(tmp_path / "models.config", {"a": exported / "hp2"})
+    server = serve([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
+    write_config(config, {"a": (exported / "hp2", 'version_labels { key: "canary" value: 42 }')})
+    wait_for(lambda: "which is not currently available for inference" in logs.text, what="label refused")
+    assert rest_predict(server, "a") == 2.5
+
+
+def test_a_config_change_written_while_start_up_loads_models_is_applied(exported, tmp_path, serve, logs):
+    config = write_config(tmp_path / "models.config", {"a": exported / "hp2"})
+    started = []
+    starting = threading.Thread(target=lambda: started.append(
+        serve([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])))
+    starting.start()
+    wait_for(lambda: "Loading servable version {name: a version: 1}" in logs.text, what="start-up loading a",
+             interval=0.005)
+    write_config(config, {"a": exported / "hp2", "b": exported / "hp2tf2"})
+    starting.join(60)
+    wait_for(lambda: status(started[0], "b").get(1, {}).get("state") == "AVAILABLE", timeout=4,
+             what="model b loaded")
+
+
+def test_rest_port_equal_to_grpc_port_skips_rest(exported, serve, logs):
+    port = free_port()
+    serve([f"--rest_api_port={port}", f"--model_base_path={exported / 'hp2'}"], rest=False, grpc_port=port)
+    assert port_open(port)  # gRPC serves on it
+    assert "Skipped exporting HTTP/REST API" in logs.text
+
+
+def test_stop_closes_its_event_loops(exported, serve):
+    serve([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2"]).stop()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            gc.unfreeze()  # start() froze the loops with everything else (pyserving/gc_policy.py)
+            gc.collect()
+            if any("unclosed event loop" in str(w.message) for w in caught):
+                break
+            time.sleep(0.1)
+    assert not [str(w.message) for w in caught if "unclosed event loop" in str(w.message)]

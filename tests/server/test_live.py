@@ -1,0 +1,181 @@
+"""The live suite: real `python -m pyserving` processes, for what only a process shows.
+
+Flag parsing and its exit codes, start-up failures (`Failed to start server. Error: ...`, exit
+255 and the stderr line), the start-up order in the process log, SIGTERM draining and exit 0,
+and REST and gRPC answering the same inputs alike in a real process. Every other edge case runs
+against in-process servers (tests/server/conftest.py), which pay no process start-up.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import threading
+import urllib.error
+
+import grpc
+import numpy as np
+import pytest
+
+from kit.process import free_port, port_open
+from tests.helpers import (
+    SHARED_TESTDATA, call_json, predict_request, prediction_stub, rest_predict, run_cli, to_numpy, wait_for,
+    write_config,
+)
+
+
+# ---- flags ------------------------------------------------------------------------------------
+def test_version_flag():
+    out = run_cli("--version")
+    assert out.returncode == 0
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("TensorFlow ModelServer: ") and lines[1] == "TensorFlow Library: 2.20.0"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--no_such_flag=1"], "unknown flag: --no_such_flag"),
+    (["--port=abc", "--model_base_path=/x"], "--port: expected an integer, got 'abc'"),
+    (["--enable_batching=maybe", "--model_base_path=/x"], "--enable_batching: expected true or false"),
+    (["--model_base_path", "/x"], "--model_base_path needs a value"),
+    (["--port=8500"], "model_base_path and server_options.model_config_file are empty"),
+])
+def test_bad_flags_stop_at_once_with_one_line(args, needle):
+    out = run_cli(*args)
+    assert out.returncode == 255
+    assert needle in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_help_prints_every_flag():
+    out = run_cli("--help")
+    assert out.returncode == 255  # as tensorflow_model_server does
+    for flag in ("--port", "--rest_api_port", "--model_config_file", "--enable_batching", "--prefer_tflite_model"):
+        assert flag in out.stdout
+
+
+def test_batching_parameters_file_needs_enable_batching(exported, tmp_path):
+    params = tmp_path / "b.txt"
+    params.write_text("max_batch_size { value: 8 }")
+    out = run_cli(f"--model_base_path={exported / 'hp2'}", f"--batching_parameters_file={params}")
+    assert out.returncode == 255 and "--batching_parameters_file was given without --enable_batching" in out.stderr
+
+
+def test_monitoring_needs_the_rest_port(exported, tmp_path):
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }")
+    out = run_cli(f"--model_base_path={exported / 'hp2'}", f"--monitoring_config_file={monitoring}")
+    assert out.returncode == 255 and "requires --rest_api_port" in out.stderr
+
+
+# ---- start-up failures ------------------------------------------------------------------------
+def test_model_that_cannot_load_is_fatal(tmp_path):
+    base = tmp_path / "broken"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"garbage")
+    grpc_port = free_port()
+    out = run_cli(f"--port={grpc_port}", f"--model_base_path={base}", "--max_num_load_retries=0", timeout=120)
+    assert out.returncode == 255
+    assert "Failed to start server. Error:" in out.stderr
+    assert "1 model(s) did not become available" in out.stderr
+    assert "Running gRPC ModelServer" not in out.stderr
+
+
+def test_malformed_config_file_is_fatal(tmp_path):
+    config = tmp_path / "bad.config"
+    config.write_text("model_config_list { config { name: ")
+    out = run_cli(f"--model_config_file={config}")
+    assert out.returncode == 255
+    assert f"Invalid protobuf file: '{config}'" in out.stderr
+
+
+def test_failing_warmup_request_is_fatal_at_start_up_unless_warmup_is_off(tmp_path):
+    # (warmup off: tests/server/test_warmup.py::test_warmup_off_ignores_the_file)
+    from pyserving.runtime import warmup
+    from pyserving.examples import half_plus_two
+
+    base = tmp_path / "m"
+    version = half_plus_two.write_tf1(str(base), 1)
+    warmup.write_requests(version, [warmup.predict_log("no_such_signature", {"x": np.array([[1.0]], np.float32)})])
+    out = run_cli("--port=0", f"--grpc_socket_path={tmp_path}/sock", f"--model_base_path={base}",
+                  "--max_num_load_retries=0", timeout=120)
+    assert out.returncode == 255
+    assert "Warmup request 1 of" in out.stderr and "no_such_signature" in out.stderr
+
+
+@pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
+def test_tf_serving_bad_model_and_bad_config_fail_start_up(tmp_path):
+    out = run_cli("--port=0", f"--grpc_socket_path={tmp_path}/s",
+                  f"--model_base_path={SHARED_TESTDATA / 'bad_half_plus_two'}", "--max_num_load_retries=0",
+                  timeout=120)
+    assert out.returncode == 255 and "did not become available" in out.stderr
+    out = run_cli(f"--model_config_file={SHARED_TESTDATA / 'bad_model_config.txt'}")
+    assert out.returncode == 255 and "Invalid protobuf file" in out.stderr
+
+
+# ---- a running process: start-up order, REST and gRPC alike, SIGTERM -------------------------
+def test_rest_and_grpc_answer_alike_in_a_live_process(exported, tmp_path, start_server):
+    config = write_config(tmp_path / "models.config", {"hp2": exported / "hp2", "hp2tf2": exported / "hp2tf2"})
+    server = start_server([f"--model_config_file={config}"])
+    x = [[0.1], [7.0], [-3.5]]
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        stub = prediction_stub(ch)
+        for model in ("hp2", "hp2tf2"):
+            grpc_out = to_numpy(stub.Predict(predict_request(model, x), timeout=10).outputs["y"])
+            status, body = call_json(server, "POST", f"/v1/models/{model}:predict", {"instances": x})
+            assert status == 200
+            np.testing.assert_array_equal(grpc_out, np.array(body["predictions"], dtype=np.float32))
+
+
+def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(exported, tmp_path, start_server):
+    base = tmp_path / "m"
+    base.mkdir()
+    server = start_server([f"--model_base_path={base}", "--model_name=m"], wait=False)
+    wait_for(lambda: "No versions of servable m found under base path" in server.process.log(),
+             what="the server polling an empty base path", timeout=120)
+    assert not port_open(server.rest_port) and not port_open(server.grpc_port)
+    shutil.copytree(exported / "hp2" / "1", base / "1")
+    server.process.wait_ready(120)
+    log = server.process.log()
+    assert "Successfully loaded servable version {name: m version: 1}" in log
+    assert f"Running gRPC ModelServer at 0.0.0.0:{server.grpc_port} ..." in log
+    assert f"Exporting HTTP/REST API at:localhost:{server.rest_port} ..." in log
+    assert log.index("Successfully loaded servable version") < log.index("Running gRPC ModelServer")
+    assert rest_predict(server) == 2.5
+    # In-flight requests finish during shutdown.
+    results = []
+
+    def predict():
+        try:
+            results.append(rest_predict(server))
+        except urllib.error.HTTPError:
+            raise
+        except OSError as exc:  # refused or reset: it reached the port after the listener closed
+            results.append(exc)
+
+    threads = [threading.Thread(target=predict) for _ in range(4)]
+    for t in threads:
+        t.start()
+    server.process.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    assert server.process.proc.wait(30) == 0
+    assert not port_open(server.rest_port)
+    assert len(results) == 4 and all(r == 2.5 for r in results if not isinstance(r, OSError)), results
+
+
+def test_request_on_a_connection_opened_before_sigterm_is_answered(exported, start_server):
+    """The listener closes at SIGTERM, but a client that connected just before may still be
+    sending its request: it is answered (and told to close), not dropped."""
+    server = start_server([f"--model_base_path={exported / 'hp2'}", "--model_name=m"])
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    conn.connect()
+    server.process.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: not port_open(server.rest_port), what="REST listener closed", timeout=30)
+    conn.request("POST", "/v1/models/m:predict", body=json.dumps({"instances": [[1.0]]}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["predictions"] == [[2.5]]
+    assert resp.getheader("Connection") == "close"
+    conn.close()
+    assert server.process.proc.wait(30) == 0
