@@ -14,8 +14,6 @@ from kit.process import free_port, port_open
 from tests.helpers import rest_predict, status, wait_for, write_config
 
 
-
-
 @pytest.fixture
 def logs(caplog):
     caplog.set_level(logging.INFO)

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-    model_management_pb2, model_service_pb2_grpc, regression_pb2,
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tests.helpers import call_json, predict_request, prediction_stub, to_numpy
@@ -189,3 +194,16 @@ def test_reload_config_over_grpc(exported, serve):
             ms.HandleReloadConfigRequest(bad, timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert stub.Predict(predict_request("other", [[2.0]]), timeout=10).outputs["y"].float_val == [3.0]
+
+
+@pytest.mark.parametrize("model,code", [("nope", grpc.StatusCode.NOT_FOUND), ("hp2", grpc.StatusCode.INVALID_ARGUMENT)])
+def test_the_model_is_resolved_before_a_malformed_tensor_is_read(stub, model, code):
+    # predict_util.cc: the servable is found first, so an unknown model is NOT_FOUND whatever its
+    # inputs hold; a known one answers INVALID_ARGUMENT for dims past int64 (never INTERNAL).
+    request = predict_request(model, [[1.0]])
+    del request.inputs["x"].tensor_shape.dim[:]
+    for size in (2**40, 2**40, 0, 1):
+        request.inputs["x"].tensor_shape.dim.add().size = size
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(request, timeout=10)
+    assert err.value.code() == code

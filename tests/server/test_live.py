@@ -20,7 +20,14 @@ import pytest
 
 from kit.process import free_port, port_open
 from tests.helpers import (
-    SHARED_TESTDATA, call_json, predict_request, prediction_stub, rest_predict, run_cli, to_numpy, wait_for,
+    SHARED_TESTDATA,
+    call_json,
+    predict_request,
+    prediction_stub,
+    rest_predict,
+    run_cli,
+    to_numpy,
+    wait_for,
     write_config,
 )
 
@@ -91,8 +98,8 @@ def test_malformed_config_file_is_fatal(tmp_path):
 
 def test_failing_warmup_request_is_fatal_at_start_up_unless_warmup_is_off(tmp_path):
     # (warmup off: tests/server/test_warmup.py::test_warmup_off_ignores_the_file)
-    from pyserving.runtime import warmup
     from pyserving.examples import half_plus_two
+    from pyserving.runtime import warmup
 
     base = tmp_path / "m"
     version = half_plus_two.write_tf1(str(base), 1)

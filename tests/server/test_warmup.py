@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 from tensorflow_serving.apis import prediction_log_pb2
 
-from pyserving.runtime import warmup
 from pyserving.examples import half_plus_two
+from pyserving.runtime import warmup
 from tests.helpers import rest_predict, status, wait_for
 
 
