@@ -77,6 +77,7 @@ def test_canary_promote_and_rollback_move_versions_between_roles_and_keep_a_hist
     assert dropped.history[-1] == ("rollback", 3) and (dropped.model, dropped.base_path) == ("m", "/b")
     back = rollout.rollback(dropped)  # without one: the previous stable serves again
     assert (back.stable, back.canary, back.previous, back.history[-1]) == (1, None, None, ("rollback", 2))
+    assert (back.model, back.base_path) == ("m", "/b")
     with pytest.raises(ValueError, match="^m has no previous version to roll back to$"):
         rollout.rollback(back)
     with pytest.raises(ValueError, match="^m has no canary to promote$"):
@@ -129,6 +130,8 @@ class TFServingREST(BaseHTTPRequestHandler):
                 {"version": "1", "state": "END", "status": {"error_code": "OK", "error_message": ""}}]}
         elif self.path == "/v1/models/m/labels/stable/metadata":
             body = {"model_spec": {"name": "m", "signature_name": "", "version": "2"}, "metadata": {}}
+        elif self.path == "/v1/models/empty":
+            body = {}  # proto3 JSON leaves an empty list out
         elif self.path == "/v1/models/m/labels/broken/metadata":
             body = {"unexpected": True}
         else:
@@ -161,7 +164,7 @@ def test_the_server_s_answers_are_read_as_tf_serving_writes_them(rest):
     assert rollout.server_status(rest, "m") == {2: "AVAILABLE", 1: "END"}
     assert rollout.label_version(rest, "m", "stable") == 2
     assert rollout.server_status(rest, "absent") == {} and rollout.label_version(rest, "m", "nope") is None
-    assert rollout.label_version(rest, "m", "broken") is None
+    assert rollout.label_version(rest, "m", "broken") is None and rollout.server_status(rest, "empty") == {}
 
 
 def test_an_unreachable_server_has_no_status_and_no_labels():

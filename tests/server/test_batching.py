@@ -353,11 +353,11 @@ def test_padding_goes_up_to_the_next_allowed_size():
 
 def test_padding_copies_the_first_row_of_inputs_of_any_rank_and_reports_both_sizes():
     clock, servable, sizes = Clock(), Spy(), []
-    batcher = Batcher(BatchingParams(max_batch_size=4, allowed_batch_sizes=(2, 4)), clock=clock,
+    batcher = Batcher(BatchingParams(max_batch_size=5, allowed_batch_sizes=(2, 5)), clock=clock,
                       on_batch=lambda size, padded: sizes.append((size, padded)), start_threads=False)
     task = batcher.submit(spy_request(servable, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
     run_due(batcher, clock)
-    assert servable.runs[0]["rows"] == 4 and sizes == [(3, 4)]
+    assert servable.runs[0]["rows"] == 5 and sizes == [(3, 5)]
     assert task.result()["y"].tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
 
 
@@ -478,7 +478,7 @@ def test_a_batched_output_without_a_row_per_input_row_fails_the_batch_with_its_s
     clock = Clock()
     for outputs, shown in [(lambda x: {"y": x[:1]}, "1"), (lambda x: {"y": np.float32(1.0)}, "scalar")]:
         batcher = Batcher(BatchingParams(max_batch_size=8), clock=clock, start_threads=False)
-        task = batcher.submit(spy_request(Spy(outputs=outputs), [[1.0], [2.0]]))
+        task = batcher.submit(spy_request(Spy(outputs=outputs), [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]))
         run_due(batcher, clock)
         with pytest.raises(ServingError) as err:
             task.result()
@@ -518,7 +518,8 @@ def test_batches_run_on_daemon_batch_threads_and_unbatchable_runs_on_the_solo_po
     try:
         batcher.submit(spy_request(servable, [[1.0]])).result(timeout=5)
         batcher.submit(spy_request(servable, 1.0)).result(timeout=5)  # a scalar: no batch dimension
-        assert [r["thread"] for r in servable.runs] == ["batch-0", "batch-solo_0"]
+        assert batcher.submit(spy_request(servable, 1.0), inline=True).done()  # the caller may block: runs here
+        assert [r["thread"] for r in servable.runs] == ["batch-0", "batch-solo_0", threading.current_thread().name]
         assert all(t.daemon for t in threading.enumerate() if t.name == "batch-0")
     finally:
         batcher.stop()

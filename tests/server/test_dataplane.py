@@ -243,6 +243,7 @@ def test_a_predict_hands_its_filter_and_deadline_to_a_pool_thread_unless_told_in
     assert model.runs[1][:3] == ("serving_default", ("y", "z"), None)
     assert model.runs[1][3] == threading.current_thread().name
     assert (result.model_name, result.version, result.signature_name) == ("m", 4, "serving_default")
+    assert result.value is outputs
 
 
 def test_the_method_name_of_a_predict_signature_is_checked_only_when_asked(served):
@@ -272,10 +273,10 @@ def test_classify_and_regress_read_their_outputs_and_count_the_examples(served):
     classified = data.classify(ModelSpec("m", signature_name="classify_x"), [b"e1", b"e2"], 3.0)
     assert (classified.model_name, classified.version, classified.signature_name) == ("m", 4, "classify_x")
     assert classified.value == [[(b"a", 0.5), (b"b", 0.5)]] * 2
-    regressed = data.regress(ModelSpec("m", signature_name="regress_x"), [b"e1", b"e2", b"e3"])
+    regressed = data.regress(ModelSpec("m", signature_name="regress_x"), [b"e1", b"e2", b"e3"], 4.0)
     assert (regressed.signature_name, regressed.value) == ("regress_x", [0.0, 1.0, 2.0])
     assert [run[:3] for run in model.runs] == [("classify_x", ("classes", "scores"), 3.0),
-                                               ("regress_x", ("outputs",), None)]
+                                               ("regress_x", ("outputs",), 4.0)]
     assert examples_counted(metrics) == 5
 
 
@@ -287,6 +288,8 @@ def test_multi_inference_runs_every_task_on_one_version(served):
     assert [(r.model_name, r.version, r.signature_name) for r in results] == [("m", 4, "classify_x"),
                                                                              ("m", 4, "regress_x")]
     assert results[1].value == [0.0, 1.0] and examples_counted(metrics) == 2
+    [alone] = data.multi_inference([(ModelSpec("m", signature_name="regress_x"), REGRESS_METHOD)], [b"e"], 1.5)
+    assert alone.value == [0.0] and model.runs[-1][:3] == ("regress_x", ("outputs",), 1.5)
     for tasks, message in [([], "Expected at least one task"),
                            ([(ModelSpec("m", signature_name="classify_x"), CLASSIFY_METHOD),
                              (ModelSpec("n", signature_name="regress_x"), REGRESS_METHOD)],
@@ -311,3 +314,22 @@ def test_waiting_past_the_deadline_says_so_in_tf_servings_words():
     with pytest.raises(ServingError) as err:
         wait(Future(), 0.01)
     assert err.value.message == "Deadline exceeded while waiting in the batch queue"
+
+
+def test_classify_and_regress_check_the_signature_for_their_method(served):
+    core, model, metrics = served
+    data = DataPlane(core, PoolRunner(None), metrics)
+    with pytest.raises(ServingError) as err:
+        data.classify(ModelSpec("m", signature_name="regress_x"), [b"e"])
+    assert err.value.message.startswith('Expected classification signature outputs to contain at least one of')
+    checked = DataPlane(core, PoolRunner(None), metrics, check_method_name=True)
+    model.signatures = dict(Model.signatures, classify_x=_sig(PREDICT_METHOD, {"inputs": STR},
+                                                              {"scores": FLOAT}, "tf_example:0"))
+    spec = ModelSpec("m", signature_name="classify_x")
+    assert data.classify(spec, [b"e"]).value == [[(b"a", 0.5), (b"b", 0.5)]]  # unchecked: judged by its tensors
+    for call in (lambda: checked.classify(spec, [b"e"]),
+                 lambda: checked.multi_inference([(spec, CLASSIFY_METHOD)], [b"e"])):
+        with pytest.raises(ServingError) as err:
+            call()
+        assert err.value.message == ("Expected classification signature method_name to be "
+                                     "tensorflow/serving/classify. Was: tensorflow/serving/predict")

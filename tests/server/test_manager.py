@@ -173,10 +173,11 @@ class Events:
     """on_state_change's calls, in order."""
 
     def __init__(self):
-        self.calls = []
+        self.calls, self.errors = [], []
 
     def __call__(self, name, version, state, error):
         self.calls.append((name, version, state, error.code if error else None))
+        self.errors.append(error)
 
 
 def test_each_state_change_is_reported_with_model_version_state_and_error(loader):
@@ -242,7 +243,7 @@ def test_stopping_during_a_retry_wait_ends_the_load_cancelled(loader):
     wait_until(lambda: loader.calls == [1])
     manager.stop()
     assert events.calls == [("m", 1, L, None), ("m", 1, E, Code.CANCELLED)]
-    assert loader.calls == [1]
+    assert events.errors[-1].message == "load cancelled" and loader.calls == [1]
 
 
 def test_a_version_unloads_only_once_every_lease_is_released(loader):

@@ -4,6 +4,7 @@ AVAILABLE versions, new models waited for, left-out models unloaded), on real ve
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -177,6 +178,95 @@ def test_the_config_file_is_polled_and_applied_when_it_changes(core, tmp_path, c
     time.sleep(5 * POLL)
     assert sorted(core.configs) == ["a", "b"]
     errors = [r.getMessage() for r in caplog.records]
-    assert len(errors) == 1 and errors[0].startswith(f"Failed to reload model config {path}: Invalid protobuf file")
+    assert len(errors) == 1 and errors[0].startswith(f"Failed to reload model config {path}: Invalid protobuf file: "
+                                                     f"'{path}'")
     write("b")
     wait_until(lambda: sorted(core.configs) == ["b"])
+
+
+def test_every_label_is_checked_not_only_up_to_the_first_good_one(tmp_path):
+    a = versions(tmp_path / "a", 1)
+    for allow, labels in [(False, {"stable": 1, "canary": 9}), (True, {"new": 9, "stable": 9})]:
+        core = ServerCore(Loader(), file_system_poll_wait_s=POLL, allow_labels_for_unavailable=allow)
+        try:
+            core.reload([model("a", a, {"stable": 1})], timeout=10)
+            assert refused(core.reload, [model("a", a, labels)]).code == Code.FAILED_PRECONDITION
+        finally:
+            core.stop()
+
+
+def test_with_the_flag_a_new_model_may_label_a_version_it_does_not_have(tmp_path):
+    core = ServerCore(Loader(), file_system_poll_wait_s=POLL, allow_labels_for_unavailable=True)
+    try:
+        core.reload([model("a", versions(tmp_path / "a", 1), {"canary": 9})], timeout=10)
+        assert core.manager.available_versions("a") == {1}
+    finally:
+        core.stop()
+
+
+def test_a_new_model_s_labels_wait_for_the_versions_they_name(tmp_path):
+    gate = threading.Event()
+    loader = Loader()
+
+    def load(name, version, path):
+        if version == 1:
+            gate.wait(5)  # version 2, the latest, is up first; the labelled one comes later
+        return loader(name, version, path)
+
+    core = ServerCore(load, file_system_poll_wait_s=POLL)
+    try:
+        threading.Timer(0.3, gate.set).start()
+        core.reload([model("c", versions(tmp_path / "c", 1, 2), {"stable": 1}, versions_=(1, 2))], timeout=10)
+        with core.manager.servable(ModelSpec("c", label="stable")) as (version, _s):
+            assert version == 1
+    finally:
+        gate.set()
+        core.stop()
+
+
+def test_a_reload_gives_up_at_its_timeout(core, tmp_path):
+    (tmp_path / "empty").mkdir()
+    started = time.monotonic()
+    err = refused(core.reload, [model("empty", str(tmp_path / "empty"))], timeout=0.3)
+    assert err.code == Code.DEADLINE_EXCEEDED and time.monotonic() - started < 2.0
+    gate = threading.Event()
+    slow = ServerCore(lambda name, version, path: (version == 2 or gate.wait(5)) and Servable(version),
+                      file_system_poll_wait_s=POLL)
+    try:  # the latest version is up, the labelled one still loading when the time is up: the label is refused
+        versions(tmp_path / "s", 1, 2)
+        err = refused(slow.reload, [model("s", str(tmp_path / "s"), {"old": 1}, versions_=(1, 2))], timeout=0.3)
+        assert err.code == Code.FAILED_PRECONDITION
+    finally:
+        gate.set()
+        slow.stop()
+
+
+def test_several_failed_models_are_listed_and_retries_follow_the_interval(tmp_path):
+    core = ServerCore(Loader(), file_system_poll_wait_s=POLL, max_load_retries=1, load_retry_interval_s=0)
+    try:
+        x, y = versions(tmp_path / "x", 1, content=b"BAD"), versions(tmp_path / "y", 2, content=b"BAD")
+        started = time.monotonic()
+        err = refused(core.reload, [model("x", x), model("y", y)], timeout=10)
+        assert time.monotonic() - started < 2.0  # one retry, at once: not a minute later
+        assert err.message == ("2 model(s) did not become available: "
+                               f"{{name: x version: 1}} due to error: cannot parse {x}/1, "
+                               f"{{name: y version: 2}} due to error: cannot parse {y}/2")
+    finally:
+        core.stop()
+
+
+def test_one_source_thread_polls_whatever_the_number_of_reloads(core, tmp_path):
+    a = versions(tmp_path / "a", 1)
+    for labels in ({}, {"stable": 1}, {}):
+        core.reload([model("a", a, labels)], timeout=10)
+    assert [t.name for t in threading.enumerate()].count("fs-source") == 1
+
+
+def test_the_config_poller_is_a_daemon_and_logs_an_unreadable_file_once(core, tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="pyserving.core.server_core")
+    path = tmp_path / "gone.config"
+    core.poll_config_file(str(path), POLL, "")
+    assert [t.daemon for t in threading.enumerate() if t.name == "config-poller"] == [True]
+    time.sleep(6 * POLL)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Failed to reload model config {path}: [Errno 2] No such file or directory: '{path}'"]

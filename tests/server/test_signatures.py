@@ -137,6 +137,8 @@ def test_examples_signatures_fit_for_their_method_are_found_by_name_or_default()
     model = Model(serving_default=classify, r=regress)
     assert s.examples_signature(model, "", CLASSIFY_METHOD) == ("serving_default", classify)  # TF2: predict method
     assert s.examples_signature(model, "r", REGRESS_METHOD, check_method_name=True) == ("r", regress)
+    classes_only = Model(serving_default=classify_sig(outputs={"classes": STR}))
+    assert s.examples_signature(classes_only, "", CLASSIFY_METHOD)[1] is classes_only.signatures["serving_default"]
     err = error(s.examples_signature, model, "absent", REGRESS_METHOD)
     assert (err.code, err.message) == (Code.INVALID_ARGUMENT, "No signature was found with the name: absent")
 
@@ -204,6 +206,13 @@ def test_multi_inference_tasks_are_found_in_order():
     model = Model(serving_default=classify, r=regress)
     assert s.multi_inference_tasks(model, [("", CLASSIFY_METHOD), ("r", REGRESS_METHOD)]) == [
         ("serving_default", classify), ("r", regress)]
+
+
+def test_multi_inference_checks_the_method_name_only_when_asked():
+    model = Model(serving_default=classify_sig(PREDICT_METHOD))
+    assert s.multi_inference_tasks(model, [("", CLASSIFY_METHOD)])[0][0] == "serving_default"
+    err = error(s.multi_inference_tasks, model, [("", CLASSIFY_METHOD)], True)
+    assert err.message.startswith("Expected classification signature method_name to be tensorflow/serving/classify")
 
 
 @pytest.mark.parametrize("tasks,code,message", [

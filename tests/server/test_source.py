@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 import time
 
 from pyserving.core.source import FileSystemSource, list_versions, parse_version
@@ -95,7 +97,8 @@ def test_without_models_a_poll_offers_nothing():
     assert source.poll_once() is False and emitted == []
 
 
-def test_a_version_without_a_model_file_is_offered_after_3_s_by_default(tmp_path):
+def test_a_version_without_a_model_file_is_offered_after_3_s_by_default(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pyserving.core.source")
     now = [0.0]
     source, emitted = recording_source(clock=lambda: now[0])
     source.set_models({"m": ModelConfig("m", str(tmp_path))})
@@ -106,6 +109,9 @@ def test_a_version_without_a_model_file_is_offered_after_3_s_by_default(tmp_path
         assert source.poll_once() is True and emitted[-1] == ("m", {})
     now[0] = 3.0
     assert source.poll_once() is False and emitted[-1] == ("m", {1: str(tmp_path / "1")})
+    assert [r.getMessage() for r in caplog.records] == [
+        "Version 1 of servable m has no saved_model.pb (or model.tflite) after 3 s; offering it anyway so that "
+        "its load reports why"]
 
 
 def test_models_are_polled_independently_even_with_the_same_version_numbers(tmp_path):
@@ -152,16 +158,26 @@ def test_the_polling_thread_settles_new_versions_quickly_and_keeps_polling(tmp_p
         wait_until(lambda: emitted and emitted[-1][1])
     finally:
         source.stop()
-    slow, emitted = recording_source(poll_wait_s=5)  # settling looks are 0.3 s apart, whatever the poll wait
-    make_version(tmp_path / "slow", 1)
-    slow.set_models({"m": ModelConfig("m", str(tmp_path / "slow"))})
-    started = time.monotonic()
-    slow.start()
+
+
+def test_with_poll_wait_0_the_source_polls_once_then_only_when_the_models_change(tmp_path):
+    source, emitted = recording_source(poll_wait_s=0)
+    make_version(tmp_path, 1)
+    source.start()
     try:
+        assert [t.daemon for t in threading.enumerate() if t.name == "fs-source"] == [True]
+        time.sleep(0.2)  # polled (no models yet): now it waits for set_models()
+        started = time.monotonic()
+        source.set_models({"m": ModelConfig("m", str(tmp_path))})
         wait_until(lambda: emitted and emitted[-1][1])
-        assert time.monotonic() - started < 1.0
+        assert 0.25 <= time.monotonic() - started < 1.0  # two looks settle_s (0.3 s) apart, not back to back
+        make_version(tmp_path, 2)
+        time.sleep(0.5)
+        assert emitted[-1] == ("m", {1: str(tmp_path / "1")})  # no polling
+        source.set_models({"m": ModelConfig("m", str(tmp_path))})  # a config change wakes it
+        wait_until(lambda: emitted[-1] == ("m", {2: str(tmp_path / "2")}))
     finally:
-        slow.stop()
+        source.stop()
 
 
 def test_a_missing_or_empty_base_path_is_logged_once_per_episode(tmp_path, caplog):
@@ -184,6 +200,13 @@ def test_a_missing_or_empty_base_path_is_logged_once_per_episode(tmp_path, caplo
     source.poll_once()
     assert logged() == [f"No versions of servable m found under base path {base}. Did you forget to name your "
                         "leaf directory as a number (eg. '/1/')?"]
+    make_version(base, 1)
+    source.poll_once()
+    source.poll_once()
+    assert logged() == []
+    shutil.rmtree(base / "1")
+    source.poll_once()
+    assert len(logged()) == 1  # empty again: said again
     base.rmdir()
     source.poll_once()
     assert len(logged()) == 1  # missing again: said again

@@ -90,7 +90,7 @@ def tensorflow_reads(proto):
 
 
 @pytest.mark.parametrize("proto", [
-    _proto(7, [3], string_val=[b"a", b"b"]), _proto(7, [2, 2]), _proto(7, [1], string_val=[b"x"]),
+    _proto(7, [4], string_val=[b"a", b"b", b"c"]), _proto(7, [2, 2]), _proto(7, [1], string_val=[b"x"]),
     _proto(1, [3]), _proto(1, [2, 2], float_val=[1.5, -2.0]), _proto(3, [3], int_val=[4, 5]), _proto(9, [2]),
     _proto(10, [3], bool_val=[True]), _proto(2, [2], double_val=[0.25]), _proto(1, [0, 3]), _proto(7, [0]),
 ])
