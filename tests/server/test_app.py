@@ -30,7 +30,9 @@ def test_config_file_polling_adds_and_removes_models_and_keeps_last_good(exporte
     config.write_text("model_config_list { config { name: ")  # malformed: last good config stays
     time.sleep(2.5)
     assert rest_predict(server, "a") == 2.5 and rest_predict(server, "b") == 2.5
-    assert "Failed to reload model config" in logs.text
+    assert "Failed to reload model config" in logs.text and f"Invalid protobuf file: '{config}'" in logs.text
+    parser_line = "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:36: '': Expected string but found"
+    assert logs.text.count(parser_line) == 1  # logged with the failure, once however often it is polled
     write_config(config, {"b": exported / "hp2tf2"})
     wait_for(lambda: not status(server, "a"), what="model a unloaded")
     assert rest_predict(server, "b") == 2.5

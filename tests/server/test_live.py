@@ -88,12 +88,23 @@ def test_model_that_cannot_load_is_fatal(tmp_path):
     assert "Running gRPC ModelServer" not in out.stderr
 
 
-def test_malformed_config_file_is_fatal(tmp_path):
-    config = tmp_path / "bad.config"
-    config.write_text("model_config_list { config { name: ")
-    out = run_cli(f"--model_config_file={config}")
+@pytest.mark.parametrize("flags,message_type", [
+    ([], "tensorflow.serving.ModelServerConfig"),
+    (["--enable_batching", "--batching_parameters_file={bad}"], "tensorflow.serving.BatchingParameters"),
+    (["--rest_api_port=1", "--monitoring_config_file={bad}"], "tensorflow.serving.MonitoringConfig"),
+    (["--ssl_config_file={bad}"], "tensorflow.serving.SSLConfig"),
+])
+def test_a_malformed_text_proto_is_fatal_in_tf_servings_words(tmp_path, flags, message_type):
+    # ParseProtoTextFile: protobuf's parser line, then the status naming the file.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("improperly formatted")
+    good = write_config(tmp_path / "models.config", {"m": tmp_path / "m"})
+    config = bad if not flags else good
+    out = run_cli(f"--model_config_file={config}", *(f.format(bad=bad) for f in flags))
     assert out.returncode == 255
-    assert f"Invalid protobuf file: '{config}'" in out.stderr
+    assert (f'Error parsing text-format {message_type}: 1:1: Message type "{message_type}" has no field named '
+            '"improperly".') in out.stderr
+    assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{bad}'" in out.stderr
 
 
 def test_failing_warmup_request_is_fatal_at_start_up_unless_warmup_is_off(tmp_path):
