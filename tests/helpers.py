@@ -78,6 +78,32 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pyserving", *args], capture_output=True, text=True, timeout=timeout)
 
 
+class CliRun:
+    """`python -m pyserving ARGS` started now and read later, so that the Python + TensorFlow
+    start-ups of several runs overlap; result() waits for the exit, stop() ends it by its pid."""
+
+    def __init__(self, log_dir: Path, *args: str):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.args = [sys.executable, "-m", "pyserving", *args]
+        self._stdout, self._stderr = log_dir / "stdout.txt", log_dir / "stderr.txt"
+        with open(self._stdout, "wb") as out, open(self._stderr, "wb") as err:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+    def result(self, timeout: float = 120) -> subprocess.CompletedProcess:
+        try:
+            returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        return subprocess.CompletedProcess(self.args, returncode, self._stdout.read_text(errors="replace"),
+                                           self._stderr.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 def run_module(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python ARGS` from the repository root; fails the test unless it exits 0."""
     out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from kit.process import free_port, port_open
 from tests.helpers import ROOT
@@ -35,7 +36,7 @@ def test_reproduce_trains_serves_queries_stops_and_reuses(tmp_path):
     assert (build / "models" / "svm" / "1" / "assets.extra" / "transformer.json").is_file()
     assert (build / "models" / "mnist" / "1" / "saved_model.pb").is_file()
     pid = int(re.search(r"pid (\d+)", out).group(1))
-    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    assert not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
     assert not (build / "server.json").exists()
     assert not port_open(rest_port) and not port_open(grpc_port)
 
