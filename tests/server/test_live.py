@@ -193,7 +193,7 @@ def test_tf_serving_bad_model_and_bad_config_fail_start_up(tf_serving_bad_model)
 # ---- a running process: start-up order, REST and gRPC alike, SIGTERM -------------------------
 def test_rest_and_grpc_answer_alike_in_a_live_process(parity_server):
     server = parity_server
-    server.process.wait_ready()
+    server.wait_ready()
     x = [[0.1], [7.0], [-3.5]]
     with grpc.insecure_channel(server.grpc_target) as ch:
         stub = prediction_stub(ch)
@@ -210,7 +210,7 @@ def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(ex
              what="the server polling an empty base path", timeout=120)
     assert not port_open(server.rest_port) and not port_open(server.grpc_port)
     shutil.copytree(exported / "hp2" / "1", base / "1")
-    server.process.wait_ready(120)
+    server.wait_ready(120)
     log = server.process.log()
     assert "Successfully loaded servable version {name: m version: 1}" in log
     assert f"Running gRPC ModelServer at 0.0.0.0:{server.grpc_port} ..." in log
@@ -243,7 +243,7 @@ def test_request_on_a_connection_opened_before_sigterm_is_answered(drain_server)
     """The listener closes at SIGTERM, but a client that connected just before may still be
     sending its request: it is answered (and told to close), not dropped."""
     server = drain_server
-    server.process.wait_ready()
+    server.wait_ready()
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
     conn.connect()
     server.process.proc.send_signal(signal.SIGTERM)
