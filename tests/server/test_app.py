@@ -56,7 +56,7 @@ def test_a_config_change_written_while_start_up_loads_models_is_applied(exported
              interval=0.005)
     write_config(config, {"a": exported / "hp2", "b": exported / "hp2tf2"})
     starting.join(60)
-    wait_for(lambda: status(started[0], "b").get(1, {}).get("state") == "AVAILABLE", timeout=4,
+    wait_for(lambda: status(started[0], "b").get(1, {}).get("state") == "AVAILABLE", timeout=2.5,
              what="model b loaded")
 
 
