@@ -70,8 +70,8 @@ def cannot_load(tmp_path_factory, stopped_at_end):
 
 @pytest.fixture(scope="module")
 def warmup_fails(tmp_path_factory, stopped_at_end):
-    from pyserving.runtime import warmup
     from pyserving.examples import half_plus_two
+    from pyserving.runtime import warmup
 
     tmp = tmp_path_factory.mktemp("warmup_fails")
     base = tmp / "m"
