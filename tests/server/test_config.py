@@ -38,7 +38,8 @@ def test_full_config():
     ('model_config_list { config { name: "a" base_path: "/x" model_platform: "tensorflow" '
      'version_labels { key: "bad-label" value: 1 } } }', Code.INVALID_ARGUMENT, "Invalid version label"),
     ('model_config_list { config { name: "a" base_path: "/x" model_platform: "tensorflow" '
-     'logging_config { sampling_config { sampling_rate: 1 } } } }', Code.FAILED_PRECONDITION, "No request-logger-creator provided."),
+     'logging_config { sampling_config { sampling_rate: 1 } } } }', Code.FAILED_PRECONDITION,
+     "No request-logger-creator provided."),
     ('custom_model_config { }', Code.UNIMPLEMENTED, "custom_model_config"),
 ])
 def test_invalid_configs(text, code, message):

@@ -47,7 +47,8 @@ def test_single_input_b64_object_is_a_value_not_a_named_object():
 
 
 def test_columnar_format():
-    fmt, inputs = jt.decode_predict({"inputs": {"a": [1, 2, 3], "b": [[True]]}}, sig(a=dtypes.DT_INT32, b=dtypes.DT_BOOL))
+    fmt, inputs = jt.decode_predict({"inputs": {"a": [1, 2, 3], "b": [[True]]}},
+                                    sig(a=dtypes.DT_INT32, b=dtypes.DT_BOOL))
     assert fmt == jt.COLUMNAR and inputs["a"].dtype == np.int32 and inputs["b"].tolist() == [[True]]
 
 
