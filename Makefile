@@ -1,7 +1,7 @@
 # The kit's entry points. Every Invoke task (`inv --list`) is a target of the same name running
 # `inv <task> $(ARGS)` (tests/kit/test_tasks.py checks it); the others are venv, lint, test,
-# serve-stop, bench, clean and help. `make <target>` creates the virtual environment first (.venv/,
-# pinned by requirements.txt) when it is missing or stale.
+# serve-stop, bench, mutate, clean and help. `make <target>` creates the virtual environment first
+# (.venv/, pinned by requirements.txt) when it is missing or stale.
 PYTHON ?= python3
 VENV := .venv
 INV := $(VENV)/bin/inv
@@ -10,7 +10,7 @@ BACKEND ?= native
 ARGS ?=
 
 .PHONY: venv lint test reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
-        image build-server publish canary promote rollback versions soak bench clean help
+        image build-server publish canary promote rollback versions soak bench mutate clean help
 
 help:
 	@echo "make reproduce   train both models, serve them, query them over REST and gRPC (offline, native backend)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint        ruff (configured in pyproject.toml)"
 	@echo "make train-svm | train-mnist | serve | serve-stop | test-svm | test-mnist | image | build-server | bench"
 	@echo "make publish | canary | promote | rollback | versions | soak    update served models online"
+	@echo "make mutate      mutation testing of pyserving/core, pyserving/codecs, kit/steps.py, kit/rollout.py (~20 min)"
 	@echo "BACKEND=native|docker|binary selects the serving backend; ARGS='...' passes task options"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -88,6 +89,19 @@ bench: $(STAMP)
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1) || \
 	  echo "could not install wrk and h2load (needs root and Debian's packages)"
 	$(VENV)/bin/python bench/serving.py $(ARGS)
+
+# Mutation testing (mutmut, configured in pyproject.toml [tool.mutmut]) of the modules where a
+# silent bug hurts most, against their fast in-process unit tests; not part of `make test`. A full
+# run starts from a fresh mutants/ (mutmut does not retest a mutant when only the tests changed)
+# and is cut off after MUTATE_TIMEOUT seconds; ARGS='<mutant name or glob>' retests only those
+# mutants and keeps the other results. Then kit/mutation_report.py prints the table per module.
+MUTATE_TIMEOUT ?= 1800
+MUTATE_CHILDREN ?= 2
+
+mutate: $(STAMP)
+	$(if $(ARGS),,rm -rf mutants)
+	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \
+	  status=$$?; $(VENV)/bin/python -m kit.mutation_report; exit $$status
 
 clean:
 	rm -rf build

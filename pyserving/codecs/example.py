@@ -9,14 +9,9 @@ from typing import Any
 
 from tensorflow.core.example import example_pb2, feature_pb2
 
-from pyserving.codecs.json_tensor import decode_b64, dump_value, is_b64
+# _type_name is json_tensor.cc's JsonTypeString, which MakeExampleFromJsonObject uses too.
+from pyserving.codecs.json_tensor import _type_name, decode_b64, dump_value, is_b64
 from pyserving.errors import invalid_argument
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "Null"
-    return {dict: "Object", list: "Array"}.get(type(value), "Value")
 
 
 def _kind_error(name: str, feature: feature_pb2.Feature):

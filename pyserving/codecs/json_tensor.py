@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from pyserving import dtypes
-from pyserving.errors import invalid_argument
+from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.types import SignatureInfo
 
 ROW, COLUMNAR = "row", "columnar"
@@ -29,6 +29,8 @@ _INT_RANGES = {
     dtypes.DT_INT64: (-(2**63), 2**63 - 1), dtypes.DT_UINT32: (0, 2**32 - 1),
     dtypes.DT_UINT64: (0, 2**64 - 1),
 }
+# Narrower types that json_tensor.cc accepts as any int32 (its tensor carries them in int_val).
+_CARRIED_AS_INT32 = (dtypes.DT_INT8, dtypes.DT_INT16, dtypes.DT_UINT8)
 
 
 # ---- parsing ------------------------------------------------------------------------------
@@ -157,8 +159,12 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
         for v in leaves:
             if type(v) is not int or not low <= v <= high:
                 raise _type_error(v, dtype)
+        if dtype in _CARRIED_AS_INT32:  # TensorFlow static_casts the int32 values: they wrap
+            return np.array(leaves, dtype=np.int32).astype(dtypes.numpy_dtype(dtype))
         return np.array(leaves, dtype=dtypes.numpy_dtype(dtype))
-    raise invalid_argument(f"Conversion of JSON Value: {dump_value(leaves[:1])} to type: {dtypes.short_name(dtype)}")
+    # AddValueToTensor's default case: UNIMPLEMENTED, naming the first value it cannot convert.
+    raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value: {dump_value(leaves[0] if leaves else [])} "
+                                           f"to type: {dtypes.short_name(dtype)}")
 
 
 def _floats_to_array(leaves: list, dtype: int) -> np.ndarray:

@@ -34,7 +34,7 @@ class SignatureNotFound(ServingError):
 
 
 def _fmt(names) -> str:
-    return "{" + ", ".join(sorted(names)) + "}"
+    return "{" + ",".join(sorted(names)) + "}"  # absl::StrJoin(std::set, ",")
 
 
 # ---- predict ---------------------------------------------------------------------------------

@@ -1,11 +1,20 @@
-"""kit.rollout.publish: the next version number, copied atomically, stale staging folders cleared."""
+"""kit/rollout.py: publish (the next version number, copied atomically, stale staging folders cleared) and the
+rollout state machine, its state file, the config it writes and the server answers it reads."""
 from __future__ import annotations
 
+import json
 import os
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from kit import rollout
+from pyserving.core import config
+from pyserving.types import VersionPolicy
 
 
 @pytest.fixture
@@ -42,3 +51,130 @@ def test_publish_refuses_an_existing_version(tmp_path, source):
     with pytest.raises(FileExistsError, match="versions are immutable once published"):
         rollout.publish(base, source, version=3)
     assert os.listdir(base) == ["3"] and os.listdir(base / "3") == []
+
+
+# ---- what the survivors of `make mutate` showed untested: the rollout's pure state machine,
+# its state file, the model config it writes (read back by the server's own reader) and the two
+# REST reads it makes, against a stand-in answering as TF Serving's REST API does --------------
+def test_a_rollout_s_versions_and_labels():
+    assert rollout.plain("m", Path("/b")) == rollout.Rollout("m", "/b", None)
+    assert (rollout.plain("m", Path("/b")).versions(), rollout.plain("m", Path("/b")).labels()) == ([], {})
+    r = rollout.Rollout("m", "/b", stable=2, canary=5, previous=1)
+    assert r.versions() == [1, 2, 5] and r.labels() == {"stable": 2, "canary": 5, "previous": 1}
+    assert rollout.Rollout("m", "/b", stable=2).labels() == {"stable": 2}
+    assert rollout.Rollout("m", "/b", stable=3, canary=3).versions() == [3]
+
+
+def test_canary_promote_and_rollback_move_versions_between_roles_and_keep_a_history():
+    r = rollout.Rollout("m", "/b", stable=1)
+    r = rollout.start_canary(r, 2)
+    assert (r.stable, r.canary, r.previous, r.history) == (1, 2, None, [("canary", 2)])
+    r = rollout.promote(r)
+    assert (r.stable, r.canary, r.previous, r.history) == (2, None, 1, [("canary", 2), ("promote", 2)])
+    r = rollout.start_canary(r, 3)
+    dropped = rollout.rollback(r)  # with a canary: the canary goes, the rest stays
+    assert (dropped.stable, dropped.canary, dropped.previous) == (2, None, 1)
+    assert dropped.history[-1] == ("rollback", 3) and (dropped.model, dropped.base_path) == ("m", "/b")
+    back = rollout.rollback(dropped)  # without one: the previous stable serves again
+    assert (back.stable, back.canary, back.previous, back.history[-1]) == (1, None, None, ("rollback", 2))
+    with pytest.raises(ValueError, match="^m has no previous version to roll back to$"):
+        rollout.rollback(back)
+    with pytest.raises(ValueError, match="^m has no canary to promote$"):
+        rollout.promote(back)
+
+
+def test_the_rollout_state_is_kept_beside_the_config_file(tmp_path):
+    config_file = tmp_path / "models.config"
+    assert rollout.state_path(config_file, "m") == tmp_path / "m.rollout.json"
+    assert rollout.load_state(config_file, "m") is None
+    r = rollout.promote(rollout.start_canary(rollout.Rollout("m", "/b", stable=1), 2))
+    rollout.save_state(config_file, r)
+    back = rollout.load_state(config_file, "m")
+    assert (back.stable, back.canary, back.previous, [tuple(h) for h in back.history]) == (
+        2, None, 1, [("canary", 2), ("promote", 2)])
+    plain = rollout.plain("other", tmp_path / "other")
+    assert [(x.model, x.stable) for x in rollout.rollouts_for(config_file, {"m": Path("/b"), "other": tmp_path})] == [
+        ("m", 2), ("other", None)]
+    assert rollout.rollouts_for(config_file, {"other": tmp_path / "other"}) == [plain]
+
+
+def test_the_model_config_it_writes_is_what_the_server_reads(tmp_path):
+    config_file = tmp_path / "models.config"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "o").mkdir()
+    others = [rollout.Rollout("o", str(tmp_path / "o"), stable=4)]
+    r = rollout.Rollout("m", str(tmp_path / "m"), stable=1, canary=2)
+    rollout.write_config(config_file, others, r)
+    read = {c.name: c for c in config.read_file(str(config_file))}
+    assert read["m"].policy == VersionPolicy("specific", versions=(1, 2)) and dict(read["m"].labels) == {
+        "stable": 1, "canary": 2}
+    assert read["o"].policy == VersionPolicy("specific", versions=(4,)) and dict(read["o"].labels) == {"stable": 4}
+    rollout.write_config(config_file, others, r, versions=[1, 2, 3], labels={"stable": 1})  # step 1 of a move
+    read = {c.name: c for c in config.read_file(str(config_file))}
+    assert read["m"].policy.versions == (1, 2, 3) and dict(read["m"].labels) == {"stable": 1}
+
+
+def test_disk_versions_of_a_missing_base_are_none(tmp_path):
+    assert rollout.disk_versions(tmp_path / "absent") == []
+
+
+class TFServingREST(BaseHTTPRequestHandler):
+    """Answers GET /v1/models/m and GET /v1/models/m/labels/<l>/metadata as TF Serving does:
+    versions as strings, states by name (get_model_status.proto's JSON)."""
+
+    def do_GET(self):
+        if self.path == "/v1/models/m":
+            body = {"model_version_status": [
+                {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+                {"version": "1", "state": "END", "status": {"error_code": "OK", "error_message": ""}}]}
+        elif self.path == "/v1/models/m/labels/stable/metadata":
+            body = {"model_spec": {"name": "m", "signature_name": "", "version": "2"}, "metadata": {}}
+        elif self.path == "/v1/models/m/labels/broken/metadata":
+            body = {"unexpected": True}
+        else:
+            self.send_response(404)
+            self.end_headers()
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def rest():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TFServingREST)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_the_server_s_answers_are_read_as_tf_serving_writes_them(rest):
+    assert rollout.server_status(rest, "m") == {2: "AVAILABLE", 1: "END"}
+    assert rollout.label_version(rest, "m", "stable") == 2
+    assert rollout.server_status(rest, "absent") == {} and rollout.label_version(rest, "m", "nope") is None
+    assert rollout.label_version(rest, "m", "broken") is None
+
+
+def test_an_unreachable_server_has_no_status_and_no_labels():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
+        assert rollout.server_status(closed, "m") == {} and rollout.label_version(closed, "m", "stable") is None
+
+
+def test_waiting_polls_until_true_or_times_out_naming_what_it_waited_for():
+    answers = iter([False, False, True])
+    started = time.monotonic()
+    rollout._wait(lambda: next(answers), 5, "the answer")
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for labels \{'stable': 2\} of m$"):
+        rollout._wait(lambda: False, 0.2, "labels {'stable': 2} of m")

@@ -6,10 +6,12 @@ Real files in tmp_path; the build folder (where the stamps go) is pointed there 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from kit import steps
+from kit.paths import ROOT
 
 
 class Step:
@@ -146,3 +148,57 @@ def test_the_digest_covers_parameters_file_names_and_contents(tmp_path):
     keys = {steps.digest({"n": 1}, [a]), steps.digest({"n": 2}, [a]), steps.digest({"n": 1}, [b]),
             steps.digest({"n": 1}, [a, b]), steps.digest({"n": 1}, [])}
     assert len(keys) == 5
+
+
+# ---- what the survivors of `make mutate` showed untested ----------------------------------------
+def test_parameters_that_json_cannot_hold_are_keyed_and_recorded_as_text(tmp_path, build):
+    step = Step(tmp_path / "work")
+    assert step.run({"data": tmp_path / "a.csv", "epochs": 3}) is True
+    stamp = json.loads((build / ".stamps" / "make-thing.json").read_text())
+    assert stamp["params"] == {"data": str(tmp_path / "a.csv"), "epochs": 3}
+    assert step.run({"data": tmp_path / "a.csv", "epochs": 3}) is False
+    assert step.run({"data": tmp_path / "b.csv", "epochs": 3}) is True  # another path: another key
+
+
+def test_inputs_inside_the_repository_are_recorded_relative_to_it(tmp_path, build):
+    step = Step(tmp_path / "work")
+    assert steps.run_step("code", {}, [ROOT / "kit" / "steps.py", step.data], [step.output], step.action)
+    stamp = json.loads((build / ".stamps" / "code.json").read_text())
+    assert stamp["inputs"] == ["kit/steps.py", str(step.data)]
+
+
+def test_what_a_step_says(tmp_path, build, capsys):
+    step = Step(tmp_path / "work")
+    second = tmp_path / "work" / "out" / "second.bin"
+
+    def action():
+        step.action()
+        second.write_text("2")
+
+    assert steps.run_step("pair", {}, [step.data], [step.output, second], action) is True
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[pair] running"
+    done = re.fullmatch(r"\[pair\] done in (\d+\.\d) s", lines[1])
+    assert done and float(done.group(1)) < 60
+    assert steps.run_step("pair", {}, [step.data], [step.output, second], action) is False
+    reused = capsys.readouterr().out.strip()
+    when = json.loads((build / ".stamps" / "pair.json").read_text())["when"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when)
+    assert reused == f"[pair] reused: inputs unchanged since {when} ({step.output}, {second})"
+
+
+def test_a_step_names_every_output_it_failed_to_produce(tmp_path, build):
+    one, two = tmp_path / "one.bin", tmp_path / "two.bin"
+    with pytest.raises(RuntimeError) as err:
+        steps.run_step("none", {}, [], [one, two], lambda: None)
+    assert str(err.value) == f"[none] finished without producing {one}, {two}"
+
+
+def test_python_sources_are_the_project_files_a_module_imports_even_inside_functions():
+    sources = steps.python_sources("pyserving.core.server_core")
+    shown = {str(p.relative_to(ROOT)) for p in sources}
+    assert {"pyserving/__init__.py", "pyserving/core/server_core.py", "pyserving/core/manager.py",
+            "pyserving/core/source.py", "pyserving/errors.py"} <= shown
+    assert "pyserving/core/config.py" in shown  # imported inside ServerCore._poll
+    assert all(p.is_relative_to(ROOT) for p in sources) and sources == sorted(sources)
+    assert "pyserving/protocols/rest.py" not in shown  # not imported: not an input

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -68,7 +69,8 @@ def test_full_batch_is_due_at_once_and_next_task_opens_a_new_one():
     submit(batcher, servable, [[3.0]])
     with pytest.raises(ServingError) as err:
         submit(batcher, servable, [[4.0], [5.0]])  # would need a third batch
-    assert err.value.code == Code.UNAVAILABLE
+    assert err.value.code == Code.UNAVAILABLE  # shared_batch_scheduler.h's words:
+    assert err.value.message == "The batch scheduling queue to which this task was submitted is full"
     with batcher._lock:
         assert batcher._take().size == 2
         assert batcher._take() is None  # the second batch waits for its deadline
@@ -261,7 +263,7 @@ def test_cancelling_a_split_task_waits_for_its_running_piece():
     first.tasks[0].future.set_result({"y": np.zeros((2, 1))})
     with pytest.raises(ServingError) as err:
         task.result(timeout=1)
-    assert err.value.code == Code.CANCELLED
+    assert err.value.code == Code.CANCELLED and err.value.message == "A part of the split task was cancelled"
     clock.now += 1
     _run_due(batcher)
     assert servable.calls == []  # the second piece was dropped
@@ -289,3 +291,285 @@ def test_a_servable_with_its_own_params_or_none_is_batched_by_them_or_not_at_all
 def test_a_batch_above_the_largest_allowed_size_runs_unpadded():
     assert BatchingParams(max_batch_size=4, allowed_batch_sizes=(2, 4)).padded_size(6) == 6
     assert BatchingParams(max_batch_size=4, allowed_batch_sizes=(2, 4)).padded_size(3) == 4
+
+
+class Spy:
+    """A servable that returns its input and records each run: rows, signature, outputs, deadline, thread."""
+
+    signatures = {}
+
+    def __init__(self, outputs=None, error=None, gate=None):
+        self.runs = []
+        self.outputs, self.error, self.gate = outputs, error, gate
+
+    def run(self, signature_name, inputs, output_keys, timeout_s=None):
+        self.runs.append({"rows": len(inputs["x"]) if inputs["x"].ndim else None, "signature": signature_name,
+                          "outputs": output_keys, "timeout": timeout_s, "thread": threading.current_thread().name})
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.error is not None:
+            raise self.error
+        return self.outputs(inputs["x"]) if self.outputs else {"y": inputs["x"]}
+
+
+def spy_request(servable, x, timeout_s=None, dtype=np.float32) -> RunRequest:
+    return RunRequest(servable, "sig_a", {"x": np.asarray(x, dtype)}, ("y",), timeout_s)
+
+
+def run_due(batcher, clock, seconds=10**4):
+    clock.now += seconds
+    _run_due(batcher)
+
+
+POSITIVE = "max_batch_size, max_enqueued_batches and num_batch_threads must be positive"
+INCREASING = "allowed_batch_sizes must be positive and strictly increasing"
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"max_batch_size": 0}, POSITIVE), ({"max_enqueued_batches": 0}, POSITIVE), ({"num_batch_threads": 0}, POSITIVE),
+    ({"max_execution_batch_size": 0}, "max_execution_batch_size must be positive"),
+    ({"max_batch_size": 4, "allowed_batch_sizes": (2, 2, 4)}, INCREASING),
+    ({"max_batch_size": 4, "allowed_batch_sizes": (4, 2)}, INCREASING),
+    ({"max_batch_size": 4, "allowed_batch_sizes": (0, 4)}, INCREASING),
+    ({"max_batch_size": 4, "allowed_batch_sizes": (1, 2, 3)},  # batching_session.cc's words
+     "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 3; expected 4"),
+])
+def test_batching_params_are_checked(fields, message):
+    with pytest.raises(ServingError) as err:
+        BatchingParams(**fields)
+    assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == message
+
+
+def test_the_smallest_batching_params_are_valid():
+    params = BatchingParams(max_batch_size=1, max_enqueued_batches=1, num_batch_threads=1, allowed_batch_sizes=(1,),
+                            enable_large_batch_splitting=True, max_execution_batch_size=1)
+    assert params.execution_batch_size == 1 and params.padded_size(1) == 1
+
+
+def test_padding_goes_up_to_the_next_allowed_size():
+    params = BatchingParams(max_batch_size=8, allowed_batch_sizes=(2, 4, 8))
+    assert [params.padded_size(n) for n in (1, 2, 3, 5, 6, 8)] == [2, 2, 4, 8, 8, 8]
+
+
+def test_padding_copies_the_first_row_of_inputs_of_any_rank_and_reports_both_sizes():
+    clock, servable, sizes = Clock(), Spy(), []
+    batcher = Batcher(BatchingParams(max_batch_size=4, allowed_batch_sizes=(2, 4)), clock=clock,
+                      on_batch=lambda size, padded: sizes.append((size, padded)), start_threads=False)
+    task = batcher.submit(spy_request(servable, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    run_due(batcher, clock)
+    assert servable.runs[0]["rows"] == 4 and sizes == [(3, 4)]
+    assert task.result()["y"].tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+
+
+def test_a_batch_runs_the_tasks_signature_and_outputs_with_the_earliest_deadline():
+    clock, servable = Clock(), Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=8), clock=clock, start_threads=False)
+    for timeout in (5.0, None, 2.0):
+        batcher.submit(spy_request(servable, [[1.0]], timeout))
+    run_due(batcher, clock)
+    batcher.submit(spy_request(servable, [[1.0]]))
+    run_due(batcher, clock)
+    assert [(r["rows"], r["signature"], r["outputs"], r["timeout"]) for r in servable.runs] == [
+        (3, "sig_a", ("y",), 2.0), (1, "sig_a", ("y",), None)]
+
+
+def test_two_servables_never_share_a_batch():
+    clock, one, other = Clock(), Spy(), Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=8), clock=clock, start_threads=False)
+    a, b = batcher.submit(spy_request(one, [[1.0]])), batcher.submit(spy_request(other, [[2.0], [3.0]]))
+    run_due(batcher, clock)
+    assert [r["rows"] for r in one.runs] == [1] and [r["rows"] for r in other.runs] == [2]
+    assert a.result()["y"].tolist() == [[1.0]] and b.result()["y"].tolist() == [[2.0], [3.0]]
+
+
+def test_the_deadline_is_the_first_tasks_arrival_plus_batch_timeout_micros():
+    clock, servable = Clock(), Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=8, batch_timeout_micros=1_000_000), clock=clock,
+                      start_threads=False)
+    start = clock.now
+    batcher.submit(spy_request(servable, [[1.0]]))
+    clock.now = start + 0.9999995
+    with batcher._lock:
+        assert batcher._take() is None
+    clock.now = start + 1.0
+    with batcher._lock:
+        assert batcher._take() is not None
+
+
+def test_a_batch_that_a_later_task_could_not_join_is_due_at_once():
+    clock, servable = Clock(), Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=4, batch_timeout_micros=10**9), clock=clock, start_threads=False)
+    batcher.submit(spy_request(servable, [[1.0]] * 3))
+    batcher.submit(spy_request(servable, [[2.0]] * 2))  # does not fit: opens a second batch
+    with batcher._lock:
+        first = batcher._take()
+        assert first is not None and first.size == 3  # nothing more can join it: no need to wait
+        assert batcher._take() is None
+
+
+def test_the_queue_counts_only_the_batches_a_split_task_adds():
+    clock, servable = Clock(), Spy()
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=4, enable_large_batch_splitting=True,
+                            max_enqueued_batches=1, batch_timeout_micros=10**9)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    batcher.submit(spy_request(servable, [[1.0]] * 2))
+    batcher.submit(spy_request(servable, [[2.0]] * 2))  # fills the open batch's room: no new batch
+    with pytest.raises(ServingError) as err:
+        batcher.submit(spy_request(servable, [[3.0]] * 4))  # would need a second batch
+    assert err.value.code == Code.UNAVAILABLE
+    batcher2 = Batcher(params, clock=clock, start_threads=False)
+    batcher2.submit(spy_request(servable, [[1.0]] * 2))
+    with pytest.raises(ServingError):
+        batcher2.submit(spy_request(servable, [[2.0]] * 4))  # 2 rows fill the room, 2 need a new batch
+
+
+def test_a_task_split_in_two_gets_each_piece_its_own_rows():
+    clock, servable = Clock(), Spy()
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=4, enable_large_batch_splitting=True)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    task = batcher.submit(spy_request(servable, [[float(i)] for i in range(6)]))
+    run_due(batcher, clock)
+    assert [r["rows"] for r in servable.runs] == [4, 2]
+    assert task.result()["y"].tolist() == [[float(i)] for i in range(6)]
+
+
+def test_a_split_task_fails_with_its_failing_piece_s_error():
+    clock = Clock()
+    servable = Spy(outputs=lambda x: {"y": x} if len(x) == 4 else (_ for _ in ()).throw(
+        ServingError(Code.RESOURCE_EXHAUSTED, "out of memory")))
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=4, enable_large_batch_splitting=True)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    task = batcher.submit(spy_request(servable, [[1.0]] * 6))
+    run_due(batcher, clock)
+    with pytest.raises(ServingError) as err:
+        task.result()
+    assert (err.value.code, err.value.message) == (Code.RESOURCE_EXHAUSTED, "out of memory")
+
+
+def test_split_pieces_padded_to_different_widths_cannot_be_joined():
+    clock, servable = Clock(), Spy()
+    params = BatchingParams(max_batch_size=8, max_execution_batch_size=2, enable_large_batch_splitting=True,
+                            pad_variable_length_inputs=True)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    batcher.submit(spy_request(servable, [[1.0, 1.0, 1.0]]))
+    task = batcher.submit(spy_request(servable, [[2.0, 2.0]] * 2))  # one row padded to 3 wide, one left at 2
+    run_due(batcher, clock)
+    with pytest.raises(ServingError) as err:
+        task.result()
+    assert err.value.code == Code.INTERNAL
+    assert err.value.message.startswith("Cannot join the outputs of a split task: ")
+
+
+@pytest.mark.parametrize("dtype,fill", [(np.float32, 0.0), (object, b"")])
+def test_padding_a_task_with_an_empty_inner_dimension_fills_zeros_or_empty_strings(dtype, fill):
+    clock, servable = Clock(), Spy()
+    params = BatchingParams(max_batch_size=8, pad_variable_length_inputs=True)
+    batcher = Batcher(params, clock=clock, start_threads=False)
+    wide = np.array([[b"a", b"b"]] if dtype is object else [[1.0, 2.0]], dtype)
+    empty = batcher.submit(spy_request(servable, np.zeros((1, 0), dtype), dtype=dtype))
+    batcher.submit(spy_request(servable, wide, dtype=dtype))
+    run_due(batcher, clock)
+    assert servable.runs[0]["rows"] == 2
+    out = empty.result()["y"]
+    assert out.dtype == np.dtype(dtype) and out.tolist() == [[fill, fill]]
+
+
+def test_a_batched_output_without_a_row_per_input_row_fails_the_batch_with_its_sizes():
+    clock = Clock()
+    for outputs, shown in [(lambda x: {"y": x[:1]}, "1"), (lambda x: {"y": np.float32(1.0)}, "scalar")]:
+        batcher = Batcher(BatchingParams(max_batch_size=8), clock=clock, start_threads=False)
+        task = batcher.submit(spy_request(Spy(outputs=outputs), [[1.0], [2.0]]))
+        run_due(batcher, clock)
+        with pytest.raises(ServingError) as err:
+            task.result()
+        assert err.value.code == Code.INTERNAL and err.value.message == (
+            f"Batched output tensor y's 0th dimension ({shown}) does not equal the sum of the 0th dimension sizes "
+            "of the input tensors (2)")
+
+
+def test_one_dimensional_outputs_are_split_by_row():
+    clock = Clock()
+    batcher = Batcher(BatchingParams(max_batch_size=8), clock=clock, start_threads=False)
+    servable = Spy(outputs=lambda x: {"y": x.sum(axis=1)})
+    a, b = (batcher.submit(spy_request(servable, x)) for x in ([[1.0, 2.0]], [[3.0, 4.0], [5.0, 6.0]]))
+    run_due(batcher, clock)
+    assert a.result()["y"].tolist() == [3.0] and b.result()["y"].tolist() == [7.0, 11.0]
+
+
+@pytest.mark.parametrize("error,code,message", [
+    (ServingError(Code.RESOURCE_EXHAUSTED, "OOM when allocating"), Code.RESOURCE_EXHAUSTED, "OOM when allocating"),
+    (ValueError("graph said no"), Code.INTERNAL, "graph said no"),
+])
+def test_a_failing_run_fails_every_task_of_its_batch(error, code, message):
+    clock = Clock()
+    batcher = Batcher(BatchingParams(max_batch_size=8), clock=clock, start_threads=False)
+    servable = Spy(error=error)
+    tasks = [batcher.submit(spy_request(servable, [[1.0]])) for _ in range(2)]
+    run_due(batcher, clock)
+    for task in tasks:
+        with pytest.raises(ServingError) as err:
+            task.result()
+        assert (err.value.code, err.value.message) == (code, message)
+
+
+def test_batches_run_on_daemon_batch_threads_and_unbatchable_runs_on_the_solo_pool():
+    servable = Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=1, num_batch_threads=1))
+    try:
+        batcher.submit(spy_request(servable, [[1.0]])).result(timeout=5)
+        batcher.submit(spy_request(servable, 1.0)).result(timeout=5)  # a scalar: no batch dimension
+        assert [r["thread"] for r in servable.runs] == ["batch-0", "batch-solo_0"]
+        assert all(t.daemon for t in threading.enumerate() if t.name == "batch-0")
+    finally:
+        batcher.stop()
+
+
+def test_the_solo_pool_runs_as_many_unbatchable_tasks_at_once_as_there_are_batch_threads():
+    for solo_threads, expected in [(None, 1), (2, 2)]:
+        gate = threading.Event()
+        servable = Spy(gate=gate)
+        batcher = Batcher(BatchingParams(num_batch_threads=1), solo_threads=solo_threads)
+        try:
+            tasks = [batcher.submit(spy_request(servable, 1.0)) for _ in range(3)]
+            time.sleep(0.2)
+            assert len(servable.runs) == expected
+            gate.set()
+            assert all(t.result(timeout=5)["y"] == 1.0 for t in tasks)
+        finally:
+            batcher.stop()
+
+
+def test_a_batch_that_fills_wakes_a_sleeping_batch_thread():
+    servable = Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=2, batch_timeout_micros=30_000_000, num_batch_threads=1))
+    try:
+        first = batcher.submit(spy_request(servable, [[1.0]]))
+        time.sleep(0.2)  # the batch thread now sleeps until the 30 s deadline
+        second = batcher.submit(spy_request(servable, [[2.0]]))
+        assert second.result(timeout=2)["y"].tolist() == [[2.0]] and first.done()
+    finally:
+        batcher.stop()
+
+
+def test_a_batch_runs_at_its_deadline_not_later():
+    servable = Spy()
+    batcher = Batcher(BatchingParams(max_batch_size=8, batch_timeout_micros=50_000, num_batch_threads=1))
+    try:
+        started = time.monotonic()
+        batcher.submit(spy_request(servable, [[1.0]])).result(timeout=5)
+        assert time.monotonic() - started < 0.6
+    finally:
+        batcher.stop()
+
+
+def test_stop_refuses_new_tasks_and_waits_for_running_unbatchable_ones():
+    gate = threading.Event()
+    servable = Spy(gate=gate)
+    batcher = Batcher(BatchingParams(num_batch_threads=1))
+    running = batcher.submit(spy_request(servable, 1.0))
+    threading.Timer(0.2, gate.set).start()
+    batcher.stop()
+    assert running.done() and running.result()["y"] == 1.0
+    with pytest.raises(ServingError) as err:
+        batcher.submit(spy_request(servable, [[1.0]]))
+    assert (err.value.code, err.value.message) == (Code.UNAVAILABLE, "Batch scheduler is shutting down")

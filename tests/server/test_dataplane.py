@@ -15,8 +15,18 @@ from pyserving.core.runners import PoolRunner, wait
 from pyserving.core.server_core import ServerCore
 from pyserving.core.signatures import SignatureNotFound
 from pyserving.errors import Code, ServingError
-from pyserving.protocols.metrics import NullMetrics
-from pyserving.types import PREDICT_METHOD, ModelSpec, RunRequest, SignatureInfo, TensorSpec, VersionState
+from pyserving.protocols.metrics import NullMetrics, ServingMetrics
+from pyserving.types import (
+    CLASSIFY_METHOD,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    ModelConfig,
+    ModelSpec,
+    RunRequest,
+    SignatureInfo,
+    TensorSpec,
+    VersionState,
+)
 
 
 class Doubler:
@@ -160,3 +170,144 @@ def test_waiting_past_the_deadline_drops_a_queued_run():
     with pytest.raises(ServingError) as err:
         wait(future, 0.01)
     assert err.value.code == Code.DEADLINE_EXCEEDED and future.cancelled()
+
+
+# ---- what the survivors of `make mutate` showed untested ----------------------------------------
+STR, FLOAT = dtypes.DT_STRING, dtypes.DT_FLOAT
+
+
+def _sig(method, inputs, outputs, input_tensor="x:0"):
+    return SignatureInfo(method, {n: TensorSpec(input_tensor, d, None) for n, d in inputs.items()},
+                         {n: TensorSpec(f"{n}:0", d, None) for n, d in outputs.items()})
+
+
+class Model:
+    """A servable with predict, classify and regress signatures that records every run."""
+
+    signatures = {
+        "serving_default": _sig(PREDICT_METHOD, {"x": FLOAT}, {"y": FLOAT, "z": FLOAT}),
+        "custom": _sig("custom/method", {"x": FLOAT}, {"y": FLOAT}),
+        "classify_x": _sig(CLASSIFY_METHOD, {"inputs": STR}, {"classes": STR, "scores": FLOAT}, "tf_example:0"),
+        "regress_x": _sig(REGRESS_METHOD, {"inputs": STR}, {"outputs": FLOAT}, "tf_example:0"),
+    }
+
+    def __init__(self):
+        self.runs = []
+
+    def run(self, signature_name, inputs, output_keys, timeout_s=None):
+        self.runs.append((signature_name, output_keys, timeout_s, threading.current_thread().name))
+        n = len(next(iter(inputs.values())))
+        if signature_name == "classify_x":
+            return {"classes": np.array([[b"a", b"b"]] * n, object), "scores": np.full((n, 2), 0.5, np.float32)}
+        if signature_name == "regress_x":
+            return {"outputs": np.arange(n, dtype=np.float32)}
+        return {"y": inputs["x"] * 2, "z": inputs["x"] * 3}
+
+    def signature_def_map(self) -> bytes:
+        return b"signature-def-map"
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def served():
+    """(core, model, metrics): version 4 of model "m" served by a real ServerCore."""
+    model, metrics = Model(), ServingMetrics()
+    core = ServerCore(lambda name, version, path: model)
+    core.manager.set_aspired_versions("m", {4: "/m/4"})
+    core.manager.wait_for_latest(["m"], timeout=10)
+    yield core, model, metrics
+    core.stop()
+
+
+def examples_counted(metrics, model="m") -> float:
+    for line in metrics.exposition().decode().splitlines():
+        if line.startswith(":tensorflow:serving:request_example_count_total{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_predict_hands_its_filter_and_deadline_to_a_pool_thread_unless_told_inline(served):
+    core, model, metrics = served
+    with ThreadPoolExecutor(1, thread_name_prefix="pool") as pool:
+        data = DataPlane(core, PoolRunner(pool), metrics)
+        with data.prepare(ModelSpec("m")) as prepared:
+            future = prepared.submit(x(1.0), ["z"], 2.5)
+        outputs = future.result(timeout=5)
+        assert {k: v.tolist() for k, v in outputs.items()} == {"y": [[2.0]], "z": [[3.0]]}
+        result = prepared.result(outputs)
+        with data.prepare(ModelSpec("m")) as prepared:
+            assert prepared.submit(x(1.0), inline=True).done()
+    assert model.runs[0][:3] == ("serving_default", ("z",), 2.5) and model.runs[0][3].startswith("pool")
+    assert model.runs[1][:3] == ("serving_default", ("y", "z"), None)
+    assert model.runs[1][3] == threading.current_thread().name
+    assert (result.model_name, result.version, result.signature_name) == ("m", 4, "serving_default")
+
+
+def test_the_method_name_of_a_predict_signature_is_checked_only_when_asked(served):
+    core, model, metrics = served
+    with DataPlane(core, HeldRunner(), metrics).prepare(ModelSpec("m", signature_name="custom")) as prepared:
+        assert prepared.signature_name == "custom"
+    with pytest.raises(ServingError) as err:
+        DataPlane(core, HeldRunner(), metrics, check_method_name=True).prepare(ModelSpec("m", signature_name="custom"))
+    assert err.value.code == Code.INTERNAL and err.value.message.endswith("Was: custom/method")
+    core.manager.set_aspired_versions("m", {})
+    wait_until(lambda: state(core.manager, 4) == VersionState.END)  # the refused prepare left nothing leased
+
+
+def test_status_of_one_version_and_metadata(served):
+    core, model, metrics = served
+    core.manager.set_aspired_versions("m", {4: "/m/4", 5: "/m/5"})
+    wait_until(lambda: len(core.manager.status("m")) == 2 and state(core.manager, 5) == VersionState.AVAILABLE)
+    data = DataPlane(core, HeldRunner(), metrics)
+    assert [s.version for s in data.status("m", 4)] == [4]
+    meta = data.metadata(ModelSpec("m", version=4))
+    assert (meta.model_name, meta.version, meta.signature_name, meta.value) == ("m", 4, "", b"signature-def-map")
+
+
+def test_classify_and_regress_read_their_outputs_and_count_the_examples(served):
+    core, model, metrics = served
+    data = DataPlane(core, PoolRunner(None), metrics)
+    classified = data.classify(ModelSpec("m", signature_name="classify_x"), [b"e1", b"e2"], 3.0)
+    assert (classified.model_name, classified.version, classified.signature_name) == ("m", 4, "classify_x")
+    assert classified.value == [[(b"a", 0.5), (b"b", 0.5)]] * 2
+    regressed = data.regress(ModelSpec("m", signature_name="regress_x"), [b"e1", b"e2", b"e3"])
+    assert (regressed.signature_name, regressed.value) == ("regress_x", [0.0, 1.0, 2.0])
+    assert [run[:3] for run in model.runs] == [("classify_x", ("classes", "scores"), 3.0),
+                                               ("regress_x", ("outputs",), None)]
+    assert examples_counted(metrics) == 5
+
+
+def test_multi_inference_runs_every_task_on_one_version(served):
+    core, model, metrics = served
+    data = DataPlane(core, PoolRunner(None), metrics)
+    results = data.multi_inference([(ModelSpec("m", signature_name="classify_x"), CLASSIFY_METHOD),
+                                    (ModelSpec("m", signature_name="regress_x"), REGRESS_METHOD)], [b"e1", b"e2"])
+    assert [(r.model_name, r.version, r.signature_name) for r in results] == [("m", 4, "classify_x"),
+                                                                             ("m", 4, "regress_x")]
+    assert results[1].value == [0.0, 1.0] and examples_counted(metrics) == 2
+    for tasks, message in [([], "Expected at least one task"),
+                           ([(ModelSpec("m", signature_name="classify_x"), CLASSIFY_METHOD),
+                             (ModelSpec("n", signature_name="regress_x"), REGRESS_METHOD)],
+                            "All tasks should have the same model name")]:
+        with pytest.raises(ServingError) as err:
+            data.multi_inference(tasks, [b"e"])
+        assert (err.value.code, err.value.message) == (Code.INVALID_ARGUMENT, message)
+
+
+def test_a_reload_goes_to_the_core(tmp_path):
+    (tmp_path / "n" / "1").mkdir(parents=True)
+    (tmp_path / "n" / "1" / "saved_model.pb").write_bytes(b"graph")
+    core = ServerCore(lambda name, version, path: Model(), file_system_poll_wait_s=0.05)
+    try:
+        DataPlane(core, HeldRunner(), NullMetrics()).reload([ModelConfig("n", str(tmp_path / "n"))])
+        assert [(s.version, s.state) for s in core.manager.status("n")] == [(1, VersionState.AVAILABLE)]
+    finally:
+        core.stop()
+
+
+def test_waiting_past_the_deadline_says_so_in_tf_servings_words():
+    with pytest.raises(ServingError) as err:
+        wait(Future(), 0.01)
+    assert err.value.message == "Deadline exceeded while waiting in the batch queue"

@@ -6,7 +6,7 @@ import pytest
 
 from pyserving import dtypes
 from pyserving.codecs import json_tensor as jt
-from pyserving.errors import ServingError
+from pyserving.errors import Code, ServingError
 from pyserving.types import SignatureInfo, TensorSpec
 
 
@@ -162,3 +162,177 @@ def test_parse_falls_back_for_what_the_fast_parser_refuses():
         jt.parse(b'{"s": "\xff"}')
     with pytest.raises(ServingError, match="The document is empty"):
         jt.parse(b"")
+
+
+def decode_error(doc, signature) -> ServingError:
+    with pytest.raises(ServingError) as err:
+        jt.decode_predict(doc, signature)
+    return err.value
+
+
+F, AB = sig(x=dtypes.DT_FLOAT), sig(a=dtypes.DT_FLOAT, b=dtypes.DT_FLOAT)
+
+
+# Whole messages, in json_tensor.cc's words (FillPredictRequestFromJson, FillTensorMapFromInstancesList,
+# AddInstanceItem, TypeError, Base64FormatError, LossyDecimalError); JSON values are shown as
+# dump_value() prints them.
+@pytest.mark.parametrize("doc,signature,message", [
+    ({}, F, "Missing 'inputs' or 'instances' key"),
+    ({"instances": [1], "inputs": [1]}, F, 'JSON Value: {"instances": [1], "inputs": [1]} Not formatted correctly '
+                                           "expecting only one of 'inputs' or 'instances' keys to exist "),
+    ({"instances": []}, F, "JSON Value: {\"instances\": []} No values in 'instances' array"),
+    ({"instances": 5}, F, "JSON Value: {\"instances\": 5} Excepting 'instances' to be an list/array"),
+    ({"instances": [1]}, AB, "instances is a plain list, but expecting list of objects as multiple input tensors "
+                             "required as per tensorinfo_map"),
+    ({"inputs": [1]}, AB, "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                          "required as per tensorinfo_map"),
+    ({"instances": [1, {"x": 1}]}, F, "Expecting value/list but got object at item 1 of input list"),
+    ({"instances": [{"a": 1, "b": 2}, [1]]}, AB, "Expecting object but got list at item 1 of input list"),
+    ({"instances": [{"a": 1, "c": 2}]}, AB, "Failed to process element: 0 key: c of 'instances' list. Error: "
+                                            "INVALID_ARGUMENT: JSON object: does not have named input: c"),
+    ({"instances": [{"a": 1, "b": 2}, {"b": 3}]}, AB,
+     "Failed to process element: 1 of 'instances' list. JSON object: {\"b\": 3} must only have keys: a,b"),
+    ({"instances": [{"a": [1], "b": 2}, {"a": [1, 2], "b": 3}]}, AB,
+     "Failed to process element: 1 key: a of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Expecting tensor size: 1 but got: 2"),
+    ({"instances": [[[1, 2]], [[1], [2]]]}, F,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting shape [1,2] but got: [2,1]"),
+    ({"instances": [1, "a"]}, F, "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+                                 'JSON Value: "a" Type: String is not of expected type: float'),
+    ({"inputs": {"b64": "AAAA"}}, F, 'JSON Value: {"b64": "AAAA"} Type: Object is not of expected type: float'),
+    ({"inputs": [[1.5], [{"b64": "AAAA"}]]}, F,
+     'JSON Value: {"b64": "AAAA"} Type: Object is not of expected type: float'),
+    ({"inputs": [False]}, F, "JSON Value: false Type: False is not of expected type: float"),
+    ({"inputs": [None]}, F, "JSON Value: null Type: Null is not of expected type: float"),
+    ({"inputs": [[1], 2]}, F, "JSON Value: 2 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+    ({"inputs": [16777216]}, F, "Cannot convert JSON value: 16777216 to float without loss of precision."),
+    ({"inputs": [1]}, sig(x=dtypes.DT_BOOL), "JSON Value: 1 Type: Number is not of expected type: bool"),
+    ({"inputs": [1]}, sig(x=dtypes.DT_STRING), "JSON Value: 1 Type: Number is not of expected type: string"),
+    ({"inputs": [{"a": 1}]}, sig(x=dtypes.DT_STRING), 'JSON Value: {"a": 1} not formatted correctly for base64 data'),
+    ({"inputs": {"b64": "!!"}}, sig(x=dtypes.DT_STRING), "Unable to base64 decode"),
+    ({"inputs": [2**31]}, sig(x=dtypes.DT_INT32), "JSON Value: 2147483648 Type: Number is not of expected type: int32"),
+    ({"inputs": [-1]}, sig(x=dtypes.DT_UINT32), "JSON Value: -1 Type: Number is not of expected type: uint32"),
+])
+def test_decode_error_messages(doc, signature, message):
+    error = decode_error(doc, signature)
+    assert error.code == Code.INVALID_ARGUMENT and error.message == message
+
+
+def test_a_signature_without_inputs_has_no_input_map():
+    assert decode_error({"inputs": [1]}, sig()).message.startswith("Failed to get input map for signature")
+
+
+def test_an_input_type_json_cannot_carry_is_unimplemented_and_names_the_first_value():
+    # AddValueToTensor's default case: errors::Unimplemented("Conversion of JSON Value: ", value, " to type: ", ...)
+    error = decode_error({"inputs": [7, 8]}, sig(x=dtypes.DT_UINT16))
+    assert error.code == Code.UNIMPLEMENTED and error.message == "Conversion of JSON Value: 7 to type: uint16"
+
+
+@pytest.mark.parametrize("dtype,values", [
+    (dtypes.DT_INT32, [-(2**31), 2**31 - 1]), (dtypes.DT_UINT32, [0, 2**32 - 1]),
+    (dtypes.DT_INT64, [-(2**63), 2**63 - 1]), (dtypes.DT_UINT64, [2**64 - 1]),
+    (dtypes.DT_FLOAT, [48, 2**24 - 1, -(2**24 - 1), float(np.finfo(np.float32).max)]),  # exact in a float
+    (dtypes.DT_BOOL, [True, False]),
+])
+def test_values_at_the_edge_of_their_type_are_accepted(dtype, values):
+    _fmt, inputs = jt.decode_predict({"inputs": values}, sig(x=dtype))
+    assert inputs["x"].dtype == dtypes.numpy_dtype(dtype) and inputs["x"].tolist() == values
+
+
+@pytest.mark.parametrize("dtype,wrapped", [
+    (dtypes.DT_INT8, [-1, 0, -56, -1]), (dtypes.DT_UINT8, [255, 0, 200, 255]), (dtypes.DT_INT16, [-1, 0, 200, -1]),
+])
+def test_narrow_ints_take_any_int32_and_wrap_as_tensorflow_casts_them(dtype, wrapped):
+    # json_tensor.cc checks only IsInt() and fills int_val; Tensor::FromProto static_casts (what
+    # tf.io.parse_tensor gives for that TensorProto).
+    _fmt, inputs = jt.decode_predict({"inputs": [2**31 - 1, -(2**31), 200, -1]}, sig(x=dtype))
+    assert inputs["x"].dtype == dtypes.numpy_dtype(dtype) and inputs["x"].tolist() == wrapped
+
+
+def test_empty_lists_are_empty_tensors():
+    assert jt.decode_predict({"inputs": []}, F)[1]["x"].shape == (0,)
+    assert jt.decode_predict({"inputs": [[], []]}, F)[1]["x"].shape == (2, 0)
+    assert jt.decode_predict({"instances": [[], []]}, F)[1]["x"].shape == (2, 0)
+
+
+def test_strings_are_utf8_and_b64_decoded():
+    _fmt, inputs = jt.decode_predict({"inputs": ["café", {"b64": "/w=="}]}, sig(x=dtypes.DT_STRING))
+    assert inputs["x"].tolist() == ["café".encode(), b"\xff"]
+
+
+def test_signature_name():
+    assert jt.signature_name({}) == ""
+    assert jt.signature_name({"signature_name": "classify_x"}) == "classify_x"
+    with pytest.raises(ServingError) as err:
+        jt.signature_name({"signature_name": ["s"]})
+    assert err.value.message == ("JSON Value: {\"signature_name\": [\"s\"]} not formatted correctly. "
+                                 "'signature_name' key must be a string value.")
+
+
+def test_parse_error_messages():
+    for body, message in [(b"", "JSON Parse error: The document is empty"), (b"[1]", "JSON Value: [1] Is not object"),
+                          (b"[" * 100_000, "JSON Parse error: nesting too deep")]:
+        with pytest.raises(ServingError) as err:
+            jt.parse(body)
+        assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == message
+
+
+def test_values_in_messages_are_plain_utf8_and_cut_at_256_characters():
+    assert jt.dump_value({"s": "café"}) == '{"s": "café"}'
+    assert jt.dump_value("x" * 254) == '"' + "x" * 254 + '"'  # 256 characters: whole
+    assert jt.dump_value("x" * 255) == '"' + "x" * 255 + "..."  # 257: the first 256, then ...
+
+
+def test_encode_several_outputs_in_columnar_format_as_one_object():
+    outputs = {"a": np.array([1, 2], np.int64), "b": np.array([[1.5]], np.float32)}
+    assert jt.encode_predict(outputs, jt.COLUMNAR) == '{"outputs": {"a": [1, 2], "b": [[1.5]]}}'
+
+
+@pytest.mark.parametrize("array,text", [
+    (np.array([[1, 2], [3, 4]], np.int32), "[[1, 2], [3, 4]]"),
+    (np.arange(8, dtype=np.uint8).reshape(2, 2, 2), "[[[0, 1], [2, 3]], [[4, 5], [6, 7]]]"),
+    (np.array([True, False]), "[true, false]"),
+    (np.array([[0.5, 1.0], [2.0, -0.25]], np.float16), "[[0.5, 1.0], [2.0, -0.25]]"),
+    (np.zeros((0, 3), np.float32), "[]"),
+    (np.array(["ab", "é"]), '["ab", "é"]'),
+    (np.array([b"\xffa"], object), '["\ufffda"]'),  # not UTF-8: replaced, not refused
+])
+def test_encode_tensors_of_each_kind(array, text):
+    assert jt.encode_predict({"t": array}, jt.COLUMNAR) == '{"outputs": ' + text + "}"
+
+
+def test_a_scalar_double_is_written_as_precisely_as_in_a_list():
+    value = 0.1 + 1e-12  # "%g" is 0.1, which is this value as a float32 but not as a double
+    assert jt.encode_predict({"t": np.array(value)}, jt.COLUMNAR) == (
+        '{"outputs": ' + jt._float_texts(np.array([value]))[0] + "}")
+    assert float(jt._float_texts(np.array([value]))[0]) == value
+
+
+def test_unicode_outputs_named_bytes_are_b64_of_their_utf8():
+    assert jt.encode_predict({"t_bytes": np.array(["é"])}, jt.COLUMNAR) == '{"outputs": [{"b64": "w6k="}]}'
+
+
+def test_encode_row_format_edges():
+    assert jt.encode_predict({"n": np.array([1, 2], np.int64)}, jt.ROW) == '{"predictions": [1, 2]}'
+    assert jt.encode_predict({"y": np.array([[1.0]], np.float32)}, jt.ROW) == '{"predictions": [[1.0]]}'
+    with pytest.raises(ServingError) as err:
+        jt.encode_predict({"y": np.zeros((0, 2), np.float32)}, jt.ROW)
+    assert err.value.message == "Tensor name: y has invalid batch size: 0"
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: jt.encode_predict({}, jt.ROW), "Cannot convert empty tensor map to JSON"),
+    (lambda: jt.encode_predict({"c": np.array([1j])}, jt.COLUMNAR),
+     "Failed to write JSON value for tensor type: complex128"),
+    (lambda: jt.encode_classify([]), "Cannot convert empty ClassificationResults to JSON"),
+    (lambda: jt.encode_regress([]), "Cannot convert empty RegressionResults to JSON"),
+])
+def test_encode_error_messages(call, message):
+    with pytest.raises(ServingError) as err:
+        call()
+    assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == message
+
+
+def test_classify_encoding_of_several_examples_labels_and_missing_scores():
+    results = [[(b"caf\xc3\xa9", 0.25)], [(b"\xff", None)]]
+    assert jt.encode_classify(results) == '{"results": [[["café", 0.25]], [["\ufffd", 0.0]]]}'

@@ -1,8 +1,12 @@
 """The file system source: version discovery, policies, and the completeness check."""
 from __future__ import annotations
 
+import logging
+import time
+
 from pyserving.core.source import FileSystemSource, list_versions, parse_version
 from pyserving.types import ModelConfig, VersionPolicy
+from tests.helpers import wait_until
 
 
 def make_version(base, number, content=b"pb"):
@@ -77,3 +81,129 @@ def test_missing_base_path_changes_nothing_and_empty_one_unaspires(tmp_path):
     source.set_models({"m": ModelConfig("m", str(tmp_path))})
     source.poll_once()
     assert emitted == [{}]
+
+
+# ---- what the survivors of `make mutate` showed untested ----------------------------------------
+def recording_source(**kwargs):
+    emitted = []
+    source = FileSystemSource(lambda name, aspired: emitted.append((name, dict(aspired))), **kwargs)
+    return source, emitted
+
+
+def test_without_models_a_poll_offers_nothing():
+    source, emitted = recording_source()
+    assert source.poll_once() is False and emitted == []
+
+
+def test_a_version_without_a_model_file_is_offered_after_3_s_by_default(tmp_path):
+    now = [0.0]
+    source, emitted = recording_source(clock=lambda: now[0])
+    source.set_models({"m": ModelConfig("m", str(tmp_path))})
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "variables.data").write_bytes(b"x")
+    for t in (0.0, 2.9):
+        now[0] = t
+        assert source.poll_once() is True and emitted[-1] == ("m", {})
+    now[0] = 3.0
+    assert source.poll_once() is False and emitted[-1] == ("m", {1: str(tmp_path / "1")})
+
+
+def test_models_are_polled_independently_even_with_the_same_version_numbers(tmp_path):
+    source, emitted = recording_source()
+    make_version(tmp_path / "a", 1, b"first")
+    make_version(tmp_path / "b", 1, b"second model")
+    source.set_models({"gone": ModelConfig("gone", str(tmp_path / "absent")),
+                       "a": ModelConfig("a", str(tmp_path / "a")), "b": ModelConfig("b", str(tmp_path / "b"))})
+    assert source.poll_once() is True
+    assert source.poll_once() is False  # everything complete: nothing left settling
+    assert emitted[-2:] == [("a", {1: str(tmp_path / "a" / "1")}), ("b", {1: str(tmp_path / "b" / "1")})]
+
+
+def test_a_config_reload_keeps_the_versions_already_complete(tmp_path):
+    source, emitted = recording_source()
+    make_version(tmp_path, 1)
+    config = {"m": ModelConfig("m", str(tmp_path))}
+    source.set_models(config)
+    source.poll_once()
+    source.poll_once()
+    source.set_models(dict(config))  # the same model in a new config: no need to settle again
+    assert source.poll_once() is False and emitted[-1] == ("m", {1: str(tmp_path / "1")})
+
+
+def test_a_new_version_is_checked_whatever_complete_versions_are_listed_before_it(tmp_path):
+    source, emitted = recording_source()
+    for n in range(1, 9):
+        make_version(tmp_path, n)
+    source.set_models({"m": ModelConfig("m", str(tmp_path), policy=VersionPolicy("all"))})
+    source.poll_once()
+    source.poll_once()
+    make_version(tmp_path, 9)
+    source.poll_once()
+    source.poll_once()
+    assert sorted(emitted[-1][1]) == list(range(1, 10))
+
+
+def test_the_polling_thread_settles_new_versions_quickly_and_keeps_polling(tmp_path):
+    source, emitted = recording_source(poll_wait_s=0.05)
+    source.set_models({"m": ModelConfig("m", str(tmp_path))})
+    source.start()
+    try:
+        make_version(tmp_path, 1)
+        wait_until(lambda: emitted and emitted[-1][1])
+    finally:
+        source.stop()
+    slow, emitted = recording_source(poll_wait_s=5)  # settling looks are 0.3 s apart, whatever the poll wait
+    make_version(tmp_path / "slow", 1)
+    slow.set_models({"m": ModelConfig("m", str(tmp_path / "slow"))})
+    started = time.monotonic()
+    slow.start()
+    try:
+        wait_until(lambda: emitted and emitted[-1][1])
+        assert time.monotonic() - started < 1.0
+    finally:
+        slow.stop()
+
+
+def test_a_missing_or_empty_base_path_is_logged_once_per_episode(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pyserving.core.source")
+    source, _emitted = recording_source()
+    base = tmp_path / "m"
+    source.set_models({"m": ModelConfig("m", str(base))})
+
+    def logged():
+        messages = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        return messages
+
+    source.poll_once()
+    source.poll_once()
+    assert [m.startswith(f"File system source: could not list base path {base} for servable m: ")
+            for m in logged()] == [True]
+    base.mkdir()
+    source.poll_once()
+    source.poll_once()
+    assert logged() == [f"No versions of servable m found under base path {base}. Did you forget to name your "
+                        "leaf directory as a number (eg. '/1/')?"]
+    base.rmdir()
+    source.poll_once()
+    assert len(logged()) == 1  # missing again: said again
+
+
+def test_specific_versions_missing_on_disk_are_warned_about_and_the_others_offered(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pyserving.core.source")
+    source, emitted = recording_source()
+    make_version(tmp_path, 1)
+    source.set_models({"m": ModelConfig("m", str(tmp_path), policy=VersionPolicy("specific", versions=(1, 9)))})
+    source.poll_once()
+    source.poll_once()
+    assert emitted[-1] == ("m", {1: str(tmp_path / "1")})
+    assert "Servable m: specific versions [9] not found" in [r.getMessage() for r in caplog.records]
+
+
+def test_duplicate_version_directories_are_warned_about(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="pyserving.core.source")
+    make_version(tmp_path, 1)
+    make_version(tmp_path, 2)
+    make_version(tmp_path, "001")
+    assert sorted(list_versions(str(tmp_path))) == [1, 2]
+    assert [r.getMessage() for r in caplog.records] == [f"Duplicate version directories for version 1 in {tmp_path}"]

@@ -82,3 +82,47 @@ def test_client_mistakes_are_invalid_argument(proto, message):
 def test_narrow_ints_wrap_as_tensorflow_static_casts_them():
     assert to_numpy(_proto(6, [3], int_val=[1000, -1, 127])).tolist() == [-24, -1, 127]  # DT_INT8
     assert to_numpy(_proto(4, [2], int_val=[256 + 7, -1])).tolist() == [7, 255]  # DT_UINT8
+
+
+def tensorflow_reads(proto):
+    """What TensorFlow makes of a TensorProto (Tensor::FromProto, through tf.io.parse_tensor)."""
+    return tf.io.parse_tensor(proto.SerializeToString(), tf.dtypes.as_dtype(proto.dtype)).numpy()
+
+
+@pytest.mark.parametrize("proto", [
+    _proto(7, [3], string_val=[b"a", b"b"]), _proto(7, [2, 2]), _proto(7, [1], string_val=[b"x"]),
+    _proto(1, [3]), _proto(1, [2, 2], float_val=[1.5, -2.0]), _proto(3, [3], int_val=[4, 5]), _proto(9, [2]),
+    _proto(10, [3], bool_val=[True]), _proto(2, [2], double_val=[0.25]), _proto(1, [0, 3]), _proto(7, [0]),
+])
+def test_short_and_empty_value_lists_read_as_tensorflow_reads_them(proto):
+    # A short list is padded with its last value; no values at all is zeros (b"" for strings).
+    ours, theirs = to_numpy(proto), tensorflow_reads(proto)
+    assert ours.shape == theirs.shape and ours.dtype == (object if proto.dtype == 7 else theirs.dtype)
+    assert ours.tolist() == theirs.tolist()
+
+
+def test_the_element_limit_is_inclusive_and_counts_up_to_int64_max():
+    assert to_numpy(_proto(1, [2, 2]), max_elements=4).shape == (2, 2)
+    with pytest.raises(ServingError) as err:
+        to_numpy(_proto(1, [2**63 - 1]))  # the largest count TensorShape takes: too many here, not an overflow
+    assert err.value.message == f"Tensor with {2**63 - 1} elements exceeds the limit of {1 << 31}"
+
+
+def test_unknown_rank_is_refused():
+    proto = _proto(1, [])
+    proto.tensor_shape.unknown_rank = True
+    with pytest.raises(ServingError) as err:
+        to_numpy(proto)
+    assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == "Tensor shape has unknown rank"
+
+
+def test_unicode_arrays_are_written_as_utf8_strings():
+    proto = from_numpy(np.array([["ab", "é"]]))
+    assert proto.dtype == 7 and list(proto.string_val) == [b"ab", "é".encode()]
+    assert tensorflow_reads(proto).tolist() == [[b"ab", "é".encode()]]
+
+
+def test_half_tensors_of_any_shape_round_trip():
+    array = np.array([[0.5, -1.25], [65504.0, 2.0**-24]], np.float16)
+    proto = from_numpy(array)
+    assert to_numpy(proto).tolist() == array.tolist() and tensorflow_reads(proto).tolist() == array.tolist()

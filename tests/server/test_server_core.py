@@ -1,0 +1,182 @@
+"""pyserving/core/server_core.py: the model list, the Source and the Manager wired together, and
+config reloads (server_core.cc's rules: platform fixed, labels checked before any load and only on
+AVAILABLE versions, new models waited for, left-out models unloaded), on real version folders."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from pyserving.core.server_core import ServerCore
+from pyserving.errors import Code, ServingError
+from pyserving.types import ModelConfig, ModelSpec, VersionPolicy, VersionState
+from tests.helpers import wait_until
+
+A, E = VersionState.AVAILABLE, VersionState.END
+POLL = 0.05
+
+
+class Loader:
+    """Loads a servable per version folder (fails for a folder holding BAD), recording what it was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, name, version, path):
+        self.calls.append((name, version))
+        with open(f"{path}/saved_model.pb", "rb") as f:
+            if f.read() == b"BAD":
+                raise ServingError(Code.DATA_LOSS, f"cannot parse {path}")
+        return Servable(version)
+
+
+class Servable:
+    signatures = {}
+
+    def __init__(self, version):
+        self.version = version
+
+    def close(self):
+        pass
+
+
+def versions(base, *numbers, content=b"graph"):
+    for n in numbers:
+        (base / str(n)).mkdir(parents=True, exist_ok=True)
+        (base / str(n) / "saved_model.pb").write_bytes(content)
+    return str(base)
+
+
+def model(name, base, labels=None, versions_=None, platform="tensorflow"):
+    policy = VersionPolicy("specific", versions=versions_) if versions_ else VersionPolicy()
+    return ModelConfig(name, base, platform, policy, labels or {})
+
+
+@pytest.fixture
+def core():
+    loader = Loader()
+    core = ServerCore(loader, file_system_poll_wait_s=POLL, max_load_retries=0, load_retry_interval_s=0)
+    core.loader = loader
+    yield core
+    core.stop()
+
+
+def states(core, name):
+    return {s.version: s.state for s in core.manager.status(name)}
+
+
+def refused(call, *args, **kwargs) -> ServingError:
+    with pytest.raises(ServingError) as err:
+        call(*args, **kwargs)
+    return err.value
+
+
+def test_a_reload_waits_for_new_models_and_unloads_the_ones_left_out(core, tmp_path):
+    a, b = versions(tmp_path / "a", 1, 2), versions(tmp_path / "b", 3)
+    core.reload([model("a", a), model("b", b)], timeout=10)
+    assert states(core, "a")[2] == A and states(core, "b") == {3: A}  # back only once they serve
+    assert sorted(core.configs) == ["a", "b"]
+    core.configs.clear()  # a copy
+    assert sorted(core.configs) == ["a", "b"]
+    core.reload([model("a", a)], timeout=10)
+    wait_until(lambda: "b" not in core.manager.model_names())
+    assert refused(core.manager.status, "b").code == Code.NOT_FOUND and states(core, "a")[2] == A
+
+
+def test_a_new_model_that_does_not_load_fails_the_reload_in_tf_servings_words(core, tmp_path):
+    bad = versions(tmp_path / "bad", 1, content=b"BAD")
+    err = refused(core.reload, [model("bad", bad)], timeout=10)
+    assert (err.code, err.message) == (Code.UNKNOWN, "1 model(s) did not become available: {name: bad version: 1} "
+                                       f"due to error: cannot parse {bad}/1")
+    assert core.loader.calls == [("bad", 1)]  # max_load_retries=0 reached the manager
+
+
+def test_a_model_s_platform_cannot_change(core, tmp_path):
+    a = versions(tmp_path / "a", 1)
+    core.reload([model("a", a)], timeout=10)
+    err = refused(core.reload, [model("a", a, platform="tflite")])
+    assert (err.code, err.message) == (Code.FAILED_PRECONDITION, "Illegal to change a model's platform. For model a "
+                                       "platform was tensorflow and new platform requested is tflite")
+
+
+def test_labels_are_checked_before_anything_loads_and_only_name_available_versions(core, tmp_path):
+    a, b = versions(tmp_path / "a", 1), versions(tmp_path / "b", 1)
+    core.reload([model("a", a)], timeout=10)
+    err = refused(core.reload, [model("a", a, {"stable": 9}), model("b", b)], timeout=10)
+    assert (err.code, err.message) == (Code.FAILED_PRECONDITION, "Request to assign label to version 9 of model a, "
+                                       "which is not currently available for inference")
+    assert list(core.configs) == ["a"] and ("b", 1) not in core.loader.calls  # nothing was done
+    core.reload([model("a", a, {"stable": 1})], timeout=10)
+    with core.manager.servable(ModelSpec("a", label="stable")) as (version, _s):
+        assert version == 1
+
+
+def test_a_new_model_gets_its_labels_once_the_versions_they_name_are_loaded(core, tmp_path):
+    c = versions(tmp_path / "c", 1, 2)
+    core.reload([model("c", c, {"stable": 1, "canary": 2}, versions_=(1, 2))], timeout=10)
+    for label, want in (("stable", 1), ("canary", 2)):
+        with core.manager.servable(ModelSpec("c", label=label)) as (version, _s):
+            assert version == want
+
+
+def test_new_labels_may_name_unavailable_versions_only_with_the_flag(tmp_path):
+    a = versions(tmp_path / "a", 1)
+    core = ServerCore(Loader(), file_system_poll_wait_s=POLL, allow_labels_for_unavailable=True)
+    try:
+        core.reload([model("a", a, {"stable": 1})], timeout=10)
+        core.reload([model("a", a, {"stable": 1, "canary": 2})], timeout=10)  # a new label: allowed
+        err = refused(core.reload, [model("a", a, {"stable": 2, "canary": 2})])  # moving one: not
+        assert err.code == Code.FAILED_PRECONDITION
+    finally:
+        core.stop()
+    strict = ServerCore(Loader(), file_system_poll_wait_s=POLL)
+    try:
+        strict.reload([model("a", a)], timeout=10)
+        assert refused(strict.reload, [model("a", a, {"canary": 2})]).code == Code.FAILED_PRECONDITION
+    finally:
+        strict.stop()
+
+
+def test_the_file_system_is_polled_as_often_as_asked_and_state_changes_are_reported(tmp_path):
+    changes = []
+    core = ServerCore(Loader(), file_system_poll_wait_s=POLL,
+                      on_state_change=lambda name, version, state, error: changes.append((name, version, state)))
+    try:
+        a = versions(tmp_path / "a", 1)
+        core.reload([model("a", a)], timeout=10)
+        versions(tmp_path / "a", 2)
+        started = time.monotonic()
+        wait_until(lambda: states(core, "a").get(2) == A)
+        assert time.monotonic() - started < 0.5  # a 1 s poll would most likely not have seen it yet
+        assert ("a", 2, A) in changes and ("a", 1, A) in changes
+    finally:
+        core.stop()
+
+
+def test_the_config_file_is_polled_and_applied_when_it_changes(core, tmp_path, caplog):
+    caplog.set_level(logging.ERROR, logger="pyserving.core.server_core")
+    a, b = versions(tmp_path / "a", 1), versions(tmp_path / "b", 1)
+    path = tmp_path / "models.config"
+
+    def write(*names):
+        entries = "".join(f' config {{ name: "{n}" base_path: "{tmp_path / n}" model_platform: "tensorflow" }}'
+                          for n in names)
+        path.write_text("model_config_list {" + entries + " }")
+        return path.read_text()
+
+    applied = write("a")
+    core.reload([model("a", a)], timeout=10)
+    core.poll_config_file(str(path), POLL, applied)
+    time.sleep(5 * POLL)
+    assert sorted(core.configs) == ["a"] and core.loader.calls == [("a", 1)]  # unchanged: nothing done
+    write("a", "b")
+    wait_until(lambda: core.manager.available_versions("b") == {1})
+    assert core.configs["b"].base_path == b
+    path.write_text("model_config_list { config {")  # half-written: the old config stays
+    time.sleep(5 * POLL)
+    assert sorted(core.configs) == ["a", "b"]
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and errors[0].startswith(f"Failed to reload model config {path}: Invalid protobuf file")
+    write("b")
+    wait_until(lambda: sorted(core.configs) == ["b"])
