@@ -33,6 +33,7 @@ class ModelServer:
             raise ServingError(Code.INVALID_ARGUMENT, "Monitoring (prometheus_config) requires --rest_api_port: "
                                                       "metrics are served on the REST port")
         self.metrics = ServingMetrics() if self.metrics_path else NullMetrics()
+        self._ssl = config_files.ssl(s.ssl_config_file) if s.ssl_config_file else None  # read before any load
         self.batcher = self._run_pool = None
         if s.enable_batching:
             params = (config_files.batching(s.batching_parameters_file) if s.batching_parameters_file
@@ -89,8 +90,7 @@ class ModelServer:
             tensor_content_outputs=s.enable_serialization_as_tensor_content,
             health=s.enable_grpc_healthcheck_service, max_message_bytes=s.max_request_size_bytes,
             nonblocking_predict=self.batcher is not None)
-        ssl = config_files.ssl(s.ssl_config_file) if s.ssl_config_file else None
-        self.grpc_server.listen(s.port, s.grpc_socket_path, ssl)
+        self.grpc_server.listen(s.port, s.grpc_socket_path, self._ssl)
 
     def _start_rest(self) -> None:
         s = self.settings

@@ -132,6 +132,13 @@ def _setup_logging() -> None:
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
+def _fail(exc: BaseException) -> int:
+    if hasattr(exc, "parser_line"):  # a malformed text proto: protobuf's line first, as TF Serving logs it
+        logger.error(exc.parser_line)
+    print(f"Failed to start server. Error: {_error_text(exc)}", file=sys.stderr)
+    return 255
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{exc.code.name}: {exc.message}" if isinstance(exc, ServingError) else str(exc)
 
@@ -150,8 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         server = ModelServer(settings)
     except ServingError as exc:
-        print(f"Failed to start server. Error: {_error_text(exc)}", file=sys.stderr)
-        return 255
+        return _fail(exc)
     failure: list[BaseException] = []
     started = threading.Event()
 
@@ -167,9 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     while not stop.wait(0.2) and not started.is_set():
         pass
     if failure and not stop.is_set():
-        print(f"Failed to start server. Error: {_error_text(failure[0])}", file=sys.stderr)
         server.stop(0)
-        return 255
+        return _fail(failure[0])
     while not stop.wait(0.5):
         pass
     logger.info("Shutting down: finishing in-flight requests")

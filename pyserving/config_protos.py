@@ -1,5 +1,7 @@
 """Message classes for TF Serving config files that the tensorflow-serving-api wheel lacks.
 
+One text-proto parser for every file the server reads, in TF Serving's words (parse_text).
+
 The wheel ships the API protos and ModelServerConfig, but not BatchingParameters
 (session_bundle_config.proto), MonitoringConfig (monitoring_config.proto) or SSLConfig
 (ssl_config.proto). Their descriptors are declared here, field for field as in TF Serving's
@@ -15,10 +17,11 @@ from google.protobuf import (
     wrappers_pb2,  # noqa: F401  (registers google/protobuf/wrappers.proto)
 )
 
-from pyserving.errors import invalid_argument
+from pyserving.errors import Code, ServingError, invalid_argument
 
 _F = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "tensorflow.serving.pyserving_compat"
+_COMPAT = "pyserving_compat."
 
 
 def _field(name, number, ftype, label=_F.LABEL_OPTIONAL, type_name=None):
@@ -72,11 +75,30 @@ MonitoringConfig = message_factory.GetMessageClass(_pool.FindMessageTypeByName(f
 SSLConfig = message_factory.GetMessageClass(_pool.FindMessageTypeByName(f"{_PACKAGE}.SSLConfig"))
 
 
+class TextProtoError(ServingError):
+    """INVALID_ARGUMENT `Invalid protobuf file: '<origin>'`; `parser_line` is the line TF Serving
+    logs before it: `Error parsing text-format <type>: <line>:<column>: <what>`."""
+
+    def __init__(self, origin: str, parser_line: str):
+        super().__init__(Code.INVALID_ARGUMENT, f"Invalid protobuf file: '{origin}'")
+        self.parser_line = parser_line
+
+
+def parse_text(text: str, message, origin: str):
+    """Parse a text proto into `message` as TF Serving's ParseProtoTextFile does."""
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        name = message.DESCRIPTOR.full_name.replace(_COMPAT, "")  # our stand-ins have TF Serving's names
+        detail = str(exc).split(" : ", 1)[-1].replace(_COMPAT, "")
+        raise TextProtoError(origin, f"Error parsing text-format {name}: {exc.GetLine()}:{exc.GetColumn()}: "
+                                     f"{detail}") from None
+
+
 def parse_file(path: str, message_class, what: str):
     try:
         with open(path, encoding="utf-8") as f:
-            return text_format.Parse(f.read(), message_class())
+            text = f.read()
     except OSError as exc:
         raise invalid_argument(f"Could not read {what} file {path}: {exc.strerror}") from None
-    except text_format.ParseError as exc:
-        raise invalid_argument(f"Invalid protobuf file: '{path}': {exc}") from None
+    return parse_text(text, message_class(), path)

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from kit.process import ServerProcess, free_port
+from kit.process import ServerFailed, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
@@ -39,15 +39,36 @@ def to_numpy(proto):
 
 
 # ---- servers --------------------------------------------------------------------------------
+# Flags every test server gets. gRPC binds with SO_REUSEPORT by default, so a port that
+# free_port() offered and another process on the machine took meanwhile would be shared
+# silently (calls spread over both servers); without it that bind fails loudly instead.
+TEST_SERVER_FLAGS = ("--grpc_channel_arguments=grpc.so_reuseport=0",)
+
+
 class Server:
     """A live `python -m pyserving` process with its ports and a stop by its own pid."""
 
-    def __init__(self, process: ServerProcess, grpc_port: int, rest_port: int):
+    def __init__(self, process: ServerProcess, grpc_port: int, rest_port: Optional[int]):
         self.process = process
         self.grpc_port = grpc_port
         self.rest_port = rest_port
-        self.rest = f"http://127.0.0.1:{rest_port}"
+        self.rest = f"http://127.0.0.1:{rest_port}" if rest_port else None
         self.grpc_target = f"127.0.0.1:{grpc_port}"
+
+    def wait_ready(self, timeout: float = 120.0) -> "Server":
+        """Until its port accepts connections and its log says that it is this server listening
+        there: another test session on the machine may have taken a port free_port() offered."""
+        self.process.wait_ready(timeout)
+        line = (f"Exporting HTTP/REST API at:localhost:{self.rest_port} ..." if self.rest_port
+                else f"Running gRPC ModelServer at 0.0.0.0:{self.grpc_port} ...")
+
+        def listening() -> bool:
+            if self.process.proc.poll() is not None:
+                raise ServerFailed(f"server exited with {self.process.proc.returncode}:\n{self.process.log()[-4000:]}")
+            return line in self.process.log()
+
+        wait_for(listening, timeout=timeout, what=f"the server's own log line {line!r}")
+        return self
 
     def stop(self) -> Optional[int]:
         return self.process.stop()
@@ -56,17 +77,17 @@ class Server:
 def launch(log_dir: Path, args: Sequence[str], rest: bool = True, wait: bool = True, env=None) -> Server:
     """Start a live server on free loopback ports; waits until it listens unless wait=False."""
     grpc_port, rest_port = free_port(), free_port()
-    command = [sys.executable, "-m", "pyserving", f"--port={grpc_port}", *args]
+    command = [sys.executable, "-m", "pyserving", f"--port={grpc_port}", *TEST_SERVER_FLAGS, *args]
     if rest:
         command.append(f"--rest_api_port={rest_port}")
     log_dir.mkdir(parents=True, exist_ok=True)
     process = ServerProcess(command, log_dir / f"server-{grpc_port}.log",
                             ready_port=rest_port if rest else grpc_port, env=env)
     process.start()
-    server = Server(process, grpc_port, rest_port)
+    server = Server(process, grpc_port, rest_port if rest else None)
     if wait:
         try:
-            process.wait_ready()
+            server.wait_ready()
         except Exception:
             process.stop()
             raise
@@ -76,6 +97,32 @@ def launch(log_dir: Path, args: Sequence[str], rest: bool = True, wait: bool = T
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`python -m pyserving ARGS` to its end: (returncode, stdout, stderr)."""
     return subprocess.run([sys.executable, "-m", "pyserving", *args], capture_output=True, text=True, timeout=timeout)
+
+
+class CliRun:
+    """`python -m pyserving ARGS` started now and read later, so that the Python + TensorFlow
+    start-ups of several runs overlap; result() waits for the exit, stop() ends it by its pid."""
+
+    def __init__(self, log_dir: Path, *args: str):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.args = [sys.executable, "-m", "pyserving", *args]
+        self._stdout, self._stderr = log_dir / "stdout.txt", log_dir / "stderr.txt"
+        with open(self._stdout, "wb") as out, open(self._stderr, "wb") as err:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+    def result(self, timeout: float = 120) -> subprocess.CompletedProcess:
+        try:
+            returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        return subprocess.CompletedProcess(self.args, returncode, self._stdout.read_text(errors="replace"),
+                                           self._stderr.read_text(errors="replace"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 def run_module(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -124,7 +171,7 @@ class InProcessServer:
         self.grpc_port, self.rest_port = grpc_port or free_port(), free_port()
         self.rest = f"http://127.0.0.1:{self.rest_port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
-        argv = [f"--port={self.grpc_port}", *args]
+        argv = [f"--port={self.grpc_port}", *TEST_SERVER_FLAGS, *args]
         if rest:
             argv.append(f"--rest_api_port={self.rest_port}")
         self.settings, _given = cli.parse(argv)

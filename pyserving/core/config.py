@@ -9,9 +9,9 @@ import os
 import re
 from typing import Iterable
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from pyserving import config_protos
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.types import ModelConfig, VersionPolicy
 
@@ -20,12 +20,7 @@ SUPPORTED_PLATFORMS = ("tensorflow",)
 
 
 def parse_text(text: str, origin: str = "<config>") -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as exc:
-        raise invalid_argument(f"Invalid protobuf file: '{origin}': {exc}") from None
-    return config
+    return config_protos.parse_text(text, model_server_config_pb2.ModelServerConfig(), origin)
 
 
 def read_text(path: str) -> str:

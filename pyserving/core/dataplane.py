@@ -69,9 +69,6 @@ class Prepared:
         future.add_done_callback(lambda _: self._release())
         return future
 
-    def result(self, outputs) -> Result:
-        return Result(self.model_name, self.version, self.signature_name, outputs)
-
 
 class DataPlane:
     def __init__(self, core: ServerCore, runner: Runner, metrics, check_method_name: bool = False):

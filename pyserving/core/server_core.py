@@ -126,6 +126,8 @@ class ServerCore:
                 # poll (a label may point at a version that is still loading); each distinct
                 # error is logged once.
                 message = getattr(exc, "message", str(exc))
+                if hasattr(exc, "parser_line"):  # a malformed file: protobuf's own line first, as TF Serving logs it
+                    message = f"{exc.parser_line}\n{message}"
                 if message != last_error:
                     logger.error("Failed to reload model config %s: %s", path, message)
                     last_error = message

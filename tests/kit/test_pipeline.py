@@ -57,13 +57,6 @@ SVM, MNIST, CORPUS = "models.svm.train", "models.mnist.mnist_saved_model", "mode
 
 
 @pytest.fixture
-def build(tmp_path, monkeypatch):
-    build = tmp_path / "build"
-    monkeypatch.setenv("KIT_BUILD_DIR", str(build))
-    return build
-
-
-@pytest.fixture
 def mnist_data(tmp_path):
     data = tmp_path / "mnist"
     data.mkdir()

@@ -40,13 +40,6 @@ class Step:
 
 
 @pytest.fixture
-def build(tmp_path, monkeypatch):
-    build = tmp_path / "build"
-    monkeypatch.setenv("KIT_BUILD_DIR", str(build))
-    return build
-
-
-@pytest.fixture
 def step(tmp_path, build):
     step = Step(tmp_path / "work")
     assert step.run() is True and step.runs == 1

@@ -28,14 +28,6 @@ NO_SERVER = "no server is running: start one with `inv serve`"
 
 
 @pytest.fixture
-def build(tmp_path, monkeypatch):
-    """The kit's build folder (KIT_BUILD_DIR), not created yet."""
-    build = tmp_path / "build"
-    monkeypatch.setenv("KIT_BUILD_DIR", str(build))
-    return build
-
-
-@pytest.fixture
 def build_with_models(build):
     for model in ("svm", "mnist"):
         version = build / "models" / model / "1"

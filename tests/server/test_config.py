@@ -107,7 +107,8 @@ def test_text_without_a_file_is_named_config_in_parse_errors():
     with pytest.raises(ServingError) as err:
         config.parse_text("model_config_list {")
     assert err.value.code == Code.INVALID_ARGUMENT
-    assert err.value.message.startswith("Invalid protobuf file: '<config>': ")
+    assert err.value.message == "Invalid protobuf file: '<config>'"  # ParseProtoTextFile's status
+    assert err.value.parser_line.startswith("Error parsing text-format tensorflow.serving.ModelServerConfig: 1:")
 
 
 def test_a_missing_config_file_is_not_found(tmp_path):

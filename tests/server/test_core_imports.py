@@ -13,7 +13,8 @@ def test_core_stays_free_of_tensorflow_grpc_and_http():
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in CORE_MODULES)
-        + "bad = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'grpc', 'aiohttp', 'tensorflow_serving'})\n"
+        + "bad = sorted({m.split('.')[0] for m in sys.modules}\n"
+        + "             & {'tensorflow', 'grpc', 'aiohttp', 'tensorflow_serving'})\n"
         + "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -97,7 +97,8 @@ def test_classify_regress_multi_inference(stub):
     assert [r.value for r in stub.Regress(req, timeout=10).result.regressions] == [4.0]
 
     req = inference_pb2.MultiInferenceRequest()
-    for sig, method in (("classify_x_to_y", "tensorflow/serving/classify"), ("regress_x_to_y2", "tensorflow/serving/regress")):
+    for sig, method in (("classify_x_to_y", "tensorflow/serving/classify"),
+                        ("regress_x_to_y2", "tensorflow/serving/regress")):
         task = req.tasks.add()
         task.model_spec.name, task.model_spec.signature_name, task.method_name = "hp2", sig, method
     examples_input(req.input, 2.0)
@@ -122,7 +123,8 @@ def test_model_status(channel):
     req = get_model_status_pb2.GetModelStatusRequest()
     req.model_spec.name = "hp2"
     resp = ms.GetModelStatus(req, timeout=10)
-    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert [(s.version, s.state) for s in resp.model_version_status] == [(1, available)]
     req.model_spec.name = "missing"
     with pytest.raises(grpc.RpcError) as err:
         ms.GetModelStatus(req, timeout=10)
@@ -131,12 +133,18 @@ def test_model_status(channel):
 
 
 @pytest.mark.parametrize("request_fn,code,message", [
-    (lambda: predict_request("nope", [[1.0]]), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
-    (lambda: predict_request("hp2", [[1.0]], version=5), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(hp2, 5)"),
-    (lambda: predict_request("hp2", [[1.0]], label="zzz"), grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: zzz"),
-    (lambda: predict_request("hp2", [[1.0]], signature="nope"), grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
-    (lambda: predict_request("hp2tf2", [[1.0]], dtype=np.float64), grpc.StatusCode.INVALID_ARGUMENT, "Expects arg[0] to be float but double is provided"),
-    (lambda: predict_request("hp2tf2", [[1.0, 2.0, 3.0]], signature="dot"), grpc.StatusCode.INVALID_ARGUMENT, "Matrix size-incompatible"),
+    (lambda: predict_request("nope", [[1.0]]), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Latest(nope)"),
+    (lambda: predict_request("hp2", [[1.0]], version=5), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Specific(hp2, 5)"),
+    (lambda: predict_request("hp2", [[1.0]], label="zzz"), grpc.StatusCode.INVALID_ARGUMENT,
+     "Unrecognized servable version label: zzz"),
+    (lambda: predict_request("hp2", [[1.0]], signature="nope"), grpc.StatusCode.FAILED_PRECONDITION,
+     'Serving signature key "nope" not found.'),
+    (lambda: predict_request("hp2tf2", [[1.0]], dtype=np.float64), grpc.StatusCode.INVALID_ARGUMENT,
+     "Expects arg[0] to be float but double is provided"),
+    (lambda: predict_request("hp2tf2", [[1.0, 2.0, 3.0]], signature="dot"), grpc.StatusCode.INVALID_ARGUMENT,
+     "Matrix size-incompatible"),
     (lambda: predict_request("", [[1.0]]), grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec name"),
 ])
 def test_predict_errors_have_tf_serving_codes(stub, request_fn, code, message):
@@ -189,7 +197,8 @@ def test_reload_config_over_grpc(exported, serve):
             stub.Predict(predict_request("hp2", [[2.0]]), timeout=10)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         bad = model_management_pb2.ReloadConfigRequest()
-        text_format.Parse('model_config_list { config { name: "x" base_path: "relative/path" model_platform: "tensorflow" } }', bad.config)
+        text_format.Parse('model_config_list { config { name: "x" base_path: "relative/path" '
+                          'model_platform: "tensorflow" } }', bad.config)
         with pytest.raises(grpc.RpcError) as err:
             ms.HandleReloadConfigRequest(bad, timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -21,7 +21,9 @@ import pytest
 from kit.process import free_port, port_open
 from tests.helpers import (
     SHARED_TESTDATA,
+    CliRun,
     call_json,
+    launch,
     predict_request,
     prediction_stub,
     rest_predict,
@@ -30,6 +32,95 @@ from tests.helpers import (
     wait_for,
     write_config,
 )
+
+# ---- the slow processes, started together ---------------------------------------------------
+# Each of these pays a Python + TensorFlow start-up of several seconds. Those the selected tests
+# need are started when the module begins, all at once, so that their start-ups overlap; each
+# test then waits for its own.
+SLOW = ("cannot_load", "warmup_fails", "tf_serving_bad_model", "parity_server", "empty_base_server", "drain_server")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_slow_processes_together(request):
+    needed = {name for item in request.session.items if item.module is request.module for name in item.fixturenames}
+    for name in SLOW:
+        if name in needed:
+            request.getfixturevalue(name)
+
+
+@pytest.fixture(scope="module")
+def stopped_at_end():
+    """Every process the module fixtures start; stopped by its own pid when the module is done."""
+    processes = []
+    yield processes
+    for process in processes:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def cannot_load(tmp_path_factory, stopped_at_end):
+    tmp = tmp_path_factory.mktemp("cannot_load")
+    base = tmp / "broken"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"garbage")
+    run = CliRun(tmp, f"--port={free_port()}", f"--model_base_path={base}", "--max_num_load_retries=0")
+    stopped_at_end.append(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def warmup_fails(tmp_path_factory, stopped_at_end):
+    from pyserving.examples import half_plus_two
+    from pyserving.runtime import warmup
+
+    tmp = tmp_path_factory.mktemp("warmup_fails")
+    base = tmp / "m"
+    version = half_plus_two.write_tf1(str(base), 1)
+    warmup.write_requests(version, [warmup.predict_log("no_such_signature", {"x": np.array([[1.0]], np.float32)})])
+    run = CliRun(tmp, "--port=0", f"--grpc_socket_path={tmp}/sock", f"--model_base_path={base}",
+                 "--max_num_load_retries=0")
+    stopped_at_end.append(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def tf_serving_bad_model(tmp_path_factory, stopped_at_end):
+    if not SHARED_TESTDATA.is_dir():
+        return None
+    tmp = tmp_path_factory.mktemp("bad_model")
+    run = CliRun(tmp, "--port=0", f"--grpc_socket_path={tmp}/s",
+                 f"--model_base_path={SHARED_TESTDATA / 'bad_half_plus_two'}", "--max_num_load_retries=0")
+    stopped_at_end.append(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def parity_server(exported, tmp_path_factory, stopped_at_end):
+    tmp = tmp_path_factory.mktemp("parity")
+    config = write_config(tmp / "models.config", {"hp2": exported / "hp2", "hp2tf2": exported / "hp2tf2"})
+    server = launch(tmp, [f"--model_config_file={config}"], wait=False)
+    stopped_at_end.append(server)
+    return server
+
+
+@pytest.fixture(scope="module")
+def empty_base_server(tmp_path_factory, stopped_at_end):
+    """Serves model m from a base path with no version yet."""
+    tmp = tmp_path_factory.mktemp("empty_base")
+    base = tmp / "m"
+    base.mkdir()
+    server = launch(tmp, [f"--model_base_path={base}", "--model_name=m"], wait=False)
+    server.base = base
+    stopped_at_end.append(server)
+    return server
+
+
+@pytest.fixture(scope="module")
+def drain_server(exported, tmp_path_factory, stopped_at_end):
+    server = launch(tmp_path_factory.mktemp("drain"), [f"--model_base_path={exported / 'hp2'}", "--model_name=m"],
+                    wait=False)
+    stopped_at_end.append(server)
+    return server
 
 
 # ---- flags ------------------------------------------------------------------------------------
@@ -76,54 +167,52 @@ def test_monitoring_needs_the_rest_port(exported, tmp_path):
 
 
 # ---- start-up failures ------------------------------------------------------------------------
-def test_model_that_cannot_load_is_fatal(tmp_path):
-    base = tmp_path / "broken"
-    (base / "1").mkdir(parents=True)
-    (base / "1" / "saved_model.pb").write_bytes(b"garbage")
-    grpc_port = free_port()
-    out = run_cli(f"--port={grpc_port}", f"--model_base_path={base}", "--max_num_load_retries=0", timeout=120)
+def test_model_that_cannot_load_is_fatal(cannot_load):
+    out = cannot_load.result(timeout=120)
     assert out.returncode == 255
     assert "Failed to start server. Error:" in out.stderr
     assert "1 model(s) did not become available" in out.stderr
     assert "Running gRPC ModelServer" not in out.stderr
 
 
-def test_malformed_config_file_is_fatal(tmp_path):
-    config = tmp_path / "bad.config"
-    config.write_text("model_config_list { config { name: ")
-    out = run_cli(f"--model_config_file={config}")
+@pytest.mark.parametrize("flags,message_type", [
+    ([], "tensorflow.serving.ModelServerConfig"),
+    (["--enable_batching", "--batching_parameters_file={bad}"], "tensorflow.serving.BatchingParameters"),
+    (["--rest_api_port=1", "--monitoring_config_file={bad}"], "tensorflow.serving.MonitoringConfig"),
+    (["--ssl_config_file={bad}"], "tensorflow.serving.SSLConfig"),
+])
+def test_a_malformed_text_proto_is_fatal_in_tf_servings_words(tmp_path, flags, message_type):
+    # ParseProtoTextFile: protobuf's parser line, then the status naming the file.
+    bad = tmp_path / "bad.txt"
+    bad.write_text("improperly formatted")
+    good = write_config(tmp_path / "models.config", {"m": tmp_path / "m"})
+    config = bad if not flags else good
+    out = run_cli(f"--model_config_file={config}", *(f.format(bad=bad) for f in flags))
     assert out.returncode == 255
-    assert f"Invalid protobuf file: '{config}'" in out.stderr
+    assert (f'Error parsing text-format {message_type}: 1:1: Message type "{message_type}" has no field named '
+            '"improperly".') in out.stderr
+    assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{bad}'" in out.stderr
 
 
-def test_failing_warmup_request_is_fatal_at_start_up_unless_warmup_is_off(tmp_path):
+def test_failing_warmup_request_is_fatal_at_start_up_unless_warmup_is_off(warmup_fails):
     # (warmup off: tests/server/test_warmup.py::test_warmup_off_ignores_the_file)
-    from pyserving.examples import half_plus_two
-    from pyserving.runtime import warmup
-
-    base = tmp_path / "m"
-    version = half_plus_two.write_tf1(str(base), 1)
-    warmup.write_requests(version, [warmup.predict_log("no_such_signature", {"x": np.array([[1.0]], np.float32)})])
-    out = run_cli("--port=0", f"--grpc_socket_path={tmp_path}/sock", f"--model_base_path={base}",
-                  "--max_num_load_retries=0", timeout=120)
+    out = warmup_fails.result(timeout=120)
     assert out.returncode == 255
     assert "Warmup request 1 of" in out.stderr and "no_such_signature" in out.stderr
 
 
 @pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
-def test_tf_serving_bad_model_and_bad_config_fail_start_up(tmp_path):
-    out = run_cli("--port=0", f"--grpc_socket_path={tmp_path}/s",
-                  f"--model_base_path={SHARED_TESTDATA / 'bad_half_plus_two'}", "--max_num_load_retries=0",
-                  timeout=120)
+def test_tf_serving_bad_model_and_bad_config_fail_start_up(tf_serving_bad_model):
+    out = tf_serving_bad_model.result(timeout=120)
     assert out.returncode == 255 and "did not become available" in out.stderr
     out = run_cli(f"--model_config_file={SHARED_TESTDATA / 'bad_model_config.txt'}")
     assert out.returncode == 255 and "Invalid protobuf file" in out.stderr
 
 
 # ---- a running process: start-up order, REST and gRPC alike, SIGTERM -------------------------
-def test_rest_and_grpc_answer_alike_in_a_live_process(exported, tmp_path, start_server):
-    config = write_config(tmp_path / "models.config", {"hp2": exported / "hp2", "hp2tf2": exported / "hp2tf2"})
-    server = start_server([f"--model_config_file={config}"])
+def test_rest_and_grpc_answer_alike_in_a_live_process(parity_server):
+    server = parity_server
+    server.wait_ready()
     x = [[0.1], [7.0], [-3.5]]
     with grpc.insecure_channel(server.grpc_target) as ch:
         stub = prediction_stub(ch)
@@ -134,15 +223,13 @@ def test_rest_and_grpc_answer_alike_in_a_live_process(exported, tmp_path, start_
             np.testing.assert_array_equal(grpc_out, np.array(body["predictions"], dtype=np.float32))
 
 
-def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(exported, tmp_path, start_server):
-    base = tmp_path / "m"
-    base.mkdir()
-    server = start_server([f"--model_base_path={base}", "--model_name=m"], wait=False)
+def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(exported, empty_base_server):
+    server, base = empty_base_server, empty_base_server.base
     wait_for(lambda: "No versions of servable m found under base path" in server.process.log(),
              what="the server polling an empty base path", timeout=120)
     assert not port_open(server.rest_port) and not port_open(server.grpc_port)
     shutil.copytree(exported / "hp2" / "1", base / "1")
-    server.process.wait_ready(120)
+    server.wait_ready(120)
     log = server.process.log()
     assert "Successfully loaded servable version {name: m version: 1}" in log
     assert f"Running gRPC ModelServer at 0.0.0.0:{server.grpc_port} ..." in log
@@ -171,10 +258,11 @@ def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(ex
     assert len(results) == 4 and all(r == 2.5 for r in results if not isinstance(r, OSError)), results
 
 
-def test_request_on_a_connection_opened_before_sigterm_is_answered(exported, start_server):
+def test_request_on_a_connection_opened_before_sigterm_is_answered(drain_server):
     """The listener closes at SIGTERM, but a client that connected just before may still be
     sending its request: it is answered (and told to close), not dropped."""
-    server = start_server([f"--model_base_path={exported / 'hp2'}", "--model_name=m"])
+    server = drain_server
+    server.wait_ready()
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
     conn.connect()
     server.process.proc.send_signal(signal.SIGTERM)

@@ -96,7 +96,8 @@ def test_strings_ints_bools_and_b64_round_trip(server):
     })[0::2]
     assert status == 200
     rows = json.loads(text)["predictions"]
-    assert rows[0] == {"text": "héllo", "count": 2, "flag": False, "raw_bytes": {"b64": base64.b64encode("héllo".encode()).decode()}}
+    b64 = base64.b64encode("héllo".encode()).decode()
+    assert rows[0] == {"text": "héllo", "count": 2, "flag": False, "raw_bytes": {"b64": b64}}
     assert rows[1]["raw_bytes"] == {"b64": base64.b64encode(raw).decode()}
     assert rows[1]["count"] == 6 and rows[1]["flag"] is True
 
@@ -124,40 +125,50 @@ def test_classify_and_regress(server):
 
 @pytest.mark.parametrize("path,body,status,message", [
     ("/v1/models/hp2:predict", {"instances": [["a"]]}, 400,
-     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: \"a\" Type: String is not of expected type: float"),
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: \"a\" Type: String "
+     "is not of expected type: float"),
     ("/v1/models/hp2tf2:predict", {"instances": [[1.0], [2.0, 3.0]]}, 400,
      "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 1 but got: 2"),
-    ("/v1/models/hp2tf2:predict", {"signature_name": "dot", "instances": [[1.0, 2.0, 3.0]]}, 400, "Matrix size-incompatible"),
+    ("/v1/models/hp2tf2:predict", {"signature_name": "dot", "instances": [[1.0, 2.0, 3.0]]}, 400,
+     "Matrix size-incompatible"),
     ("/v1/models/hp2:predict", {"instances": []}, 400, "No values in 'instances' array"),
     ("/v1/models/hp2:predict", {"signature_name": "nope", "instances": [[1.0]]}, 400,
      'Serving signature name: "nope" not found in signature def'),
     ("/v1/models/hp2:predict", {}, 400, "Missing 'inputs' or 'instances' key"),
-    ("/v1/models/hp2:predict", {"instances": [[1.0]], "inputs": [[1.0]]}, 400, "expecting only one of 'inputs' or 'instances'"),
+    ("/v1/models/hp2:predict", {"instances": [[1.0]], "inputs": [[1.0]]}, 400,
+     "expecting only one of 'inputs' or 'instances'"),
     ("/v1/models/nope:predict", {"instances": [[1.0]]}, 404, "Servable not found for request: Latest(nope)"),
-    ("/v1/models/hp2/versions/9:predict", {"instances": [[1.0]]}, 404, "Servable not found for request: Specific(hp2, 9)"),
-    ("/v1/models/hp2/labels/canary:predict", {"instances": [[1.0]]}, 400, "Unrecognized servable version label: canary"),
-    ("/v1/models/hp2tf2:predict", {"signature_name": "echo", "instances": [{"text": "a"}]}, 400, "must only have keys: count,text"),
-    ("/v1/models/hp2tf2:predict", {"signature_name": "echo", "inputs": {"text": [{"b64": "%%%"}], "count": [1]}}, 400, "Unable to base64 decode"),
+    ("/v1/models/hp2/versions/9:predict", {"instances": [[1.0]]}, 404,
+     "Servable not found for request: Specific(hp2, 9)"),
+    ("/v1/models/hp2/labels/canary:predict", {"instances": [[1.0]]}, 400,
+     "Unrecognized servable version label: canary"),
+    ("/v1/models/hp2tf2:predict", {"signature_name": "echo", "instances": [{"text": "a"}]}, 400,
+     "must only have keys: count,text"),
+    ("/v1/models/hp2tf2:predict", {"signature_name": "echo", "inputs": {"text": [{"b64": "%%%"}], "count": [1]}}, 400,
+     "Unable to base64 decode"),
     # classifier.cc PreProcessClassification: without --enable_signature_method_name_check the
     # predict signature is judged by its inputs and outputs.
     ("/v1/models/hp2:classify", {"examples": [{"x": 1.0}]}, 400, "No classification inputs found in SignatureDef: "),
-    ("/v1/models/hp2:regress", {"signature_name": "regress_x_to_y", "examples": []}, 400, "'examples' value is an empty array"),
-    ("/v1/models/hp2:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": [None]}]}, 400, "unexpected JSON type: Null"),
+    ("/v1/models/hp2:regress", {"signature_name": "regress_x_to_y", "examples": []}, 400,
+     "'examples' value is an empty array"),
+    ("/v1/models/hp2:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": [None]}]}, 400,
+     "unexpected JSON type: Null"),
 ])
 def test_bad_requests_get_tf_serving_errors_and_server_keeps_serving(server, path, body, status, message):
     got_status, headers, text = call(server, "POST", path, body)
     assert got_status == status, text
     assert headers["Content-Type"].startswith("application/json")
     assert message in json.loads(text)["error"]
-    assert call_json(server, "POST", "/v1/models/hp2:predict", {"instances": [[1.0]]}) == (200, {"predictions": [[2.5]]})
+    assert call_json(server, "POST", "/v1/models/hp2:predict", {"instances": [[1.0]]}) == (
+        200, {"predictions": [[2.5]]})
 
 
 def test_shapes_are_left_to_the_graph_as_tf_serving_does(server):
     # TF Serving's own docs send a flat list to half_plus_two ([-1, 1]); the graph broadcasts.
     assert call_json(server, "POST", "/v1/models/hp2tf2:predict", {"instances": [1.0, 2.0]}) == (
         200, {"predictions": [2.5, 3.0]})
-    assert call_json(server, "POST", "/v1/models/hp2tf2:predict", {"signature_name": "dot", "instances": [[1.0, 2.0]]}) == (
-        200, {"predictions": [[3.0]]})
+    dot = {"signature_name": "dot", "instances": [[1.0, 2.0]]}
+    assert call_json(server, "POST", "/v1/models/hp2tf2:predict", dot) == (200, {"predictions": [[3.0]]})
 
 
 def test_malformed_json_and_non_v1_paths(server):

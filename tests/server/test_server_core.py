@@ -178,8 +178,9 @@ def test_the_config_file_is_polled_and_applied_when_it_changes(core, tmp_path, c
     time.sleep(5 * POLL)
     assert sorted(core.configs) == ["a", "b"]
     errors = [r.getMessage() for r in caplog.records]
-    assert len(errors) == 1 and errors[0].startswith(f"Failed to reload model config {path}: Invalid protobuf file: "
-                                                     f"'{path}'")
+    assert len(errors) == 1 and errors[0] == (
+        f"Failed to reload model config {path}: Error parsing text-format tensorflow.serving.ModelServerConfig: "
+        f'1:28: Expected "}}".\nInvalid protobuf file: \'{path}\'')
     write("b")
     wait_until(lambda: sorted(core.configs) == ["b"])
 

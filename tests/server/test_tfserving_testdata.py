@@ -23,8 +23,10 @@ def server(tmp_path_factory, serve_module):
     more = (
         f'config {{ name: "two_versions" base_path: "{SHARED_TESTDATA / "saved_model_half_plus_two_2_versions"}" '
         'model_platform: "tensorflow" model_version_policy { all {} } }\n'
-        f'config {{ name: "tf2" base_path: "{SHARED_TESTDATA / "saved_model_half_plus_two_tf2_cpu"}" model_platform: "tensorflow" }}\n'
-        f'config {{ name: "counter" base_path: "{SHARED_TESTDATA / "saved_model_counter"}" model_platform: "tensorflow" }}\n'
+        f'config {{ name: "tf2" base_path: "{SHARED_TESTDATA / "saved_model_half_plus_two_tf2_cpu"}" '
+        'model_platform: "tensorflow" }\n'
+        f'config {{ name: "counter" base_path: "{SHARED_TESTDATA / "saved_model_counter"}" '
+        'model_platform: "tensorflow" }\n'
     )
     config = tmp / "models.config"
     config.write_text(good.rstrip().rstrip("}") + more + "}\n")
@@ -53,7 +55,8 @@ def test_metadata_matches_tf_serving_reference(server):
 
 def test_two_versions_served_side_by_side(server):
     status, body = call_json(server, "GET", "/v1/models/two_versions")
-    assert [(s["version"], s["state"]) for s in body["model_version_status"]] == [("124", "AVAILABLE"), ("123", "AVAILABLE")]
+    versions = [(s["version"], s["state"]) for s in body["model_version_status"]]
+    assert versions == [("124", "AVAILABLE"), ("123", "AVAILABLE")]
     assert call_json(server, "POST", "/v1/models/two_versions/versions/123:predict", {"instances": [1.0]})[0] == 200
 
 
