@@ -162,6 +162,8 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
         if dtype in _CARRIED_AS_INT32:  # TensorFlow static_casts the int32 values: they wrap
             return np.array(leaves, dtype=np.int32).astype(dtypes.numpy_dtype(dtype))
         return np.array(leaves, dtype=dtypes.numpy_dtype(dtype))
+    if not leaves and dtype in dtypes.NUMPY:  # no value to convert: TF Serving makes the empty tensor
+        return np.empty(0, dtypes.numpy_dtype(dtype))
     # AddValueToTensor's default case: UNIMPLEMENTED, naming the first value it cannot convert.
     raise ServingError(Code.UNIMPLEMENTED, f"Conversion of JSON Value: {dump_value(leaves[0] if leaves else [])} "
                                            f"to type: {dtypes.short_name(dtype)}")

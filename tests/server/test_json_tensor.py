@@ -226,6 +226,9 @@ def test_an_input_type_json_cannot_carry_is_unimplemented_and_names_the_first_va
     # AddValueToTensor's default case: errors::Unimplemented("Conversion of JSON Value: ", value, " to type: ", ...)
     error = decode_error({"inputs": [7, 8]}, sig(x=dtypes.DT_UINT16))
     assert error.code == Code.UNIMPLEMENTED and error.message == "Conversion of JSON Value: 7 to type: uint16"
+    # Without a value nothing is converted, so nothing fails: an empty tensor of that type.
+    empty = jt.decode_predict({"inputs": [[], []]}, sig(x=dtypes.DT_UINT16))[1]["x"]
+    assert empty.dtype == np.uint16 and empty.shape == (2, 0)
 
 
 @pytest.mark.parametrize("dtype,values", [
