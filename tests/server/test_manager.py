@@ -350,9 +350,9 @@ def test_wait_for_latest_waits_for_a_model_with_nothing_aspired_until_its_timeou
         manager.set_aspired_versions("empty", {})  # an empty base path
     started = time.monotonic()
     with pytest.raises(ServingError) as err:
-        manager.wait_for_latest(["m", "empty"], timeout=0.3)
+        manager.wait_for_latest(["m", "empty"], timeout=0.15)
     assert (err.value.code, err.value.message) == (Code.DEADLINE_EXCEEDED, "models did not become available in time")
-    assert 0.3 <= time.monotonic() - started < 1.0
+    assert 0.15 <= time.monotonic() - started < 1.0
     manager.stop()
 
 

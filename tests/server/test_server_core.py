@@ -169,13 +169,13 @@ def test_the_config_file_is_polled_and_applied_when_it_changes(core, tmp_path, c
     applied = write("a")
     core.reload([model("a", a)], timeout=10)
     core.poll_config_file(str(path), POLL, applied)
-    time.sleep(5 * POLL)
+    time.sleep(3 * POLL)
     assert sorted(core.configs) == ["a"] and core.loader.calls == [("a", 1)]  # unchanged: nothing done
     write("a", "b")
     wait_until(lambda: core.manager.available_versions("b") == {1})
     assert core.configs["b"].base_path == b
     path.write_text("model_config_list { config {")  # half-written: the old config stays
-    time.sleep(5 * POLL)
+    time.sleep(3 * POLL)
     assert sorted(core.configs) == ["a", "b"]
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1 and errors[0] == (
@@ -228,14 +228,14 @@ def test_a_new_model_s_labels_wait_for_the_versions_they_name(tmp_path):
 def test_a_reload_gives_up_at_its_timeout(core, tmp_path):
     (tmp_path / "empty").mkdir()
     started = time.monotonic()
-    err = refused(core.reload, [model("empty", str(tmp_path / "empty"))], timeout=0.3)
+    err = refused(core.reload, [model("empty", str(tmp_path / "empty"))], timeout=0.15)
     assert err.code == Code.DEADLINE_EXCEEDED and time.monotonic() - started < 2.0
     gate = threading.Event()
     slow = ServerCore(lambda name, version, path: (version == 2 or gate.wait(5)) and Servable(version),
                       file_system_poll_wait_s=POLL)
     try:  # the latest version is up, the labelled one still loading when the time is up: the label is refused
         versions(tmp_path / "s", 1, 2)
-        err = refused(slow.reload, [model("s", str(tmp_path / "s"), {"old": 1}, versions_=(1, 2))], timeout=0.3)
+        err = refused(slow.reload, [model("s", str(tmp_path / "s"), {"old": 1}, versions_=(1, 2))], timeout=0.15)
         assert err.code == Code.FAILED_PRECONDITION
     finally:
         gate.set()
