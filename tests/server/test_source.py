@@ -171,7 +171,7 @@ def test_with_poll_wait_0_the_source_polls_once_then_only_when_the_models_change
         wait_until(lambda: emitted and emitted[-1][1])
         assert 0.25 <= time.monotonic() - started < 1.0  # two looks settle_s (0.3 s) apart, not back to back
         make_version(tmp_path, 2)
-        time.sleep(0.3)
+        time.sleep(0.5)  # a poll would have found it and settled it (0.3 s) by now
         assert emitted[-1] == ("m", {1: str(tmp_path / "1")})  # no polling
         source.set_models({"m": ModelConfig("m", str(tmp_path))})  # a config change wakes it
         wait_until(lambda: emitted[-1] == ("m", {2: str(tmp_path / "2")}))
