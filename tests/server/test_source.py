@@ -170,8 +170,8 @@ def test_with_poll_wait_0_the_source_polls_once_then_only_when_the_models_change
         source.set_models({"m": ModelConfig("m", str(tmp_path))})
         wait_until(lambda: emitted and emitted[-1][1])
         assert 0.25 <= time.monotonic() - started < 1.0  # two looks settle_s (0.3 s) apart, not back to back
-        make_version(tmp_path, 2)
-        time.sleep(0.5)  # a poll would have found it and settled it (0.3 s) by now
+        (make_version(tmp_path / "staging", 2)).rename(tmp_path / "2")  # appears whole
+        time.sleep(0.8)  # a poll would have found it and settled it (0.3 s) by now
         assert emitted[-1] == ("m", {1: str(tmp_path / "1")})  # no polling
         source.set_models({"m": ModelConfig("m", str(tmp_path))})  # a config change wakes it
         wait_until(lambda: emitted[-1] == ("m", {2: str(tmp_path / "2")}))
