@@ -176,17 +176,20 @@ def measure_levels(client: Client, label: str, rest_port: int, grpc_port: int, a
     return results
 
 
-def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: dict) -> tuple[dict, tuple]:
+def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: dict,
+                      server_root: Path = ROOT) -> tuple[dict, tuple]:
     model = client.model
     grpc_port, rest_port = free_port(), free_port()
     flags = []
     if batching:
         Path(f"{tmp}/batching.txt").write_text(BATCHING)
         flags = ["--enable_batching", f"--batching_parameters_file={tmp}/batching.txt"]
+    # -P: the server imports pyserving from server_root (PYTHONPATH), not from the current folder,
+    # so bench/ab.py can run this same client against another revision's server.
     server = ServerProcess(
-        [sys.executable, "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        [sys.executable, "-P", "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
          f"--model_name={model.name}", f"--model_base_path={tmp}/{model.name}", *flags],
-        Path(tmp) / f"server-{model.name}-{batching}.log", ready_port=rest_port,
+        Path(tmp) / f"server-{model.name}-{batching}.log", ready_port=rest_port, env={"PYTHONPATH": str(server_root)},
     )
     server.start()
     try:
@@ -217,22 +220,23 @@ def measure_null_servers(tmp: str, client: Client, answers: tuple, levels, bases
         server.stop()
 
 
-def bench_model(tmp: str, client: Client, levels) -> dict:
+def bench_model(tmp: str, client: Client, levels, server_root: Path = ROOT, in_process: bool = True) -> dict:
     model = client.model
     version_dir = model.export(f"{tmp}/{model.name}")
     print(f"\n## {model.name}: one instance {len(model.row)} float(s), {os.cpu_count()} CPUs, "
-          f"{client.seconds:.0f} s per measurement, client: {CLIENTS[client.kind]}")
-    rates = in_process_rates(model, version_dir, client.seconds)
+          f"{client.seconds:.0f} s per measurement, client: {CLIENTS[client.kind]}, server: {server_root}")
+    rates = in_process_rates(model, version_dir, client.seconds) if in_process else {}
     print("in-process, one call at a time (calls/s), and 32-row calls (rows/s):")
     for name, value in rates.items():
         unit = f"({1e6 / value:6.0f} us/call)" if "32 rows" not in name else f"({32e6 / value:6.0f} us/call)"
         print(f"  {name:<38} {value:9.0f}   {unit}")
-    bases = {"TF_SessionRun": rates["pyserving runtime (TF_SessionRun)"], "TF2 fn": rates["tf2 concrete function"]}
+    bases = ({"TF_SessionRun": rates["pyserving runtime (TF_SessionRun)"], "TF2 fn": rates["tf2 concrete function"]}
+             if in_process else {})
     print(f"\nserver predict, closed loop ({BATCHING}):")
     print(f"  {'batching':<8} {'proto':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}  "
           f"vs one-call in-process: {', '.join(bases)}")
-    off, answers = serve_and_measure(tmp, client, False, levels, bases)
-    on, _ = serve_and_measure(tmp, client, True, levels, bases)
+    off, answers = serve_and_measure(tmp, client, False, levels, bases, server_root)
+    on, _ = serve_and_measure(tmp, client, True, levels, bases, server_root)
     print("  null = the protocol stack alone, a fixed answer and no model (bench/null_servers.py):")
     null = measure_null_servers(tmp, client, answers, levels, bases)
     print("\nbatched / unbatched throughput, and what the stack alone reaches, in multiples of unbatched:")
@@ -250,6 +254,11 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     parser.add_argument("--client", choices=["auto", *CLIENTS], default="auto",
                         help="load generator: c (wrk and h2load), python (client/loadgen.py); auto = c when installed")
+    parser.add_argument("--server-root", type=Path, default=ROOT,
+                        help="the source tree whose pyserving the servers run (bench/ab.py passes another revision's)")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process rates")
+    parser.add_argument("--json", type=Path, help="also write the servers' req/s here, as "
+                        "{model: {batching (off/on/null): {protocol: {concurrency: req/s}}}}")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     kind = args.client
@@ -258,10 +267,22 @@ def main() -> int:
         if kind == "python":
             print("wrk or h2load not found (Debian: wrk, nghttp2-client): using the Python client, which "
                   "shares the CPUs with the server and lowers every server figure.")
+    report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            bench_model(tmp, Client(kind, MODELS[name], args.seconds), levels)
+            results = bench_model(tmp, Client(kind, MODELS[name], args.seconds), levels, args.server_root.resolve(),
+                                  not args.no_in_process)
+            report[name] = {label: _throughputs(results[label]) for label in ("off", "on", "null")}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _throughputs(results: dict) -> dict:
+    by_protocol: dict = {}
+    for (protocol, c), r in results.items():
+        by_protocol.setdefault(protocol, {})[str(c)] = r.throughput
+    return by_protocol
 
 
 if __name__ == "__main__":
