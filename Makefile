@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 BACKEND ?= native
 ARGS ?=
 
-.PHONY: venv lint test bench-ab reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
+.PHONY: venv lint test bench-ab bench-stall reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
         image build-server publish canary promote rollback versions soak bench mutate clean help
 
 help:
@@ -89,6 +89,11 @@ bench: $(STAMP)
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1) || \
 	  echo "could not install wrk and h2load (needs root and Debian's packages)"
 	$(VENV)/bin/python bench/serving.py $(ARGS)
+	$(VENV)/bin/python bench/load_stall.py
+
+# Latency and memory of the served model while versions load and unload (bench/load_stall.py).
+bench-stall: $(STAMP)
+	$(VENV)/bin/python bench/load_stall.py $(ARGS)
 
 # Before/after: this tree's server against revision BASE's, interleaved (bench/ab.py).
 bench-ab: $(STAMP)
