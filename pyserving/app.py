@@ -64,6 +64,11 @@ class ModelServer:
     def start(self) -> None:
         s = self.settings
         gc_policy.configure()
+        # Import TensorFlow and the protocol stacks now, and freeze what they built: before any
+        # model version exists, so that no version is frozen with them (pyserving/gc_policy.py).
+        from pyserving.protocols import grpc, rest  # noqa: F401
+        from pyserving.runtime import savedmodel  # noqa: F401
+        gc_policy.freeze_imports()
         if s.model_config_file:
             text = config.read_text(s.model_config_file)
             self.core.reload(config.models_from_text(text, s.model_config_file))
@@ -73,7 +78,6 @@ class ModelServer:
         self._start_rest()
         if s.polls_model_config:
             self.core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds, text)
-        gc_policy.freeze()
 
     def _workers(self, configured: int) -> int:
         # With batching, a request thread mostly waits for its batch: many cheap waiting threads

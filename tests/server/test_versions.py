@@ -151,3 +151,32 @@ def test_policies_and_labels_from_config(tmp_path, exported, serve):
     wait_for(lambda: len([s for s in status(server, "all").values() if s["state"] == "AVAILABLE"]) == 3,
              what="all three versions")
     assert [rest_predict(server, "all", version=v) for v in (1, 2, 3)] == [2.5, 3.5, 4.5]
+
+
+def test_requests_are_answered_while_a_new_version_loads(tmp_path, serve):
+    """No request waits for a load: while version 2 is still LOADING (its warmup replays a run
+    of the `slow` signature), version 1 answers requests over REST and gRPC, each one seen
+    to start and end inside that LOADING state."""
+    from pyserving.runtime import warmup
+
+    base = tmp_path / "m"
+    half_plus_two.write_tf2(str(base), 1)
+    server = serve([f"--model_base_path={base}", "--model_name=m", "--file_system_poll_wait_seconds=1"])
+    staged = half_plus_two.write_tf2(str(tmp_path / "staged"), 2, b=3.0)
+    warmup.write_requests(staged, [warmup.predict_log("slow", {"spins": np.array([100_000], np.int64)})])
+    shutil.move(staged, base / "2")
+    wait_for(lambda: status(server).get(2, {}).get("state") == "LOADING", interval=0.005, what="version 2 LOADING")
+    answered = []
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    request.inputs["x"].CopyFrom(from_numpy(np.array([[1.0]], np.float32)))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = prediction_stub(channel)
+        while status(server)[2]["state"] == "LOADING":
+            rest_y = rest_predict(server)
+            grpc_y = float(np.asarray(stub.Predict(request, timeout=30).outputs["y"].float_val)[0])
+            if status(server)[2]["state"] == "LOADING":  # both answers came while it was loading
+                answered.append((rest_y, grpc_y))
+    assert len(answered) >= 3, f"only {len(answered)} REST+gRPC pairs answered during the load"
+    assert set(answered) == {(2.5, 2.5)}  # version 1's y = 0.5 * 1 + 2
+    wait_for(lambda: rest_predict(server) == 3.5, what="version 2 serving")  # and then the new one
