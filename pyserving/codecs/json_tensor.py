@@ -93,7 +93,8 @@ def _parse_slow(body: bytes):
         return doc
     except _NumberTooBig as exc:
         offset = body.find(str(exc).encode())
-        raise invalid_argument(f"JSON Parse error: Number too big to be stored in double. at offset: {offset}") from None
+        raise invalid_argument(
+            f"JSON Parse error: Number too big to be stored in double. at offset: {offset}") from None
     except UnicodeDecodeError as exc:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
     except json.JSONDecodeError as exc:
