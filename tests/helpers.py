@@ -215,6 +215,28 @@ def write_config(path: Path, models: dict, extra: str = "") -> Path:
     return path
 
 
+def export_tf1(base_path: Path, version: int, build: Callable[[], dict]) -> Path:
+    """A TF1-style SavedModel at base_path/version, for models shaped by a test. build() runs in a
+    fresh graph and returns {signature key: (inputs {key: tensor}, outputs {key: tensor},
+    method_name or None)}; None writes no method_name, as a signature built without one has."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    target = base_path / str(version)
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as session:
+        signatures = build()
+        session.run(v1.global_variables_initializer())
+        info = v1.saved_model.utils.build_tensor_info
+        defs = {key: v1.saved_model.signature_def_utils.build_signature_def(
+            {k: info(t) for k, t in inputs.items()}, {k: info(t) for k, t in outputs.items()}, method)
+            for key, (inputs, outputs, method) in signatures.items()}
+        builder = v1.saved_model.Builder(str(target))
+        builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=defs)
+        builder.save()
+    return target
+
+
 # ---- REST -----------------------------------------------------------------------------------
 def call(server, method: str, path: str, body=None, raw: Optional[bytes] = None, headers=None, timeout: float = 30):
     """One HTTP request: (status, headers, text), also for error statuses."""

@@ -5,13 +5,16 @@ the example back to back: parsing that concatenation merges the two (protobuf me
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tensorflow.core.example import example_pb2, feature_pb2
 
 # _type_name is json_tensor.cc's JsonTypeString, which MakeExampleFromJsonObject uses too.
-from pyserving.codecs.json_tensor import _type_name, decode_b64, dump_value, is_b64
+from pyserving.codecs.json_tensor import _type_name, decode_b64, dump_value, is_b64, utf8
 from pyserving.errors import invalid_argument
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _kind_error(name: str, feature: feature_pb2.Feature):
@@ -32,11 +35,14 @@ def _add(name: str, value: Any, feature: feature_pb2.Feature) -> None:
     elif type(value) is float:
         if kind not in (None, "float_list"):
             raise _kind_error(name, feature)
+        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:  # IsLosslessDecimal<float>
+            raise invalid_argument(
+                f"Cannot convert JSON value: {dump_value(value)} to float without loss of precision.")
         feature.float_list.value.append(value)
     elif type(value) is str or is_b64(value):
         if kind not in (None, "bytes_list"):
             raise _kind_error(name, feature)
-        feature.bytes_list.value.append(value.encode("utf-8") if type(value) is str else decode_b64(value))
+        feature.bytes_list.value.append(utf8(value) if type(value) is str else decode_b64(value))
     else:
         raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {_type_name(value)}")
 
@@ -70,7 +76,10 @@ def examples_from_json(doc: dict) -> list[bytes]:
 
 
 def examples_from_input(input_proto) -> list[bytes]:
-    """tensorflow.serving.Input (example_list | example_list_with_context) -> serialized examples."""
+    """tensorflow.serving.Input (example_list | example_list_with_context) -> serialized examples.
+
+    An Input of neither kind holds no example: the core refuses it ("Input is empty.") once the
+    model and signature are found, in TF Serving's order (an unknown model is NOT_FOUND first)."""
     which = input_proto.WhichOneof("kind")
     if which == "example_list":
         return [e.SerializeToString() for e in input_proto.example_list.examples]
@@ -78,4 +87,4 @@ def examples_from_input(input_proto) -> list[bytes]:
         lst = input_proto.example_list_with_context
         context = lst.context.SerializeToString()
         return [context + e.SerializeToString() for e in lst.examples]
-    raise invalid_argument("Input is empty.")
+    return []

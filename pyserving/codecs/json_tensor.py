@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,6 +23,16 @@ from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.types import SignatureInfo
 
 ROW, COLUMNAR = "row", "columnar"
+
+
+def _numpy_max_dims() -> int:
+    try:
+        return np.empty((1,) * 64).ndim  # numpy 2
+    except ValueError:
+        return 32  # numpy 1
+
+
+MAX_DIMS = _numpy_max_dims()  # the most dimensions a request's tensor can have here (TensorFlow: 254)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT_RANGES = {
     dtypes.DT_INT8: (-(2**31), 2**31 - 1), dtypes.DT_INT16: (-(2**31), 2**31 - 1),
@@ -47,15 +58,87 @@ def parse(body: bytes) -> dict:
     return doc
 
 
+class _NumberTooBig(Exception):
+    pass
+
+
+def _decimal(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # rapidjson refuses what a double cannot hold; Python would make it inf
+        raise _NumberTooBig(text)
+    return value
+
+
+def _integer(text: str):
+    """rapidjson's integers: int64 or uint64; past that a number is a double."""
+    value = int(text)
+    return value if -(2**63) <= value <= 2**64 - 1 else _decimal(text)
+
+
+LONE_SURROGATE = "JSON Parse error: The surrogate pair in string is invalid."
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _parse_slow(body: bytes):
     try:
-        return json.loads(body)
+        doc = json.loads(body, parse_int=_integer, parse_float=_decimal)
+        surrogate = _SURROGATE_ESCAPE.search(body)
+        if surrogate:  # rapidjson refuses a \uD800-\uDFFF escape that is not half of a pair; json keeps it
+            try:
+                json.dumps(doc, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid_argument(f"{LONE_SURROGATE} at offset: {surrogate.start()}") from None
+            except RecursionError:
+                pass  # too deep to check here; a string is checked again where it is encoded
+        return doc
+    except _NumberTooBig as exc:
+        offset = body.find(str(exc).encode())
+        raise invalid_argument(
+            f"JSON Parse error: Number too big to be stored in double. at offset: {offset}") from None
     except UnicodeDecodeError as exc:
         raise invalid_argument(f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}") from None
     except json.JSONDecodeError as exc:
-        raise invalid_argument(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
+        raise invalid_argument(f"JSON Parse error: {_rapidjson_message(exc, body)} at offset: {exc.pos}") from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: nesting too deep") from None
+
+
+# The json module's parse errors in rapidjson's words (rapidjson/error/en.h GetParseError_En), which
+# TF Serving reports; a missing comma is worded by the innermost open bracket, see _missing_comma.
+_RAPIDJSON_MESSAGES = {
+    "Expecting value": "Invalid value.",
+    "Unexpected UTF-8 BOM (decode using utf-8-sig)": "Invalid value.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+    "Invalid \\escape": "Invalid escape character in string.",
+    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+    "Extra data": "The document root must not be followed by other values.",
+}
+
+
+def _missing_comma(body: bytes, pos: int) -> str:
+    """rapidjson's message for a missing ',' at `pos`: inside an object or inside an array."""
+    stack, in_string, escaped = [], False, False
+    for byte in body[:pos]:
+        if in_string:
+            escaped, in_string = (not escaped and byte == 0x5C), in_string and (escaped or byte != 0x22)
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            stack.append(byte)
+        elif byte in (0x5D, 0x7D) and stack:
+            stack.pop()
+    if stack and stack[-1] == 0x7B:
+        return "Missing a comma or '}' after an object member."
+    return "Missing a comma or ']' after an array element."
+
+
+def _rapidjson_message(exc: json.JSONDecodeError, body: bytes) -> str:
+    if exc.msg == "Expecting ',' delimiter":
+        return _missing_comma(body, exc.pos)
+    return _RAPIDJSON_MESSAGES.get(exc.msg, exc.msg)
 
 
 def signature_name(doc: dict) -> str:
@@ -69,7 +152,18 @@ def signature_name(doc: dict) -> str:
 
 def dump_value(value: Any) -> str:
     """A JSON value as text, for error messages (truncated: bodies can be huge)."""
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:  # nested deeper than the encoder goes: its opening says enough
+        parts: list[str] = []
+        while sum(map(len, parts)) <= 256 and type(value) in (list, dict) and value:
+            if type(value) is list:
+                parts.append("[")
+                value = value[0]
+            else:
+                key, value = next(iter(value.items()))
+                parts.append("{" + json.dumps(key, ensure_ascii=False) + ": ")
+        text = "".join(parts)
     return text if len(text) <= 256 else text[:256] + "..."
 
 
@@ -87,6 +181,13 @@ def _type_error(value: Any, dtype: int):
     return invalid_argument(
         f"JSON Value: {dump_value(value)} Type: {_type_name(value)} is not of expected type: {dtypes.short_name(dtype)}"
     )
+
+
+def utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate the parser let through
+        raise invalid_argument(LONE_SURROGATE) from None
 
 
 def is_b64(value: Any) -> bool:
@@ -141,7 +242,7 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
         out = np.empty(len(leaves), dtype=object)
         for i, v in enumerate(leaves):
             if type(v) is str:
-                out[i] = v.encode("utf-8")
+                out[i] = utf8(v)
             elif type(v) is dict:
                 out[i] = decode_b64(v)
             else:
@@ -182,18 +283,23 @@ def _floats_to_array(leaves: list, dtype: int) -> np.ndarray:
     for v in leaves:
         if type(v) is not float and type(v) is not int:
             raise _type_error(v, dtype)
-    if dtype != dtypes.DT_DOUBLE:
-        for v in leaves:  # TF Serving refuses values that float cannot hold exactly
-            if (type(v) is int and abs(v) > 2**24 - 1) or (
-                type(v) is float and math.isfinite(v) and abs(v) > _FLOAT32_MAX
-            ):
-                raise invalid_argument(
-                    f"Cannot convert JSON value: {dump_value(v)} to float without loss of precision.")
+    # IsLosslessDecimal: an integer past the type's mantissa, or a decimal past float's range,
+    # cannot be held exactly (the parser already made integers past 64 bits decimals).
+    double = dtype == dtypes.DT_DOUBLE
+    max_int = 2**53 - 1 if double else 2**24 - 1
+    for v in leaves:
+        if (type(v) is int and abs(v) > max_int) or (
+            not double and type(v) is float and math.isfinite(v) and abs(v) > _FLOAT32_MAX
+        ):
+            raise invalid_argument(f"Cannot convert JSON value: {dump_value(v)} to "
+                                   f"{'double' if double else 'float'} without loss of precision.")
     return np.array(leaves, dtype=np.float64)
 
 
 def value_to_array(value: Any, dtype: int) -> np.ndarray:
     shape = _dense_shape(value)
+    if len(shape) > MAX_DIMS:  # numpy's limit (TensorFlow's is 254): refused, not a crash
+        raise invalid_argument(f"Tensor of {len(shape)} dimensions: at most {MAX_DIMS} are supported")
     leaves = _flatten(value, shape)
     if leaves and type(leaves[0]) is dict and dtype != dtypes.DT_STRING:
         raise _type_error(leaves[0], dtype)
@@ -243,14 +349,14 @@ def _stack(rows: list, dtype: int, key: str | None = None) -> np.ndarray:
     """Rows of one input, stacked on a new dim 0; every row must have the first row's shape."""
     try:
         return value_to_array(rows, dtype)
-    except Exception:
-        pass  # find the offending row, to word the error as TF Serving does
+    except ServingError as exc:
+        stacked_error = exc  # find the offending row, to word the error as TF Serving does
     first_shape = None
     for i, row in enumerate(rows):
         where = f"element: {i} key: {key}" if key else f"element: {i}"
         try:
             arr = value_to_array(row, dtype)
-        except Exception as exc:
+        except ServingError as exc:
             raise invalid_argument(
                 f"Failed to process {where} of 'instances' list. Error: {_status_text(exc)}"
             ) from None
@@ -264,7 +370,7 @@ def _stack(rows: list, dtype: int, key: str | None = None) -> np.ndarray:
                 else f"Expecting shape {fmt(first_shape)} but got: {fmt(arr.shape)}"
             )
             raise invalid_argument(f"Failed to process {where} of 'instances' list. Error: INVALID_ARGUMENT: {detail}")
-    raise invalid_argument("Failed to process 'instances' list")
+    raise stacked_error  # every row is fine alone: the stack is not (one dimension too many)
 
 
 def _columnar(value: Any, sig: SignatureInfo) -> dict[str, np.ndarray]:
@@ -399,13 +505,11 @@ def encode_predict(outputs: Mapping[str, np.ndarray], fmt: str) -> str:
             return '{"outputs": ' + _write(arr, write) + "}"
         parts = [json.dumps(n) + ": " + _write(arr, write) for n, (arr, write) in checked.items()]
         return '{"outputs": {' + ", ".join(parts) + "}}"
-    batch = 0
+    batch = -1  # a batch of zero rows answers {"predictions": []} (TF Serving PR #1635)
     for name, (arr, _w) in checked.items():
         if arr.ndim == 0:
             raise invalid_argument(f"Tensor name: {name} has no shape information ")
-        if arr.shape[0] < 1:
-            raise invalid_argument(f"Tensor name: {name} has invalid batch size: {arr.shape[0]}")
-        if batch and arr.shape[0] != batch:
+        if batch >= 0 and arr.shape[0] != batch:
             raise invalid_argument(
                 f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} expecting: {batch}")
         batch = arr.shape[0]

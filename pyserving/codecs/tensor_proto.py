@@ -90,6 +90,7 @@ def from_numpy(array: np.ndarray, as_tensor_content: bool = False) -> tensor_pb2
     proto = tensor_pb2.TensorProto()
     dtype = dtypes.data_type(array.dtype)
     proto.dtype = dtype
+    proto.tensor_shape.SetInParent()  # a scalar's shape is present and empty, as Tensor::AsProtoField writes it
     for d in array.shape:
         proto.tensor_shape.dim.add().size = d
     if dtype == dtypes.DT_STRING:

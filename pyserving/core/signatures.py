@@ -129,7 +129,9 @@ def examples_signature(servable: Servable, name: str, method: str,
     return key, sig
 
 
-def _examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
+def examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
+    """The serialized examples as the model's string input (util.cc InputToSerializedExampleTensor);
+    no example, whatever the context, is "Input is empty." - checked after the signature, as there."""
     if len(examples) == 0:
         raise invalid_argument("Input is empty.")
     tensor = np.empty(len(examples), dtype=object)
@@ -141,7 +143,7 @@ def examples_request(servable: Servable, key: str, sig: SignatureInfo, examples:
                      timeout_s=None) -> RunRequest:
     """The run a Classify or Regress asks for: every output its signature names of the method's."""
     outputs = tuple(k for k in ("classes", "scores", "outputs") if k in sig.outputs)
-    return RunRequest(servable, key, {"inputs": _examples_tensor(examples)}, outputs, timeout_s)
+    return RunRequest(servable, key, {"inputs": examples_tensor(examples)}, outputs, timeout_s)
 
 
 def _shape_text(tensor: np.ndarray) -> str:

@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
 )
 
 from pyserving.errors import Code, ServingError
-from pyserving.types import ModelSpec, VersionStatus
+from pyserving.types import DEFAULT_SIGNATURE, ModelSpec, VersionStatus
 
 MAX_MESSAGE = 1024
 
@@ -37,11 +37,14 @@ def spec_from_proto(proto: model_pb2.ModelSpec) -> ModelSpec:
     )
 
 
-def fill_spec(target: model_pb2.ModelSpec, name: str, version: int, signature_name: str | None) -> None:
+def fill_spec(target: model_pb2.ModelSpec, name: str, version: int | None, signature_name: str | None) -> None:
+    """util.cc MakeModelSpec: a signature name given as "" is serving_default; None leaves it unset,
+    as a version of None leaves the version unset."""
     target.name = name
-    target.version.value = version
     if signature_name is not None:
-        target.signature_name = signature_name
+        target.signature_name = signature_name or DEFAULT_SIGNATURE
+    if version is not None:
+        target.version.value = version
 
 
 def status_response(statuses: Sequence[VersionStatus]) -> get_model_status_pb2.GetModelStatusResponse:
@@ -60,7 +63,7 @@ def status_response(statuses: Sequence[VersionStatus]) -> get_model_status_pb2.G
 def metadata_response(name: str, version: int,
                       signature_def_map: bytes) -> get_model_metadata_pb2.GetModelMetadataResponse:
     response = get_model_metadata_pb2.GetModelMetadataResponse()
-    fill_spec(response.model_spec, name, version, "")
+    fill_spec(response.model_spec, name, version, None)
     sig_map = get_model_metadata_pb2.SignatureDefMap.FromString(signature_def_map)
     response.metadata["signature_def"].Pack(sig_map)
     return response
@@ -75,6 +78,6 @@ def to_json_dict(message) -> dict:
 def metadata_json_dict(name: str, version: int, signature_def_map: bytes) -> dict:
     """REST's metadata body: the Any is unpacked (no "@type"), as TF Serving prints it."""
     spec = model_pb2.ModelSpec()
-    fill_spec(spec, name, version, "")
+    fill_spec(spec, name, version, None)
     sig_map = get_model_metadata_pb2.SignatureDefMap.FromString(signature_def_map)
     return {"model_spec": to_json_dict(spec), "metadata": {"signature_def": to_json_dict(sig_map)}}

@@ -7,17 +7,21 @@ prometheus-client would rename a `counter`-typed family, so they are exposed as 
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 import time
 
 import prometheus_client
-from prometheus_client.core import Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PREFIX = ":tensorflow:serving:"
 # Microsecond buckets (TF Serving's latency histograms are in microseconds too).
 LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# util.cc's request_example_counts: Buckets::Exponential(1, 2, 15), the limits 1, 2, 4, ..., 16384.
+EXAMPLE_COUNT_LIMITS = tuple(2**i for i in range(15))
 
 prometheus_client.disable_created_metrics()
 
@@ -45,6 +49,34 @@ class _Counters(Collector):
             yield metric
 
 
+class _ExampleCounts(Collector):
+    """:tensorflow:serving:request_example_counts as TF's monitoring::Sampler keeps it: a bucket
+    holds the counts from the limit below it up to, not including, its own limit (so 2 examples
+    land under le="4"), which prometheus-client's inclusive buckets would not reproduce."""
+
+    NAME = PREFIX + "request_example_counts"
+
+    def __init__(self):
+        self._cells: dict[str, tuple[list[int], list[float]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, model: str, count: int) -> None:
+        with self._lock:
+            buckets, total = self._cells.setdefault(model, ([0] * (len(EXAMPLE_COUNT_LIMITS) + 1), [0.0]))
+            buckets[bisect.bisect_right(EXAMPLE_COUNT_LIMITS, count)] += 1
+            total[0] += count
+
+    def collect(self):
+        metric = HistogramMetricFamily(self.NAME, "The number of tensorflow.Examples per request.", labels=["model"])
+        with self._lock:
+            snapshot = {model: (list(buckets), total[0]) for model, (buckets, total) in self._cells.items()}
+        for model, (buckets, total) in snapshot.items():
+            cumulative = list(itertools.accumulate(buckets))
+            limits = [str(limit) for limit in EXAMPLE_COUNT_LIMITS] + ["+Inf"]
+            metric.add_metric([model], list(zip(limits, cumulative)), sum_value=total)
+        yield metric
+
+
 class ServingMetrics:
     def __init__(self):
         self.registry = prometheus_client.CollectorRegistry()
@@ -56,6 +88,8 @@ class ServingMetrics:
             PREFIX + "unload_count": ("Model versions unloaded.", ("model_name",)),
         })
         self.registry.register(self.counters)
+        self.example_counts = _ExampleCounts()
+        self.registry.register(self.example_counts)
 
         def histogram(name, doc, labels, buckets=LATENCY_BUCKETS_US):
             return prometheus_client.Histogram(PREFIX + name, doc, labels, buckets=buckets, registry=self.registry)
@@ -80,6 +114,7 @@ class ServingMetrics:
 
     def observe_examples(self, model: str, count: int) -> None:
         self.counters.inc(PREFIX + "request_example_count_total", model, amount=count)
+        self.example_counts.add(model, count)
 
     def observe_batch(self, size: int, padded: int) -> None:
         self.batch_size.labels("model_server_batch_threads").observe(padded)

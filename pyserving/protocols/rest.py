@@ -35,11 +35,12 @@ from pyserving.types import ModelSpec
 logger = logging.getLogger(__name__)
 
 # ---- routes (http_rest_api_handler.cc) ------------------------------------------------------
+# re.ASCII: RE2's \d is [0-9] only, Python's would take any Unicode digit.
 PREDICTION_RE = re.compile(
-    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.ASCII
 )
 STATUS_RE = re.compile(
-    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.ASCII
 )
 V1_RE = re.compile(r"(?i)/v1/.*")
 
@@ -66,6 +67,9 @@ CORS_HEADERS = {
     "Access-Control-Allow-Methods": "POST, GET",
     "Access-Control-Allow-Headers": "Content-Type",
 }
+# Exactly the header http_rest_api_util.cc AddHeaders sets (no charset parameter).
+JSON_HEADERS = {"Content-Type": "application/json"}
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,15 @@ class Route:
     label: Optional[str] = None
 
 
+def _version(text: Optional[str]) -> Optional[int]:
+    if not text:
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 19 or int(digits) > INT64_MAX:  # absl::SimpleAtoi into an int64 fails
+        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return int(digits)
+
+
 def parse_path(method: str, path: str) -> Route:
     """A /v1 request's method and path -> Route; ServingError when TF Serving would refuse it."""
     match = None
@@ -83,16 +96,16 @@ def parse_path(method: str, path: str) -> Route:
         match = PREDICTION_RE.fullmatch(path)
         if match:
             name, version, label, verb = match.groups()
-            return Route(verb.lower(), unquote(name), int(version) if version else None,
-                         unquote(label) if label else None)
+            return Route(verb.lower(), unquote(name), _version(version), unquote(label) if label else None)
     elif method == "GET":
         match = STATUS_RE.fullmatch(path)
         if match:
             name, version, label, metadata = match.groups()
+            version = _version(version)  # ParseModelInfo converts it before the name is checked
             if not name:
                 raise invalid_argument("Missing model name in request.")
             return Route("metadata" if metadata else "status", unquote(name),
-                         int(version) if version else None, unquote(label) if label else None)
+                         version, unquote(label) if label else None)
     raise invalid_argument(f"Malformed request: {method} {path}")
 
 
@@ -122,8 +135,8 @@ class RestApi:
 
     # ---- request handling ----------------------------------------------------------------
     def _json_response(self, status: int, text: str) -> web.Response:
-        headers = CORS_HEADERS if self._cors else None
-        response = web.Response(status=status, text=text, content_type="application/json", headers=headers)
+        headers = {**CORS_HEADERS, **JSON_HEADERS} if self._cors else JSON_HEADERS
+        response = web.Response(status=status, body=text.encode(), headers=headers)
         if self._draining:
             response.force_close()
         return response

@@ -103,5 +103,4 @@ def test_the_grpc_input_gives_the_same_serialized_examples():
     assert [parsed(e) for e in examples_from_input(with_context)] == [
         example(user=("int64", [7]), x=("float", [1.5]))]
     assert examples_from_input(with_context) == examples_from_json({"context": {"user": 7}, "examples": [{"x": 1.5}]})
-    err = error(examples_from_input, input_pb2.Input())
-    assert (err.code, err.message) == (Code.INVALID_ARGUMENT, "Input is empty.")
+    assert examples_from_input(input_pb2.Input()) == []  # refused by the core: test_tfs_util.py

@@ -216,3 +216,17 @@ def test_the_model_is_resolved_before_a_malformed_tensor_is_read(stub, model, co
     with pytest.raises(grpc.RpcError) as err:
         stub.Predict(request, timeout=10)
     assert err.value.code() == code
+
+
+@pytest.mark.parametrize("model,code", [
+    ("nope", grpc.StatusCode.NOT_FOUND),  # the model is looked up before the input is read
+    ("hp2", grpc.StatusCode.INVALID_ARGUMENT),  # then the signature, then "Input is empty."
+])
+def test_classify_with_no_input_is_judged_after_the_model(stub, model, code):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = model, "classify_x_to_y"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Classify(request, timeout=10)
+    assert err.value.code() == code
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        assert err.value.details() == "Input is empty."
