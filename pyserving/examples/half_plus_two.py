@@ -1,10 +1,14 @@
 """Writes half_plus_two SavedModels like TF Serving's test models (y = a*x + b, a=0.5, b=2).
 
-Two flavours: a TF1-style graph with predict, classify and regress signatures over tf.Example
+Flavours: a TF1-style graph with predict, classify and regress signatures over tf.Example
 input (as tensorflow_serving/servables/tensorflow/testdata/saved_model_half_plus_two.py builds
-it), and a TF2 `tf.saved_model.save` export. `b` is a parameter so that two versions of one
-model answer differently. Exports are written beside the target and renamed into place, so a
-polling server never sees half a version.
+it), a TF2 `tf.saved_model.save` export, and TF Lite models converted from a TF2 SavedModel with
+the SavedModel's SignatureDefs in their `signature_defs_metadata` (what TF Serving's generator
+does for saved_model_half_plus_two_tflite_with_sigdef): `tflite` predicts y from x, and
+`tflite_examples` reads tf.Examples (by table lookup), with predict, classify and regress
+signatures on one input. `b` is a parameter so that two versions of one model answer
+differently. Exports are written beside the target and renamed into place, so a polling server
+never sees half a version.
 """
 from __future__ import annotations
 
@@ -121,15 +125,86 @@ def write_tf2(base_path: str, version: int, a: float = 0.5, b: float = 2.0) -> s
     return _atomic_export(base_path, version, write)
 
 
+EXAMPLE_TABLE_SIZE = 10  # write_tflite(examples=True) knows x = 0.0 .. 9.0
+
+
+def write_tflite(base_path: str, version: int, a: float = 0.5, b: float = 2.0, examples: bool = False) -> str:
+    """model.tflite converted by tf.lite.TFLiteConverter from a SavedModel's `serving_default`
+    signature, carrying SignatureDefs made of that signature's tensors.
+
+    Without `examples`: x -> y, as TF Serving's saved_model_half_plus_two_tflite_with_sigdef.
+    With `examples`: the input is serialized tf.Examples, with `serving_default` (predict, y),
+    `classify_x_to_y` (scores) and `regress_x_to_y` (outputs) on that one input tensor. TF Lite's
+    builtin ops cannot parse a tf.Example (TF Serving adds a ParseExample op of its own, and the
+    tensorflow pip package's interpreter has neither it nor TF ops), so this model looks each
+    serialized example up in a table of the examples {"x": [0.0]} .. {"x": [9.0]}; any other
+    example reads as x = -1."""
+    import tempfile
+
+    import tensorflow as tf
+
+    from pyserving.runtime import tflite_signatures
+
+    keys = [tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))})).SerializeToString()
+        for v in range(EXAMPLE_TABLE_SIZE)]
+
+    class HalfPlusTwo(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys), tf.range(EXAMPLE_TABLE_SIZE, dtype=tf.int64)), default_value=-1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def from_x(self, x):
+            return {"y": a * x + b}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def from_examples(self, inputs):
+            x = tf.cast(tf.reshape(self.table.lookup(inputs), [-1, 1]), tf.float32)
+            return {"y": a * x + b}
+
+    def write(path: str) -> None:
+        module = HalfPlusTwo()
+        with tempfile.TemporaryDirectory() as saved:
+            tf.saved_model.save(module, saved, signatures={
+                "serving_default": module.from_examples if examples else module.from_x})
+            model = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"]).convert()
+            sigdefs = {"serving_default": _saved_signature_def(saved, "serving_default")}
+        if examples:
+            predict_def = sigdefs["serving_default"]
+            for key, output, method in (("classify_x_to_y", "scores", "tensorflow/serving/classify"),
+                                        ("regress_x_to_y", "outputs", "tensorflow/serving/regress")):
+                sig = type(predict_def)(method_name=method)
+                sig.inputs["inputs"].CopyFrom(predict_def.inputs["inputs"])
+                sig.outputs[output].CopyFrom(predict_def.outputs["y"])
+                sigdefs[key] = sig
+        os.makedirs(path)
+        with open(os.path.join(path, "model.tflite"), "wb") as f:
+            f.write(tflite_signatures.write(model, sigdefs))
+
+    return _atomic_export(base_path, version, write)
+
+
+def _saved_signature_def(saved_model_dir: str, key: str):
+    """A SavedModel's SignatureDef, as written in its saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved = saved_model_pb2.SavedModel.FromString(f.read())
+    return saved.meta_graphs[0].signature_def[key]
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("base_path")
     parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--flavour", choices=("tf1", "tf2"), default="tf1")
+    parser.add_argument("--flavour", choices=("tf1", "tf2", "tflite", "tflite_examples"), default="tf1")
     parser.add_argument("--b", type=float, default=2.0)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    writer = write_tf1 if args.flavour == "tf1" else write_tf2
-    print(writer(os.path.abspath(args.base_path), args.version, b=args.b))
+    writers = {"tf1": write_tf1, "tf2": write_tf2, "tflite": write_tflite,
+               "tflite_examples": lambda *a, **kw: write_tflite(*a, examples=True, **kw)}
+    print(writers[args.flavour](os.path.abspath(args.base_path), args.version, b=args.b))

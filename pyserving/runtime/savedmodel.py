@@ -35,7 +35,8 @@ def _spec(info) -> TensorSpec:
     return TensorSpec(tensor_name=info.name, dtype=int(info.dtype), shape=shape)
 
 
-def _signature_info(sig) -> SignatureInfo:
+def signature_info(sig) -> SignatureInfo:
+    """A tensorflow.SignatureDef -> SignatureInfo (TF Lite's signatures come here too)."""
     return SignatureInfo(
         method_name=sig.method_name,
         inputs={k: _spec(v) for k, v in sig.inputs.items()},
@@ -89,7 +90,7 @@ class SavedModelServable:
         for key, sig in meta_graph.signature_def.items():
             self._signature_map.signature_def[key].CopyFrom(sig)
         self.signatures: Mapping[str, SignatureInfo] = {
-            k: _signature_info(v) for k, v in meta_graph.signature_def.items()
+            k: signature_info(v) for k, v in meta_graph.signature_def.items()
         }
         self._callables: dict[tuple, object] = {}
         self._callables_lock = threading.Lock()
