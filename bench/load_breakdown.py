@@ -1,6 +1,6 @@
 """Where the time of a version load and unload goes, and how long each step holds the interpreter.
 
-    .venv/bin/python bench/load_breakdown.py      (`make bench-stall ARGS=...` runs the latency side)
+    .venv/bin/python bench/load_breakdown.py [--no-freeze]
 
 Loads and unloads the two models of bench/load_stall.py (half_plus_two and the 128 MiB "large"
 model) in this process, step by step as pyserving's SavedModel loader does them
@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from pyserving import gc_policy  # noqa: E402
 
 
 class Ticker:
@@ -103,19 +105,29 @@ def steps(path: str):
         box.clear()
 
     def collect():
-        gc.collect()
+        gc_policy.after_state_change("END")  # what the server does when a version ends
 
     return [("Session()", session), ("parse saved_model.pb", parse), ("import MetaGraph", import_graph),
             ("restore variables", restore), ("init ops, finalize", init_ops), ("first run", first_run),
             ("second run", second_run), ("unload: Session.close", close), ("unload: drop references", release),
-            ("unload: gc.collect", collect)]
+            ("unload: collect its garbage", collect)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="loads of each model (the first one warms caches)")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="leave TensorFlow's import-time objects unfrozen (pyserving before the GC policy "
+                             "froze them once: an unload then walked all of them)")
     args = parser.parse_args()
     from bench.load_stall import write_large, write_small
+    from pyserving.runtime import savedmodel  # noqa: F401  (TensorFlow, as the server imports it)
+
+    if not args.no_freeze:
+        gc_policy.configure()
+        gc_policy.freeze_imports()
+    print(f"GC: {'nothing frozen' if args.no_freeze else 'import-time objects frozen'}, "
+          f"{len(gc.get_objects())} objects tracked, {gc.get_freeze_count()} frozen")
 
     with tempfile.TemporaryDirectory() as tmp:
         models = {"half_plus_two": write_small(f"{tmp}/small", 1), "large": write_large(f"{tmp}/large", 1)}

@@ -201,10 +201,11 @@ def run_case(tmp: str, a_writer, label: str, args) -> dict:
         f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
         for name, path in (("A", base_a), ("B", base_b))) + "}\n")
     rest_port, grpc_port = free_port(), free_port()
+    # -P and PYTHONPATH: the server runs the pyserving of --server-root (another revision's for a before/after)
     server = ServerProcess(
-        [sys.executable, "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        [sys.executable, "-P", "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
          f"--model_config_file={config}", "--file_system_poll_wait_seconds=1"],
-        Path(tmp, label, "server.log"), ready_port=rest_port)
+        Path(tmp, label, "server.log"), ready_port=rest_port, env={"PYTHONPATH": str(args.server_root)})
     timeline, stop = Timeline(), threading.Event()
     server.start()
     try:
@@ -235,9 +236,9 @@ def run_case(tmp: str, a_writer, label: str, args) -> dict:
     return {kind: summarize(timeline, kind) for kind in ("steady", "A load", "A unload", "B load", "B unload")}
 
 
-def report(label: str, rows: dict) -> None:
+def report(label: str, rows: dict, server_root: Path) -> None:
     steady = rows["steady"]
-    print(f"\n## A = {label}, B = large ({LARGE_ROWS}x{LARGE_COLS} float32)")
+    print(f"\n## A = {label}, B = large ({LARGE_ROWS}x{LARGE_COLS} float32), server: {server_root}")
     print(f"  {'window':<9} {'n':>3} {'s':>6} {'requests':>8} {'failed':>6} {'p50 ms':>7} {'p99':>7} {'p99.9':>7} "
           f"{'max':>7} {'gap ms':>7} {'peak RSS MiB':>12}  goal (<= 2x steady p99.9, gap <= 50 ms)")
     for kind, r in rows.items():
@@ -260,13 +261,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight per protocol")
     parser.add_argument("--cases", default="large,half_plus_two", help="what A is, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the tables here")
+    parser.add_argument("--server-root", type=Path, default=ROOT, help="the source tree whose pyserving serves")
     args = parser.parse_args()
     writers = {"large": write_large, "half_plus_two": write_small}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.cases.split(","):
             results[label] = run_case(tmp, writers[label], label, args)
-            report(label, results[label])
+            report(label, results[label], args.server_root)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     steady = [r["steady"]["p99.9"] for r in results.values()]
