@@ -12,14 +12,13 @@ ARGS ?=
 .PHONY: venv lint test bench-ab bench-stall reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
         image build-server publish canary promote rollback versions soak bench mutate clean help
 
-help:
-	@echo "make reproduce   train both models, serve them, query them over REST and gRPC (offline, native backend)"
-	@echo "make test        lint, then run the test suite"
-	@echo "make lint        ruff (configured in pyproject.toml)"
-	@echo "make train-svm | train-mnist | serve | serve-stop | test-svm | test-mnist | image | build-server | bench"
-	@echo "make publish | canary | promote | rollback | versions | soak    update served models online"
-	@echo "make mutate      mutation testing of pyserving/core, pyserving/codecs, kit/steps.py, kit/rollout.py (~20 min)"
+# `make help` prints every target that has a `## what it does` comment (a test checks that every
+# target has one), so the list cannot fall behind the Makefile.
+help:  ## this list
+	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) | \
+	  awk 'BEGIN { FS = ":.*## " } { printf "make %-14s %s\n", $$1, $$2 }'
 	@echo "BACKEND=native|docker|binary selects the serving backend; ARGS='...' passes task options"
+	@echo "(make <task> runs .venv/bin/inv <task> \$$ARGS; .venv/bin/inv <task> --help lists its options)"
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -28,62 +27,62 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP)  ## create .venv (Python 3.11, requirements.txt) if missing or stale
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 
-test: lint
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+test: lint  ## lint, then the whole test suite (skip reasons shown)
+	$(VENV)/bin/python -m pytest -q -rs $(ARGS)
 
-reproduce: $(STAMP)
+reproduce: $(STAMP)  ## train both models, serve them, query them over REST and gRPC, stop
 	$(INV) reproduce --backend=$(BACKEND) $(ARGS)
 
-train-svm: $(STAMP)
+train-svm: $(STAMP)  ## train the SVM, export build/models/svm/<version>
 	$(INV) train-svm $(ARGS)
 
-train-mnist: $(STAMP)
+train-mnist: $(STAMP)  ## train MNIST, export build/models/mnist/<version>
 	$(INV) train-mnist $(ARGS)
 
-serve: $(STAMP)
+serve: $(STAMP)  ## serve build/models in the background (BACKEND=...)
 	$(INV) serve --backend=$(BACKEND) $(ARGS)
 
-serve-stop: $(STAMP)
+serve-stop: $(STAMP)  ## stop the server that serve started
 	$(INV) serve --stop $(ARGS)
 
-test-svm: $(STAMP)
+test-svm: $(STAMP)  ## query the served SVM over REST
 	$(INV) test-svm $(ARGS)
 
-test-mnist: $(STAMP)
+test-mnist: $(STAMP)  ## query the served MNIST model over gRPC
 	$(INV) test-mnist $(ARGS)
 
-image: $(STAMP)
+image: $(STAMP)  ## build the development Docker image (docker/Dockerfile)
 	$(INV) image $(ARGS)
 
-build-server: $(STAMP)
+build-server: $(STAMP)  ## build tensorflow_model_server from source with Bazel in Docker
 	$(INV) build-server $(ARGS)
 
-publish: $(STAMP)
+publish: $(STAMP)  ## publish a SavedModel as the next version
 	$(INV) publish $(ARGS)
 
-canary: $(STAMP)
+canary: $(STAMP)  ## serve the newest version beside the stable one
 	$(INV) canary $(ARGS)
 
-promote: $(STAMP)
+promote: $(STAMP)  ## make the canary stable
 	$(INV) promote $(ARGS)
 
-rollback: $(STAMP)
+rollback: $(STAMP)  ## drop the canary, or go back to the previous stable version
 	$(INV) rollback $(ARGS)
 
-versions: $(STAMP)
+versions: $(STAMP)  ## versions on disk, rollout roles, server state
 	$(INV) versions $(ARGS)
 
-soak: $(STAMP)
+soak: $(STAMP)  ## REST+gRPC load while versions switch (own server)
 	$(INV) soak $(ARGS)
 
 # The benchmark's load comes from wrk and h2load (Debian: wrk, nghttp2-client), installed here
 # when missing and apt-get can; without them it falls back to the Python client and says so.
-bench: $(STAMP)
+bench: $(STAMP)  ## serving benchmark (~8 min)
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
 	  apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1 || \
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1) || \
@@ -107,10 +106,10 @@ bench-ab: $(STAMP)
 MUTATE_TIMEOUT ?= 1800
 MUTATE_CHILDREN ?= 2
 
-mutate: $(STAMP)
+mutate: $(STAMP)  ## mutation testing of core, codecs, kit/steps.py, kit/rollout.py (~20 min)
 	$(if $(ARGS),,rm -rf mutants)
 	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \
 	  status=$$?; $(VENV)/bin/python -m kit.mutation_report; exit $$status
 
-clean:
+clean:  ## remove build/
 	rm -rf build

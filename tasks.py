@@ -6,24 +6,35 @@ tensorflow_model_server built by `inv build-server`).
 """
 from __future__ import annotations
 
+import io
 import os
+import sys
 import time
 
-from invoke import Collection, Context, task
+from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kit import paths, pipeline, serving, updates  # noqa: E402
+from kit import output, paths, pipeline, serving, updates  # noqa: E402
+from kit.cli import task  # noqa: E402
 from kit.docker_tasks import build_server, image  # noqa: E402
 
 BACKEND_HELP = "native (pyserving, default) | docker (tensorflow/serving image) | binary (build/bin)"
+VERBOSE_HELP = "show TensorFlow's start-up log lines (CUDA errors on a machine without a GPU)"
 
 
-def _runner(c: Context):
+def _runner(c: Context, verbose: bool = False):
     def run(command: str):
         print(f"$ {command}", flush=True)
-        result = c.run(command, warn=True, pty=False, in_stream=False)
+        stderr = sys.stderr if verbose else output.QuietLines(sys.stderr)
+        try:
+            # An empty in_stream: the child reads EOF at once (in_stream=False left its stdin pipe open).
+            result = c.run(command, warn=True, pty=False, in_stream=io.StringIO(), env=output.child_env(verbose),
+                           err_stream=stderr)
+        finally:
+            if stderr is not sys.stderr:
+                stderr.close()
         if result.exited != 0:
             raise Exit(f"command failed (exit {result.exited}): {command}")
         return result
@@ -40,26 +51,27 @@ def _show(command: str) -> None:
     "classes": "classes in a generated corpus (the tutorial has 124)",
     "epochs": "training epochs", "batch_size": "minibatch size", "regulation_rate": "L2 weight",
     "version": "model version to export", "seed": "random seed",
-    "dry_run": "print the commands it would run, run none",
+    "dry_run": "print the commands it would run, run none", "verbose": VERBOSE_HELP,
 })
 def train_svm(c: Context, rows: int = 0, classes: int = 124, epochs: int = 20, batch_size: int = 64,
-              regulation_rate: float = 1e-4, version: int = 1, seed: int = 0, dry_run: bool = False) -> None:
+              regulation_rate: float = 1e-4, version: int = 1, seed: int = 0, dry_run: bool = False,
+              verbose: bool = False) -> None:
     """Train the Chinese-text linear SVM (squared hinge) and export build/models/svm/<version>."""
-    pipeline.train_svm(_show if dry_run else _runner(c), rows, classes, epochs, batch_size, regulation_rate,
-                       version, seed, dry_run=dry_run)
+    pipeline.train_svm(_show if dry_run else _runner(c, verbose), rows, classes, epochs, batch_size,
+                       regulation_rate, version, seed, dry_run=dry_run)
 
 
 @task(help={
     "iterations": "training iterations", "version": "model version to export",
     "data_dir": "folder holding the MNIST IDX files (default: the offline scikit-learn digits stand-in)",
     "download": "download real MNIST (needs a network; checksums verified)", "seed": "random seed",
-    "dry_run": "print the command it would run, run none",
+    "dry_run": "print the command it would run, run none", "verbose": VERBOSE_HELP,
 })
 def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: str = "",
-                download: bool = False, seed: int = 0, dry_run: bool = False) -> None:
+                download: bool = False, seed: int = 0, dry_run: bool = False, verbose: bool = False) -> None:
     """Train the MNIST softmax regression and export build/models/mnist/<version>."""
-    pipeline.train_mnist(_show if dry_run else _runner(c), iterations, version, data_dir or None, download, seed,
-                         dry_run=dry_run)
+    pipeline.train_mnist(_show if dry_run else _runner(c, verbose), iterations, version, data_dir or None, download,
+                         seed, dry_run=dry_run)
 
 
 @task(help={"backend": BACKEND_HELP, "grpc_port": "gRPC port", "rest_port": "REST port",
@@ -75,6 +87,8 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
         raise Exit(f"unknown backend {backend!r}: {BACKEND_HELP}")
     config = pipeline.model_config()
     if dry_run:
+        if backend == "docker":
+            serving.write_docker_config()  # the container-path config the printed command reads
         print("$ " + " ".join(serving.serve_command(backend, config, grpc_port, rest_port)))
         return
     try:
@@ -91,35 +105,36 @@ def _server_ports() -> tuple[int, int]:
     return state["grpc_port"], state["rest_port"]
 
 
-@task(help={"num": "rows of the dev CSV to send"})
-def test_svm(c: Context, num: int = 5) -> None:
+@task(help={"num": "rows of the dev CSV to send", "verbose": VERBOSE_HELP})
+def test_svm(c: Context, num: int = 5, verbose: bool = False) -> None:
     """Query the served SVM over REST with the tutorial's client (text -> its version's vocabulary)."""
-    pipeline.query_svm(_runner(c), _server_ports()[1], num)
+    pipeline.query_svm(_runner(c, verbose), _server_ports()[1], num)
 
 
 @task(help={"num_tests": "test images to send", "concurrency": "requests in flight",
-            "data_dir": "MNIST IDX folder (default: the offline stand-in)"})
-def test_mnist(c: Context, num_tests: int = 1000, concurrency: int = 8, data_dir: str = "") -> None:
+            "data_dir": "MNIST IDX folder (default: the offline stand-in)", "verbose": VERBOSE_HELP})
+def test_mnist(c: Context, num_tests: int = 1000, concurrency: int = 8, data_dir: str = "",
+               verbose: bool = False) -> None:
     """Query the served MNIST model over gRPC with the mnist_client; prints the error rate."""
-    pipeline.query_mnist(_runner(c), _server_ports()[0], num_tests, concurrency, data_dir or None)
+    pipeline.query_mnist(_runner(c, verbose), _server_ports()[0], num_tests, concurrency, data_dir or None)
 
 
 @task(help={
     "backend": BACKEND_HELP, "svm_rows": "SVM corpus size (0: shipped sample)", "svm_epochs": "SVM epochs",
     "mnist_iterations": "MNIST training iterations", "mnist_data_dir": "MNIST IDX folder (default: offline stand-in)",
     "grpc_port": "gRPC port", "rest_port": "REST port", "num_tests": "MNIST test images",
-    "dry_run": "print every command it would run, run none",
+    "dry_run": "print every command it would run, run none", "verbose": VERBOSE_HELP,
 })
 def reproduce(c: Context, backend: str = "native", svm_rows: int = 0, svm_epochs: int = 20,
               mnist_iterations: int = 1000, mnist_data_dir: str = "", grpc_port: int = 8500,
-              rest_port: int = 8501, num_tests: int = 1000, dry_run: bool = False) -> None:
+              rest_port: int = 8501, num_tests: int = 1000, dry_run: bool = False, verbose: bool = False) -> None:
     """Everything: train both models, serve them, query them over REST and gRPC, stop the server."""
     started = time.monotonic()
     if dry_run:
         _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_data_dir, grpc_port,
                            rest_port, num_tests)
         return
-    run = _runner(c)
+    run = _runner(c, verbose)
     reason = serving.unavailable(backend) if backend in serving.BACKENDS else f"unknown backend {backend!r}"
     if reason:
         raise Exit(reason)

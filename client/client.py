@@ -3,11 +3,15 @@
     python client/client.py http://localhost:8501/v1/models/svm \
         --model_dir build/models/svm --data models/svm/data/sample_dev.csv --num 5
     python client/client.py http://localhost:8501/v1/models/svm --text "@kg.MutualFund 基金@初始规模 是怎样"
+    python client/client.py http://localhost:8501/v1/models/svm/versions/1 --text "..." --print_request > req.json
+    curl -d @req.json http://localhost:8501/v1/models/svm/versions/1:predict
 
 It asks the server which versions are AVAILABLE, takes the highest, vectorises
 the text with *that* version's transformer (<model_dir>/<version>/assets.extra/
 transformer.json) and POSTs to <URL>/versions/<version>:predict. A URL ending in
-/versions/<n> pins that version instead.
+/versions/<n> pins that version instead (then no server is needed to build a request).
+--print_request prints the request body for --text instead of sending it: the text's TF-IDF
+vector over that version's vocabulary, ready for curl.
 """
 import argparse
 import json
@@ -86,12 +90,30 @@ def build_parser():
     p.add_argument("--num", type=int, default=5, help="number of CSV rows to send")
     p.add_argument("--text", help="classify this text instead of CSV rows")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--print_request", action="store_true",
+                   help="print the predict request body for --text (e.g. for curl) instead of sending it")
     return p
+
+
+def request_body(url, model_dir, text, timeout=30.0):
+    """The predict request `classify` would send for `text`, as JSON text."""
+    _, version = resolve_version(url, timeout)
+    return json.dumps(rest.build_predict_request(load_transformer(model_dir, version).transform([text])))
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.print_request:
+        if not args.text:
+            print("error: --print_request needs --text", file=sys.stderr)
+            return 2
+        try:
+            print(request_body(args.url, args.model_dir, args.text, args.timeout))
+        except (rest.ServingError, FileNotFoundError) as err:
+            print("error: %s" % err, file=sys.stderr)
+            return 1
+        return 0
     if args.text:
         texts, labels = [args.text], None
     else:

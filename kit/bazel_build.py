@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,19 @@ def host_path(container_path: str, mounts: Mapping[str, Path]) -> Path:
         if path == point or path.startswith(point.rstrip("/") + "/"):
             return mounts[point] / posixpath.relpath(path, point)
     raise BazelBuildError(f"{container_path} is not under any mount ({', '.join(mounts)})")
+
+
+def copy_binary_shell(layout: BuildLayout) -> str:
+    """A shell line that copies the built server to build/bin on the host, runnable as printed.
+
+    ``bazel-bin`` points at a container path (under /bazel-cache), dangling on the host, so a
+    plain ``cp bazel-bin/...`` fails: the line maps the link through the build/bazel-cache mount,
+    as :func:`built_binary` does, and creates build/bin first.
+    """
+    link = shlex.quote(str(layout.src / "bazel-bin"))
+    return (f"mkdir -p {shlex.quote(str(layout.binary.parent))} && link=$(readlink {link}) && "
+            f'cp {shlex.quote(str(layout.cache))}/"${{link#{CONTAINER_CACHE}/}}"/{BAZEL_BINARY} '
+            f"{shlex.quote(str(layout.binary))}")
 
 
 def built_binary(layout: BuildLayout) -> Path:

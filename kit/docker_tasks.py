@@ -12,10 +12,11 @@ import shlex
 import shutil
 from pathlib import Path
 
-from invoke import Context, task
+from invoke import Context
 from invoke.exceptions import Exit
 
 from kit import bazel_build as bb
+from kit.cli import task
 from kit.docker_backend import engine_status
 from kit.zlib_patch import PATCH_FILE, ZlibPatchError
 
@@ -52,9 +53,9 @@ def _rel(path: Path) -> str:
 
 @task(
     help={
-        "tag": f"name of the image to build (default {bb.DEVEL_IMAGE})",
+        "tag": "name of the image to build",
         "base_tag": "TF Serving devel image to start FROM: a full reference or just a "
-        f"tag of {bb.BASE_IMAGE_REPO} (default {bb.BASE_DEVEL_IMAGE})",
+        f"tag of {bb.BASE_IMAGE_REPO}",
         "dry_run": "print the command without running it",
     }
 )
@@ -99,8 +100,8 @@ def _checkout_steps(c: Context, layout: bb.BuildLayout, serving_tag: str, dry_ru
 
 @task(
     help={
-        "serving_tag": f"TF Serving release tag to clone and build (default {bb.TF_SERVING_GIT_TAG})",
-        "image": f"devel image to build in (default {bb.DEVEL_IMAGE}; build it with `image`)",
+        "serving_tag": "TF Serving release tag to clone and build",
+        "image": "devel image to build in (build it with `image`)",
         "bazel_options": "extra bazel build options, e.g. '--local_ram_resources=4096 --jobs=2'",
         "dry_run": "print the commands without running them",
     }
@@ -119,7 +120,6 @@ def build_server(c: Context, serving_tag: str = bb.TF_SERVING_GIT_TAG, image: st
         layout, image=image, bazel_options=shlex.split(bazel_options), user=bb.host_user()
     )
     mkdir_argv = ["mkdir", "-p", str(layout.home), str(layout.output_base)]
-    copy_hint = ["cp", str(layout.src / "bazel-bin" / bb.BAZEL_BINARY), str(layout.binary)]
 
     if dry_run:
         _checkout_steps(c, layout, serving_tag, dry_run=True)
@@ -129,8 +129,8 @@ def build_server(c: Context, serving_tag: str = bb.TF_SERVING_GIT_TAG, image: st
             "if the output says no such package '@zlib//': apply "
             f"{_rel(PATCH_FILE)} to {bb.protobuf_build_hint(layout)} and run the docker command once more"
         )
-        _show(copy_hint)
-        _note("bazel-bin points into the container; it is read through the build/bazel-cache mount")
+        print("$ " + bb.copy_binary_shell(layout), flush=True)
+        _note("bazel-bin points into the container; the cp reads it through the build/bazel-cache mount")
         return
 
     _require_engine()

@@ -20,6 +20,7 @@ from kit.process import ServerFailed, ServerProcess, pid_alive, pid_command, por
 BACKENDS = ("native", "binary", "docker")
 DOCKER_CONFIG_NAME = "models.docker.config"
 CONTAINER_NAME = "kit-tfserving"
+WAIT_NOTE_EVERY = 5.0  # seconds between "still waiting" lines while a server starts
 
 
 def binary() -> Path:
@@ -101,8 +102,10 @@ def running() -> Optional[dict]:
     return state
 
 
-def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, timeout: float = 180.0) -> dict:
-    """Start a server in the background and wait until it serves; returns its recorded state."""
+def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, timeout: float = 180.0,
+          note_every: float = WAIT_NOTE_EVERY) -> dict:
+    """Start a server in the background and wait until it serves, saying every `note_every` s
+    what it waits for; returns its recorded state."""
     if running():
         raise RuntimeError(f"a server is already running ({paths.SERVER_STATE}); stop it first: inv serve --stop")
     reason = unavailable(backend)
@@ -128,14 +131,20 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
     server_state = paths.SERVER_STATE
     server_state.parent.mkdir(parents=True, exist_ok=True)
     server_state.write_text(json.dumps(state))
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline, next_note = began + timeout, began + note_every
     while not port_open(rest_port):
         if state.get("pid") and not pid_alive(state["pid"]):
             server_state.unlink(missing_ok=True)
             raise ServerFailed(f"server exited during start-up; see {state['log']}:\n" + _tail(Path(state["log"])))
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             stop(run=run, say=say)
             raise ServerFailed(f"server not ready after {timeout:.0f} s; see {state['log']}")
+        if now >= next_note:  # the server opens its ports once every model is loaded: say why it waits
+            say(f"waiting for the server to load the models ({now - began:.0f} s of at most {timeout:.0f}; "
+                f"log: {state['log']})")
+            next_note += note_every
         time.sleep(0.2)
     say(f"serving ({backend}) on gRPC 127.0.0.1:{grpc_port} and REST http://127.0.0.1:{rest_port}"
         + (f", pid {state['pid']}" if "pid" in state else ""))

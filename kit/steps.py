@@ -43,22 +43,21 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
              action: Callable[[], None], say=print, dry_run: bool = False) -> bool:
     """Run `action` unless the same inputs already produced `outputs`; True when it ran.
 
-    With dry_run the action runs with a printing runner (it must change nothing) and no stamp
-    is written."""
+    A dry run says what the real run would do: reuse (nothing printed or run), or run, in which
+    case the action runs with a printing runner (it must change nothing); no stamp is written."""
     inputs = list(inputs)
     key = digest(params, inputs)
     outputs = list(outputs)
+    stamp = paths.STAMPS / f"{name}.json"
+    reused = _reusable(stamp, key, outputs)
+    if reused is not None:
+        say(f"[{name}] {'dry run: would reuse' if dry_run else 'reused'}: inputs unchanged since "
+            f"{reused} ({', '.join(_shown(p) for p in outputs)})")
+        return False
     if dry_run:
         say(f"[{name}] dry run: would run")
         action()
         return False
-    stamp = paths.STAMPS / f"{name}.json"
-    if stamp.exists() and all(p.exists() for p in outputs):
-        recorded = json.loads(stamp.read_text())
-        if recorded.get("key") == key:
-            say(f"[{name}] reused: inputs unchanged since {recorded.get('when')} "
-                f"({', '.join(_shown(p) for p in outputs)})")
-            return False
     started = time.monotonic()
     say(f"[{name}] running")
     action()
@@ -70,3 +69,11 @@ def run_step(name: str, params: Mapping, inputs: Iterable[Path], outputs: Iterab
                                  "inputs": [_shown(Path(p)) for p in inputs]}, default=str, indent=1))
     say(f"[{name}] done in {time.monotonic() - started:.1f} s")
     return True
+
+
+def _reusable(stamp: Path, key: str, outputs: list[Path]):
+    """When the recorded run with this key was (its outputs all still exist), else None."""
+    if not stamp.exists() or not all(p.exists() for p in outputs):
+        return None
+    recorded = json.loads(stamp.read_text())
+    return str(recorded.get("when")) if recorded.get("key") == key else None

@@ -35,6 +35,10 @@ class ChecksumError(ValueError):
     """A file's sha256 differs from the expected one."""
 
 
+class DownloadError(OSError):
+    """A file could not be fetched (no network, a mirror down, a timeout)."""
+
+
 def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -83,8 +87,11 @@ def download(data_dir, source_url=DEFAULT_SOURCE_URL, checksums=None, files=MNIS
             logger.info("Downloading %s", url)
             fd, tmp = tempfile.mkstemp(prefix="." + name + ".", dir=data_dir)
             try:
-                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                    shutil.copyfileobj(resp, out)
+                try:
+                    with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+                        shutil.copyfileobj(resp, out)
+                except OSError as err:  # URLError, a timeout, a connection reset
+                    raise DownloadError("cannot download %s: %s" % (url, getattr(err, "reason", err))) from err
                 verify_sha256(tmp, checksums[name])
                 os.replace(tmp, path)
             finally:

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF is imported
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from models.mnist import input_data  # noqa: E402
+from models.mnist import idx, input_data  # noqa: E402
 from pyserving.runtime import warmup  # noqa: E402
 from pyserving.version_dir import publish_version, version_path  # noqa: E402
 
@@ -126,6 +126,7 @@ def build_parser():
     p.add_argument("--download", action="store_true",
                    help="download MNIST (sha256-verified) into --data_dir or --work_dir")
     p.add_argument("--work_dir", default="/tmp/mnist_data", help="download folder without --data_dir")
+    p.add_argument("--source_url", default=idx.DEFAULT_SOURCE_URL, help="MNIST mirror for --download")
     p.add_argument("--batch_size", type=int, default=50)
     p.add_argument("--learning_rate", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0, help="seed for batch order and TF ops")
@@ -144,8 +145,12 @@ def main(argv=None):
     # The v1 SavedModel API logs deprecation warnings that are no use to a user here.
     for noisy in ("tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    datasets = input_data.read_data_sets(data_dir=args.data_dir, download=args.download,
-                                         work_dir=args.work_dir, seed=args.seed)
+    try:
+        datasets = input_data.read_data_sets(data_dir=args.data_dir, download=args.download,
+                                             work_dir=args.work_dir, seed=args.seed, source_url=args.source_url)
+    except (OSError, ValueError) as err:  # no network, missing or corrupt files: one line, not a traceback
+        print("error: %s" % err, file=sys.stderr)
+        return 1
     print("Dataset: %s" % datasets.description)
     train_and_export(datasets, args.export_dir, args.model_version, args.training_iteration,
                      seed=args.seed, batch_size=args.batch_size, learning_rate=args.learning_rate)

@@ -6,6 +6,7 @@
         --checkpoint_every 20 --num_checkpoints 5 --regulation_rate 1e-4 --model_version 1
 """
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -63,6 +64,33 @@ def default_checkpoint_dir(export_path_base, model_version):
     return os.path.join(base + "_checkpoints", str(model_version))
 
 
+class _Stdout:
+    """sys.stdout as it is when written to: while the progress bar shows, rich points it at its
+    console, which prints the log lines above the bar instead of through it."""
+
+    def write(self, text):
+        return sys.stdout.write(text)
+
+    def flush(self):
+        sys.stdout.flush()
+
+
+def progress_bar(stack):
+    """on_step for trainer.fit: a progress bar that disappears when done, on an interactive
+    terminal only (the kit says so with TTY_COMPATIBLE/TTY_INTERACTIVE, as its pipe is not one)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console()
+    if not console.is_interactive:
+        return None
+    progress = stack.enter_context(Progress(
+        TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeRemainingColumn(),
+        console=console, transient=True))
+    bar = progress.add_task("training", total=None)
+    return lambda step, total: progress.update(bar, completed=step, total=total)
+
+
 def run(args):
     """Train, evaluate, checkpoint and export; return a summary dict."""
     target = version_path(args.export_path_base, args.model_version)
@@ -89,8 +117,9 @@ def run(args):
         learning_rate=args.learning_rate, lr_decay=args.lr_decay == "linear", seed=args.seed)
     checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir(
         args.export_path_base, args.model_version)
-    model, history = trainer.fit(x_train, ids_train, len(classes), params,
-                                 x_dev, ids_dev, checkpoint_dir)
+    with contextlib.ExitStack() as stack:
+        model, history = trainer.fit(x_train, ids_train, len(classes), params,
+                                     x_dev, ids_dev, checkpoint_dir, on_step=progress_bar(stack))
     summary = {"steps": history["steps"], "checkpoint_dir": checkpoint_dir,
                "checkpoints": history["checkpoints"]}
     if x_dev is not None:
@@ -108,8 +137,7 @@ def run(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=_Stdout(), format="%(asctime)s: %(message)s")
     for noisy in ("tensorflow", "absl"):  # TF's Python INFO logs would flood the step lines
         logging.getLogger(noisy).setLevel(logging.ERROR)
     run(args)

@@ -2,6 +2,7 @@
 import dataclasses
 import logging
 import os
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +26,9 @@ class TrainParams:
     learning_rate: float = 1e-2
     seed: int = 42
     lr_decay: bool = True  # linear decay to 0 over the run: lands on the optimum, not near it
-    log_every: int = 1  # the tutorial logs every step; benchmarks pass more
+    # Steps between "step N, loss, acc" lines; None: every evaluate_every steps (as the tutorial's
+    # script prints) and the last one; 0: none.
+    log_every: Optional[int] = None
 
 
 def _dense(rows):
@@ -48,10 +51,12 @@ def evaluate(model, x, ids):
     return hinge_sum / len(ids) + reg, correct / len(ids)
 
 
-def fit(x_train, ids_train, num_class, params, x_dev=None, ids_dev=None, checkpoint_dir=None):
+def fit(x_train, ids_train, num_class, params, x_dev=None, ids_dev=None, checkpoint_dir=None,
+        on_step: Optional[Callable[[int, int], None]] = None):
     """Train a LinearSVM on (CSR or dense) features; return (model, history dict).
 
-    Deterministic for a given seed: zero init, seeded shuffling, no dropout.
+    Deterministic for a given seed: zero init, seeded shuffling, no dropout. `on_step(step, total)`
+    is called after every step (a progress bar).
     """
     tf.random.set_seed(params.seed)
     n_rows, n_features = x_train.shape
@@ -77,7 +82,11 @@ def fit(x_train, ids_train, num_class, params, x_dev=None, ids_dev=None, checkpo
         loss, acc = train_step(tf.constant(_dense(x_train[rows]), tf.float32),
                                tf.constant(targets[rows]))
         step += 1
-        if params.log_every and step % params.log_every == 0:
+        if on_step is not None:
+            on_step(step, total_steps)
+        log_every = params.evaluate_every if params.log_every is None else params.log_every
+        last = params.log_every is None and step == total_steps
+        if (log_every and step % log_every == 0) or last:
             logger.info("step %d, loss %g, acc %g", step, float(loss), float(acc))
         if x_dev is not None and params.evaluate_every and step % params.evaluate_every == 0:
             _log_evaluation(model, x_dev, ids_dev, step, history)

@@ -303,10 +303,28 @@ def test_build_server_dry_run_prints_the_commands_and_runs_nothing(repo, capsys)
         # (absolute: the patch file lies outside this test's fake repository)
         f"# if the output says no such package '@zlib//': apply {PATCH_FILE} to "
         f"{layout.protobuf_build} and run the docker command once more",
-        f"$ cp {layout.src}/bazel-bin/{bb.BAZEL_BINARY} {layout.binary}",
-        "# bazel-bin points into the container; it is read through the build/bazel-cache mount",
+        f"$ mkdir -p {layout.binary.parent} && link=$(readlink {layout.src}/bazel-bin) && "
+        f'cp {layout.cache}/"${{link#/bazel-cache/}}"/{bb.BAZEL_BINARY} {layout.binary}',
+        "# bazel-bin points into the container; the cp reads it through the build/bazel-cache mount",
     ]
     assert all_files(repo) == []  # nothing created
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_printed_copy_runs_as_printed_after_a_build(tmp_path, shell):
+    # A finished build as Bazel leaves it: bazel-bin points into the container, dangling here.
+    layout = BuildLayout(tmp_path / "a repo")
+    layout.src.mkdir(parents=True)
+    (layout.src / "bazel-bin").symlink_to("/bazel-cache/output_base/execroot/tf_serving/bazel-out/k8-opt/bin")
+    built = layout.output_base / "execroot/tf_serving/bazel-out/k8-opt/bin" / bb.BAZEL_BINARY
+    built.parent.mkdir(parents=True)
+    built.write_bytes(b"\x7fELF server")
+    naive = subprocess.run(["cp", str(layout.src / "bazel-bin" / bb.BAZEL_BINARY), str(layout.binary)],
+                           capture_output=True, check=False)
+    assert naive.returncode != 0  # what the dry run used to print
+    done = subprocess.run([shell, "-c", bb.copy_binary_shell(layout)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert layout.binary.read_bytes() == b"\x7fELF server"
 
 
 def test_build_server_dry_run_with_existing_checkout(repo, capsys):
@@ -499,7 +517,8 @@ def test_inv_dry_runs_in_the_real_repository(no_daemon):
     assert "apply patches/protobuf-zlib.patch to " in proc.stdout
     commands = [line for line in proc.stdout.splitlines() if line.startswith("$ ")]
     assert commands[-2].startswith("$ docker run --rm ")
-    assert commands[-1].startswith(f"$ cp {REPO}/build/src/serving/bazel-bin/")
+    link = f"link=$(readlink {REPO}/build/src/serving/bazel-bin)"
+    assert commands[-1].startswith(f"$ mkdir -p {REPO}/build/bin && {link} && cp ")
     assert {p: p.exists() for p in before} == before
 
 

@@ -290,6 +290,34 @@ def test_compose_defaults_serve_build_models_on_8500_8501():
     assert (db.COMPOSE_FILE.parent / volume["source"]).resolve() == REPO / "build" / "models"
 
 
+def test_compose_healthcheck_passes_once_the_rest_port_accepts(tmp_path):
+    # `up --wait` waits for this check; TF Serving opens its REST port only after every model of
+    # the config is AVAILABLE. Run the check's own command here, against a loopback port.
+    import socket
+
+    check = load_compose()["services"][db.COMPOSE_SERVICE]["healthcheck"]["test"]
+    assert check[0] == "CMD" and check[-1].endswith(f"/dev/tcp/127.0.0.1/{db.REST_PORT}")
+
+    def run_check(port: int) -> int:
+        argv = [*check[1:-1], check[-1].replace(f"/{db.REST_PORT}", f"/{port}")]
+        return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert run_check(port) == 0
+    assert run_check(port) != 0  # closed: nothing listens there any more
+
+
+def test_compose_header_and_docker_readme_give_the_same_command():
+    from kit.serving import DOCKER_CONFIG_NAME
+
+    [up] = [line.lstrip("# ").strip() for line in db.COMPOSE_FILE.read_text().splitlines() if "up -d --wait" in line]
+    assert up == f"TFSERVING_MODEL_CONFIG={DOCKER_CONFIG_NAME} docker compose -f docker/compose.yaml up -d --wait"
+    assert up in (REPO / "docker" / "README.md").read_text().splitlines()
+
+
 def test_compose_env_drives_every_variable(tmp_path):
     env = compose_env(tmp_path / "m", 40001, 40002, tag="2.19.0", config_name="x.config", base_env={})
     assert env == {

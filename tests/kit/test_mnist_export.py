@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from kit.process import free_port
 from models.mnist import input_data, mnist_saved_model
 
 FLOAT, STRING = tf.float32.as_datatype_enum, tf.string.as_datatype_enum
@@ -75,9 +76,22 @@ def test_cli_help_and_errors(tmp_path, capsys):
     assert exit_info.value.code == 0
     assert "--training_iteration" in capsys.readouterr().out
     assert mnist_saved_model.main(["--training_iteration=0", str(tmp_path)]) == 2
-    with pytest.raises(FileNotFoundError):  # --data_dir without the files: no silent fallback
-        mnist_saved_model.main(["--data_dir", str(tmp_path), str(tmp_path / "out")])
+    capsys.readouterr()
+    # --data_dir without the files: no silent fallback, and one line rather than a traceback.
+    assert mnist_saved_model.main(["--data_dir", str(tmp_path), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: MNIST files missing in {tmp_path}: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_download_without_a_network_stops_with_one_line(tmp_path, capsys):
+    mirror = f"http://127.0.0.1:{free_port()}/"  # nothing listens there: refused, as offline
+    argv = ["--download", f"--work_dir={tmp_path / 'download'}", f"--source_url={mirror}", str(tmp_path / "out")]
+    assert mnist_saved_model.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot download {mirror}train-images-idx3-ubyte.gz: ") and err.count("\n") == 1
+    assert "Connection refused" in err
+    assert os.listdir(tmp_path / "download") == [] and not (tmp_path / "out").exists()
 
 
 def test_cli_exports_with_dataset_named(tmp_path, capsys):

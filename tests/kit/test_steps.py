@@ -125,6 +125,20 @@ def test_a_dry_run_runs_the_printing_action_and_records_nothing(tmp_path, build,
     assert step.run() is True and step.runs == 2  # nothing was recorded: the real run runs
 
 
+def test_a_dry_run_says_what_the_real_run_would_reuse_and_runs_nothing(step, capsys):
+    capsys.readouterr()
+    assert step.run(dry_run=True) is False and step.runs == 1  # not even the printing action
+    out = capsys.readouterr().out
+    assert out.startswith("[make-thing] dry run: would reuse: inputs unchanged since ") and str(step.output) in out
+    assert step.run({"epochs": 7}, dry_run=True) is False and step.runs == 2  # a change: it would run
+    assert capsys.readouterr().out.startswith("[make-thing] dry run: would run")
+    step.output.unlink()
+    assert step.run(dry_run=True) is False and step.runs == 3  # an output gone: it would run
+    assert capsys.readouterr().out.startswith("[make-thing] dry run: would run")
+    step.output.unlink()  # this test's action wrote it again; a printing runner writes nothing
+    assert step.run() is True and step.runs == 4  # and the real run agrees
+
+
 def test_the_stamps_follow_the_build_folder(tmp_path, monkeypatch, step, build):
     assert (build / ".stamps" / "make-thing.json").is_file()
     monkeypatch.setenv("KIT_BUILD_DIR", str(tmp_path / "other-build"))

@@ -128,3 +128,24 @@ def test_missing_transformer_is_reported(served, tmp_path, capsys):
     url, _, _ = served
     assert client.main([url, "--model_dir", str(tmp_path), "--text", "基金"]) == 1
     assert "no transformer for version 2" in capsys.readouterr().err
+
+
+def test_print_request_gives_the_body_classify_sends(served, capsys):
+    url, base, _ = served
+    text = "@kg.MutualFund 基金@初始规模 是怎样"
+    [expected] = client.classify(url, str(base), [text], out=lambda line: None)  # version 2, over HTTP
+    capsys.readouterr()
+    assert client.main([url, "--model_dir", str(base), "--text", text, "--print_request"]) == 0
+    body = capsys.readouterr().out
+    # What a user would do with it: POST it as it is (curl -d @body.json .../versions/2:predict).
+    assert rest.http_json(rest.predict_url(url, 2), json.loads(body)) == expected["answer"]
+
+
+def test_print_request_for_a_pinned_version_needs_no_server(served, capsys):
+    _, base, _ = served
+    nowhere = "http://127.0.0.1:9/v1/models/svm/versions/1"  # the discard port: nothing answers
+    assert client.main([nowhere, "--model_dir", str(base), "--text", "基金", "--print_request"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["instances"]
+    assert len(row) == TextTransformer.load_from_version_dir(base / "1").n_features
+    assert client.main([nowhere, "--model_dir", str(base), "--print_request"]) == 2
+    assert capsys.readouterr().err == "error: --print_request needs --text\n"

@@ -1,6 +1,8 @@
 """python -m models.svm.train end to end (in-process): log, checkpoints, export."""
+import contextlib
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +48,27 @@ def test_help_lists_tutorial_flags(capsys):
 
 def test_logs_steps_and_evaluations(trained):
     _, records = trained
-    assert any(r.startswith("step 1, loss ") and ", acc " in r for r in records)
-    assert records.count("Evaluation:") >= 4  # 13 steps/epoch * 4 epochs, every 10 (+ final)
+    # 400 rows in batches of 32: 13 steps an epoch, 52 in 4 epochs. A training line every 10 steps
+    # (--evaluate_every), each followed by an evaluation, and one for the last step.
+    steps = [int(r.split(",")[0].split()[1]) for r, before in zip(records, ["", *records]) if r.startswith("step ")
+             and before != "Evaluation:"]
+    assert steps == [10, 20, 30, 40, 50, 52]
+    assert all(", loss " in r and ", acc " in r for r in records if r.startswith("step "))
+    assert records.count("Evaluation:") == 6  # at 10, 20, 30, 40, 50, and the final one at 52
     assert any(r.startswith("Saved model checkpoint to") for r in records)
+
+
+def test_the_progress_bar_shows_on_an_interactive_terminal_only(monkeypatch, capsys):
+    with contextlib.ExitStack() as stack:
+        assert train.progress_bar(stack) is None  # pytest's captured output is no terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # what the kit sets when its own output is a terminal
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    with contextlib.ExitStack() as stack:
+        on_step = train.progress_bar(stack)
+        on_step(1, 52)
+        on_step(52, 52)
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capsys.readouterr().out)  # without colours and cursor moves
+    assert "training" in drawn and "52/52 steps" in drawn
 
 
 def test_checkpoints_beside_export(trained):

@@ -6,6 +6,7 @@ was not told about; the kit's build folder is pointed at tmp_path through KIT_BU
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -66,6 +67,51 @@ def test_every_task_has_help(build, task, capsys):
     assert not build.exists()
 
 
+def help_options(task: str) -> dict[str, tuple[str, str]]:
+    """The rows `inv <task> --help` prints (invoke's help tuples, before it wraps them to the
+    terminal): long option name -> (its flag column, its help text)."""
+    [context] = [c for c in tasks.ns.to_contexts() if c.name == task]
+    return {re.search(r"--(?:\[no-\])?([a-z-]+)", flags).group(1): (flags, text)
+            for flags, text in context.help_tuples()}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_option_shows_its_value_type_and_its_default(task):
+    options = help_options(task)
+    words = {int: "INT", float: "FLOAT", str: "STRING"}
+    signature = inspect.signature(tasks.ns[task].body)
+    for name, parameter in list(signature.parameters.items())[1:]:  # after the Context
+        flags, text = options[name.replace("_", "-")]
+        default = parameter.default
+        assert text, f"{task} --{name} has no help"
+        if isinstance(default, bool):
+            assert "=" not in flags
+            continue
+        assert flags.endswith(f"--{name.replace('_', '-')}={words[type(default)]}"), (task, flags)
+        # Said by the kit from the signature, or in words by the task's own help.
+        generated = f"(default: {default if default != '' else 'none'})"
+        assert text.endswith(generated) or (generated not in text and "default" in text), (task, name, text)
+
+
+def test_a_float_option_is_shown_as_one_that_takes_a_value():
+    flags, text = help_options("train-svm")["regulation-rate"]
+    short, long = flags.split(", ")  # invoke picks the short flag's letter
+    assert short.endswith(" FLOAT") and long == "--regulation-rate=FLOAT" and text == "L2 weight (default: 0.0001)"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train-svm", "--epochs=abc"], "--epochs: 'abc' is not an integer"),
+    (["train-svm", "--regulation-rate", "1e-4x"], "--regulation-rate: '1e-4x' is not a number"),
+    (["reproduce", "--dry-run", "--rest-port=8501.5"], "--rest-port: '8501.5' is not an integer"),
+])
+def test_a_bad_value_stops_with_one_line_and_runs_nothing(build, argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        Program(namespace=tasks.ns, name="kit", binary="inv").run(["inv", *argv])
+    assert done.value.code == 1
+    assert capsys.readouterr() == ("", message + "\n")
+    assert not build.exists()
+
+
 def make(*args: str) -> list[str]:
     """`make` in the repository, with no MAKEFLAGS from an enclosing make; its output lines."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
@@ -86,12 +132,16 @@ def test_every_task_has_a_make_target_of_the_same_name(task):
     assert bootstrap and bootstrap[0] < lines.index(" ".join(runs[0])), f"{task} does not depend on the venv"
 
 
-def test_make_help_names_every_task():
-    named = set()
-    for line in make("-s", "help"):
-        if line.startswith("make "):  # "make a | b | c    what they do"
-            named |= {t.strip() for t in re.split(r"\s{3,}", line[len("make "):])[0].split("|")}
-    assert set(TASKS) - named == set()
+def test_make_help_lists_every_target_and_every_task():
+    listed = [line.split()[1] for line in make("-s", "help") if line.startswith("make ")]
+    targets = re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert {"clean", "venv", "help", "test", "lint"} <= set(targets)
+    assert sorted(listed) == sorted(set(targets) | set(TASKS))
+
+
+def test_make_test_prints_skip_reasons():
+    [pytest_line] = [line for line in make("-n", "test") if " -m pytest " in line]
+    assert " -rs" in f" {pytest_line} "
 
 
 # ---- serve and reproduce ------------------------------------------------------------------------
@@ -104,6 +154,10 @@ def test_serve_dry_run_prints_each_backends_command(build_with_models, capsys):
     tasks.serve(MockContext(), backend="docker", dry_run=True)
     docker = capsys.readouterr().out
     assert "docker run" in docker and ":/models" in docker and "tensorflow/serving:2.20.0" in docker
+    # The file that command reads, with container paths, for it and for docker/compose.yaml.
+    assert "--model_config_file=/models/models.docker.config" in docker
+    docker_config = (build_with_models / "models" / "models.docker.config").read_text()
+    assert 'base_path: "/models/svm"' in docker_config and 'base_path: "/models/mnist"' in docker_config
     tasks.serve(MockContext(), backend="binary", dry_run=True, grpc_port=9000)
     assert f"{build_with_models / 'bin' / 'tensorflow_model_server'} --port=9000" in capsys.readouterr().out
 
