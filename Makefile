@@ -82,7 +82,7 @@ soak: $(STAMP)  ## REST+gRPC load while versions switch (own server)
 
 # The benchmark's load comes from wrk and h2load (Debian: wrk, nghttp2-client), installed here
 # when missing and apt-get can; without them it falls back to the Python client and says so.
-bench: $(STAMP)  ## serving benchmark (~8 min)
+bench: $(STAMP)  ## serving benchmark, then the load-stall benchmark (~10 min)
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
 	  apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1 || \
 	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk nghttp2-client >/dev/null 2>&1) || \
@@ -91,11 +91,11 @@ bench: $(STAMP)  ## serving benchmark (~8 min)
 	$(VENV)/bin/python bench/load_stall.py
 
 # Latency and memory of the served model while versions load and unload (bench/load_stall.py).
-bench-stall: $(STAMP)
+bench-stall: $(STAMP)  ## latency and memory while versions load and unload (~2 min)
 	$(VENV)/bin/python bench/load_stall.py $(ARGS)
 
 # Before/after: this tree's server against revision BASE's, interleaved (bench/ab.py).
-bench-ab: $(STAMP)
+bench-ab: $(STAMP)  ## before/after serving benchmark against BASE=<git revision> (~2 min a round)
 	$(VENV)/bin/python bench/ab.py --base $(BASE) $(ARGS)
 
 # Mutation testing (mutmut, configured in pyproject.toml [tool.mutmut]) of the modules where a
