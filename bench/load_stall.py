@@ -233,7 +233,12 @@ def run_case(tmp: str, a_writer, label: str, args) -> dict:
     finally:
         stop.set()
         server.stop()
-    return {kind: summarize(timeline, kind) for kind in ("steady", "A load", "A unload", "B load", "B unload")}
+    rows = {kind: summarize(timeline, kind) for kind in ("steady", "A load", "A unload", "B load", "B unload")}
+    first_swap = min(s for k, s, _ in timeline.windows if k != "steady")
+    rows["memory"] = {"before first swap": max((b for t, b in timeline.rss if t < first_swap), default=0),
+                      "peak": max((b for _, b in timeline.rss), default=0),
+                      "at the end": timeline.rss[-1][1] if timeline.rss else 0}
+    return rows
 
 
 def report(label: str, rows: dict, server_root: Path) -> None:
@@ -242,6 +247,8 @@ def report(label: str, rows: dict, server_root: Path) -> None:
     print(f"  {'window':<9} {'n':>3} {'s':>6} {'requests':>8} {'failed':>6} {'p50 ms':>7} {'p99':>7} {'p99.9':>7} "
           f"{'max':>7} {'gap ms':>7} {'peak RSS MiB':>12}  goal (<= 2x steady p99.9, gap <= 50 ms)")
     for kind, r in rows.items():
+        if kind == "memory":
+            continue
         goal = ""
         if kind != "steady":
             ok = r["p99.9"] <= 2 * steady["p99.9"] and r["max"] <= 2 * steady["p99.9"] and r["gap"] <= 50
@@ -249,8 +256,9 @@ def report(label: str, rows: dict, server_root: Path) -> None:
         print(f"  {kind:<9} {r['windows']:>3} {r['seconds']:6.1f} {r['requests']:>8} {r['failed']:>6} "
               f"{r['p50']:7.1f} {r['p99']:7.1f} {r['p99.9']:7.1f} {r['max']:7.1f} {r['gap']:7.1f} "
               f"{r['rss'] / 2**20:12.0f}  {goal}")
-    swaps = max(rows[k]["rss"] for k in rows if k != "steady")
-    print(f"  peak RSS during swaps / steady peak: {swaps / max(steady['rss'], 1):.2f}")
+    memory = {k: v / 2**20 for k, v in rows["memory"].items()}
+    print(f"  server RSS: {memory['before first swap']:.0f} MiB before the first swap, peak {memory['peak']:.0f} MiB "
+          f"({memory['peak'] / max(memory['before first swap'], 1):.2f}x), {memory['at the end']:.0f} MiB at the end")
 
 
 def main() -> int:
