@@ -56,3 +56,10 @@ def test_a_soak_that_made_no_switch_fails_without_a_crash(tmp_path):
     line, failure = soak.report(summary, tmp_path)
     assert "switches 0" in line and "no switch made" in line
     assert failure == "soak: no switch was made before the time limit"
+
+
+def test_a_wrong_version_alone_fails_the_soak(tmp_path):
+    summary = soak.summarize(tmp_path, [answer(2.7, 1.0), answer(5.0, 1.0, "grpc")], EVENTS, B_OF, T0)
+    assert (summary["failed"], summary["wrong_version_after_ack"]) == (0, 1)
+    assert soak.report(summary, tmp_path)[1] == (
+        "soak: 0 request(s) failed, 1 answered by the wrong version after a switch")
