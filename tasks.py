@@ -205,13 +205,10 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
 
     out = paths.BUILD / "soak"
     summary = soak_mod.run(out, switches, seconds, rest_clients, grpc_clients)
-    print(f"requests {summary['requests']}, failed {summary['failed']}, wrong version after ack "
-          f"{summary['wrong_version_after_ack']}, switches {summary['switches']}, p50 "
-          f"{summary['latency_ms']['p50']:.1f} ms, p99 {summary['latency_ms']['p99']:.1f} ms; "
-          f"rss after switches {summary['rss_mb_after_each_switch'][0]:.0f} -> "
-          f"{summary['rss_mb_after_each_switch'][-1]:.0f} MB; {out / 'summary.json'}, {out / 'latency.png'}")
-    if summary["failed"] or summary["wrong_version_after_ack"]:
-        raise Exit("soak: requests failed or were answered by the wrong version")
+    line, failure = soak_mod.report(summary, out)
+    print(line)
+    if failure:
+        raise Exit(failure)
 
 
 ns = Collection(train_svm, train_mnist, serve, test_svm, test_mnist, reproduce, image, build_server,

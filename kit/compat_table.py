@@ -20,7 +20,8 @@ def table() -> str:
             "(CPUs)" if flag.name == "num_tflite_pools"
             else repr(flag.default).lower() if isinstance(flag.default, bool)
             else f'"{flag.default}"' if isinstance(flag.default, str) else str(flag.default))
-        support = {"yes": "supported", "extension": "**pyserving extension**"}.get(
+        support = {"yes": "supported", "extension": "**pyserving extension**",
+                   "refused": "accepted, **refused when set** (start-up stops with one line)"}.get(
             flag.support, "accepted, **no effect** (warns when set)")
         rows.append(f"| `--{flag.name}` | {default} | {support}: {flag.help} |")
     return "\n".join(rows)

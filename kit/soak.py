@@ -199,6 +199,25 @@ def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float) -> 
     return summary
 
 
+def report(summary: dict, out: Path) -> tuple[str, str | None]:
+    """What `inv soak` prints, and why the soak failed (None when it passed): a request that failed,
+    an answer from another version than the stable one once a switch was acknowledged, or no
+    switch made at all (the time limit came first), which leaves nothing tested."""
+    rss = summary["rss_mb_after_each_switch"]
+    line = (f"requests {summary['requests']}, failed {summary['failed']}, wrong version after ack "
+            f"{summary['wrong_version_after_ack']}, switches {summary['switches']}, p50 "
+            f"{summary['latency_ms']['p50']:.1f} ms, p99 {summary['latency_ms']['p99']:.1f} ms; "
+            + (f"rss after switches {rss[0]:.0f} -> {rss[-1]:.0f} MB" if rss else "no switch made")
+            + f"; {out / 'summary.json'}, {out / 'latency.png'}")
+    failure = None
+    if summary["failed"] or summary["wrong_version_after_ack"]:
+        failure = (f"soak: {summary['failed']} request(s) failed, {summary['wrong_version_after_ack']} answered "
+                   "by the wrong version after a switch")
+    elif not summary["switches"]:
+        failure = "soak: no switch was made before the time limit"
+    return line, failure
+
+
 def plot(path: Path, answers: list, events: list, t0: float) -> None:
     import matplotlib
 

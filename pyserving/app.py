@@ -45,7 +45,7 @@ class ModelServer:
         else:  # TF Serving runs models on its request threads; the REST loop is one thread, so a pool
             self._run_pool = ThreadPoolExecutor(max(1, s.rest_api_num_threads), thread_name_prefix="run")
         session = SessionOptions(s.saved_model_tag_set, s.intra_op_threads, s.inter_op_threads,
-                                 config_files.read_text(s.tensorflow_session_config_file))
+                                 config_files.session_config_text(s.tensorflow_session_config_file))
         loader = Loader(session, self.metrics, s.tflite_interpreters, s.warmup_iterations, self.batcher,
                         per_model_batching=s.enable_per_model_batching_parameters)
         self.core = ServerCore(loader, file_system_poll_wait_s=s.file_system_poll_wait_seconds,

@@ -94,7 +94,8 @@ def no_effect_warnings(settings: Settings, given: Sequence[str]) -> list[str]:
 def usage() -> str:
     lines = ["usage: tensorflow_model_server [--flag=value ...]", "Flags:"]
     for f in FLAGS:
-        note = {"yes": "", "extension": "  [pyserving only]"}.get(f.support, "  [accepted, no effect in pyserving]")
+        note = {"yes": "", "extension": "  [pyserving only]", "refused": "  [refused when set: not in pyserving]"}.get(
+            f.support, "  [accepted, no effect in pyserving]")
         lines.append(f"\t--{f.name}={f.default!r:<12} {f.type.__name__}\t{f.help}{note}")
     return "\n".join(lines)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from google.protobuf import text_format
+
 from pyserving.config_protos import BatchingParameters, MonitoringConfig, SSLConfig, parse_file
 from pyserving.core.batching import BatchingParams
 
@@ -21,12 +23,15 @@ class SslConfig:
     client_verify: bool
 
 
-def read_text(path: str) -> str:
-    """A file's text, '' when no path is given."""
+def session_config_text(path: str) -> str:
+    """--tensorflow_session_config_file: a TF ConfigProto in text form, checked at start-up as
+    server.cc's ParseProtoTextFile checks it (a malformed file stops start-up rather than failing
+    every model load); '' when no path is given. Each session parses the text it returns."""
     if not path:
         return ""
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    from tensorflow.core.protobuf import config_pb2  # TensorFlow's own proto: only when a file is given
+
+    return text_format.MessageToString(parse_file(path, config_pb2.ConfigProto, "TensorFlow session config"))
 
 
 def batching(path: str, num_batch_threads: Optional[int] = None) -> BatchingParams:

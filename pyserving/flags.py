@@ -1,7 +1,9 @@
 """Every tensorflow_model_server flag (model_servers/main.cc, release 2.20), with what we do with it.
 
-`support` is "yes" (implemented), or "no-effect" (accepted; a one-line warning when it is set to
-anything but its default). The README's compatibility table is generated from this table.
+`support` is "yes" (implemented), "no-effect" (accepted; a one-line warning when it is set to
+anything but its default), "refused" (accepted at its default; set, start-up stops with one line
+saying why) or "extension" (pyserving's own). The README's compatibility table is generated from
+this table.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tensorflow_session_config_file", str, "", "yes", "TF ConfigProto text proto for sessions"),
     Flag("tensorflow_intra_op_parallelism", int, 0, "yes", "Intra-op threads"),
     Flag("tensorflow_inter_op_parallelism", int, 0, "yes", "Inter-op threads"),
-    Flag("use_alts_credentials", bool, False, "no-effect", "Google ALTS for gRPC (refused: not available here)"),
+    Flag("use_alts_credentials", bool, False, "refused", "Google ALTS for gRPC (not available here)"),
     Flag("ssl_config_file", str, "", "yes", "SSLConfig text proto: TLS for gRPC"),
     Flag("platform_config_file", str, "", "no-effect", "PlatformConfigMap text proto"),
     Flag("per_process_gpu_memory_fraction", float, 0.0, "no-effect", "GPU memory fraction"),

@@ -63,6 +63,8 @@ def _values(proto: tensor_pb2.TensorProto, shape: list[int], count: int) -> np.n
                 f"{dtypes.short_name(proto.dtype)} needs {count * np_dtype.itemsize}"
             )
         return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape).copy()
+    if proto.tensor_content:  # strings: TensorFlow's EncodeStringList, as Tensor::FromProto decodes it
+        return np.array(_decode_string_list(proto.tensor_content, count), dtype=object).reshape(shape)
     values = getattr(proto, _VALUE_FIELD[proto.dtype])
     n = len(values)
     if n > count:
@@ -94,9 +96,11 @@ def from_numpy(array: np.ndarray, as_tensor_content: bool = False) -> tensor_pb2
     for d in array.shape:
         proto.tensor_shape.dim.add().size = d
     if dtype == dtypes.DT_STRING:
-        proto.string_val.extend(
-            v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)
-        )
+        values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1)]
+        if as_tensor_content:  # Tensor::AsProtoTensorContent writes strings as one encoded list too
+            proto.tensor_content = _encode_string_list(values)
+        else:
+            proto.string_val.extend(values)
     elif as_tensor_content:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
     elif dtype == dtypes.DT_HALF:
@@ -104,3 +108,41 @@ def from_numpy(array: np.ndarray, as_tensor_content: bool = False) -> tensor_pb2
     else:
         getattr(proto, _VALUE_FIELD[dtype]).extend(array.reshape(-1).tolist())
     return proto
+
+
+# TensorFlow's port::EncodeStringList: the varint32 length of every string, then their bytes.
+def _encode_string_list(values: list[bytes]) -> bytes:
+    out = bytearray()
+    for value in values:
+        n = len(value)
+        while n >= 0x80:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+    for value in values:
+        out += value
+    return bytes(out)
+
+
+def _decode_string_list(content: bytes, count: int) -> list[bytes]:
+    """port::DecodeStringList: exactly `count` lengths, then exactly as many bytes as they add up to."""
+    sizes, pos = [], 0
+    for _ in range(count):
+        size, shift = 0, 0
+        while True:
+            if pos >= len(content) or shift > 28:
+                raise invalid_argument("Cannot parse tensor from proto: malformed string list in tensor_content")
+            byte = content[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        sizes.append(size)
+    if sum(sizes) != len(content) - pos:
+        raise invalid_argument("Cannot parse tensor from proto: malformed string list in tensor_content")
+    values = []
+    for size in sizes:
+        values.append(bytes(content[pos:pos + size]))
+        pos += size
+    return values

@@ -94,7 +94,9 @@ class ServerCore:
         for label, version in config.labels.items():
             if version in available:
                 continue
-            if self._allow_new_labels_unavailable and label not in previous:
+            # server_core.cc: the flag allows a label that is new, or that stays where it was;
+            # only moving an existing label needs an available version.
+            if self._allow_new_labels_unavailable and previous.get(label, version) == version:
                 continue
             raise failed_precondition(
                 f"Request to assign label to version {version} of model {config.name}, "

@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 PREFIX = ":tensorflow:serving:"
 # Microsecond buckets (TF Serving's latency histograms are in microseconds too).
 LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# batching_util.h: Buckets::Exponential(1, 2, 14), i.e. 1, 2, 4, ... 8192.
+BATCH_BUCKETS = tuple(float(2 ** i) for i in range(14))
 # util.cc's request_example_counts: Buckets::Exponential(1, 2, 15), the limits 1, 2, 4, ..., 16384.
 EXAMPLE_COUNT_LIMITS = tuple(2**i for i in range(15))
 
@@ -101,10 +102,13 @@ class ServingMetrics:
         self.load_latency = histogram("load_latency", "Model version load latency in microseconds.", ("model_name",))
         self.warmup_latency = histogram("model_warmup_latency", "Warmup latency in microseconds.",
                                         ("model_path", "status"))
-        self.batch_size = histogram("batching_session:processed_batch_size", "Batch sizes run.",
-                                    ("thread_pool_name",), buckets=BATCH_BUCKETS)
-        self.padding_size = histogram("batching_session:padding_size", "Padding added to batches.",
-                                      ("thread_pool_name",), buckets=BATCH_BUCKETS)
+        # batching_util.h: RecordProcessedBatchSize has no labels; RecordPaddingSize is labelled
+        # with the batch size after padding.
+        self.batch_size = histogram("batching_session:processed_batch_size",
+                                    "Tracks the batch size distribution on processing.", (), buckets=BATCH_BUCKETS)
+        self.padding_size = histogram("batching_session:padding_size",
+                                      "Tracks the padding size distribution on batches.", ("execution_batch_size",),
+                                      buckets=BATCH_BUCKETS)
         self._load_started: dict[tuple[str, int], float] = {}
 
     # ---- hooks -----------------------------------------------------------------------------
@@ -117,8 +121,8 @@ class ServingMetrics:
         self.example_counts.add(model, count)
 
     def observe_batch(self, size: int, padded: int) -> None:
-        self.batch_size.labels("model_server_batch_threads").observe(padded)
-        self.padding_size.labels("model_server_batch_threads").observe(padded - size)
+        self.batch_size.observe(padded)
+        self.padding_size.labels(str(padded)).observe(padded - size)
 
     def on_state_change(self, model: str, version: int, state, error) -> None:
         name = getattr(state, "name", str(state))
@@ -138,6 +142,7 @@ class ServingMetrics:
                 self.counters.inc(PREFIX + "unload_count", model)
 
     def observe_warmup(self, path: str, status: str, seconds: float) -> None:
+        """`status` as TF Serving's Status::ToString() words it: "OK" or "CODE: message"."""
         self.warmup_latency.labels(path, status).observe(seconds * 1e6)
 
     def timed(self, runner):

@@ -79,12 +79,17 @@ class Loader:
         if not os.path.exists(records_path):
             logger.info("No warmup data file found at %s", records_path)
             return
-        started, status = time.monotonic(), "OK"
+        started = time.monotonic()
         try:  # warmup runs during LOADING: a failure fails the load
-            warmup.replay(servable, path, read_records(records_path), self._warmup_iterations)
-        except BaseException as exc:
-            status = exc.code.name if isinstance(exc, ServingError) else "UNKNOWN"
+            try:
+                records = read_records(records_path)
+            except ServingError as exc:
+                # saved_model_warmup_util.cc records the latency of a warmup that ends in a read
+                # error, labelled with that status; one that fails a record returns before that.
+                self._metrics.observe_warmup(path, f"{exc.code.name}: {exc.message}", time.monotonic() - started)
+                raise
+            warmup.replay(servable, path, records, self._warmup_iterations)
+        except BaseException:
             servable.close()
             raise
-        finally:
-            self._metrics.observe_warmup(path, status, time.monotonic() - started)
+        self._metrics.observe_warmup(path, "OK", time.monotonic() - started)

@@ -8,9 +8,12 @@ import threading
 import time
 import warnings
 
+import grpc
 import pytest
+from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 from kit.process import free_port, port_open
+from pyserving.errors import Code, ServingError
 from tests.helpers import rest_predict, status, wait_for, write_config
 
 
@@ -20,6 +23,7 @@ def logs(caplog):
     return caplog
 
 
+@pytest.mark.flags("model_config_file", "model_config_file_poll_wait_seconds")
 def test_config_file_polling_adds_and_removes_models_and_keeps_last_good(exported, tmp_path, serve, logs):
     config = write_config(tmp_path / "models.config", {"a": exported / "hp2"})
     server = serve([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
@@ -60,6 +64,7 @@ def test_a_config_change_written_while_start_up_loads_models_is_applied(exported
              what="model b loaded")
 
 
+@pytest.mark.flags("port", "rest_api_port")
 def test_rest_port_equal_to_grpc_port_skips_rest(exported, serve, logs):
     port = free_port()
     serve([f"--rest_api_port={port}", f"--model_base_path={exported / 'hp2'}"], rest=False, grpc_port=port)
@@ -76,3 +81,24 @@ def test_stop_closes_its_event_loops(exported, serve):
             gc.collect()
             time.sleep(0.1)
     assert not [str(w.message) for w in caught if "unclosed event loop" in str(w.message)]
+
+
+@pytest.mark.parametrize("uri", ["gs://bucket/models/m", "s3://bucket/models/m"])
+def test_a_remote_base_path_is_refused_at_start_up_and_on_reload(uri, exported, tmp_path, serve):
+    # pyserving reads local paths only; TF Serving would poll the URI (and, without that file
+    # system, log "File system scheme ... not implemented" every second while start-up waits).
+    with pytest.raises(ServingError) as err:
+        serve([f"--model_base_path={uri}", "--model_name=m"])
+    assert (err.value.code, err.value.message) == (Code.UNIMPLEMENTED,
+                                                   f"Model m: only local paths are supported, got {uri}")
+    server = serve([f"--model_config_file={write_config(tmp_path / 'models.config', {'a': exported / 'hp2'})}"])
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, base in (("a", str(exported / "hp2")), ("b", uri)):
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path, entry.model_platform = name, base, "tensorflow"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as rpc:
+            model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=30)
+    assert rpc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert rpc.value.details() == f"Model b: only local paths are supported, got {uri}"
+    assert rest_predict(server, "a") == 2.5 and status(server, "b") == {}

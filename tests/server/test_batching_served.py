@@ -60,6 +60,7 @@ def test_batched_answers_equal_unbatched_ones_under_concurrency(servers):
     assert got[-1] == (200, {"predictions": [[11.0], [15.0]]})
 
 
+@pytest.mark.flags("enable_batching", "batching_parameters_file")
 def test_full_queue_answers_503_at_once_and_server_keeps_serving(exported, tmp_path, serve):
     params = tmp_path / "batching.txt"
     params.write_text("max_batch_size { value: 1 } max_enqueued_batches { value: 1 } num_batch_threads { value: 1 }")
@@ -95,6 +96,7 @@ def test_large_batch_splitting_runs_a_big_request_in_several_batches(exported, t
     assert status_code == 400 and "Task size 9 is larger than maximum input batch size 8" in body["error"]
 
 
+@pytest.mark.flags("enable_per_model_batching_parameters")
 def test_per_model_batching_parameters_come_from_each_version_folder(exported, tmp_path, serve):
     own, plain = tmp_path / "own", tmp_path / "plain"
     shutil.copytree(exported / "hp2tf2", own)

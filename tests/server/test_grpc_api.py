@@ -170,6 +170,7 @@ def test_wrong_input_name_and_bad_tensor(stub):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.flags("grpc_socket_path", "enable_grpc_healthcheck_service")
 def test_unix_socket_and_health(server):
     with grpc.insecure_channel(f"unix:{server.socket}") as ch:
         resp = prediction_stub(ch).Predict(predict_request("hp2", [[2.0]]), timeout=10)

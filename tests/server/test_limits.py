@@ -17,6 +17,7 @@ def server(exported, serve_module):
                          "--max_request_size_bytes=100000", "--rest_api_timeout_in_ms=300"])
 
 
+@pytest.mark.flags("max_request_size_bytes")
 def test_oversized_body_is_refused_and_server_keeps_serving(server):
     status, body = call_json(server, "POST", "/v1/models/m:predict", {"instances": [[1.0]] * 30000})
     assert status == 429
@@ -24,6 +25,7 @@ def test_oversized_body_is_refused_and_server_keeps_serving(server):
     assert call_json(server, "POST", "/v1/models/m:predict", {"instances": [[1.0]]}) == (200, {"predictions": [[2.5]]})
 
 
+@pytest.mark.flags("rest_api_timeout_in_ms")
 def test_rest_timeout_answers_504(server):
     started = time.monotonic()
     status, body = call_json(server, "POST", "/v1/models/m:predict",

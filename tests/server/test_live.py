@@ -124,6 +124,7 @@ def drain_server(exported, tmp_path_factory, stopped_at_end):
 
 
 # ---- flags ------------------------------------------------------------------------------------
+@pytest.mark.flags("version")
 def test_version_flag():
     out = run_cli("--version")
     assert out.returncode == 0

@@ -4,16 +4,20 @@ In-process servers; that monitoring without --rest_api_port stops start-up is in
 from __future__ import annotations
 
 import re
+import shutil
 import urllib.error
 import urllib.request
 
 import grpc
 import numpy as np
+import pytest
 from tensorflow_serving.apis import predict_pb2
 
-from tests.helpers import call_json, from_numpy, metric, prediction_stub
+from pyserving.examples import half_plus_two
+from tests.helpers import call_json, from_numpy, metric, prediction_stub, scrape, status, wait_for
 
 
+@pytest.mark.flags("monitoring_config_file")
 def test_metrics_count_requests_loads_and_batches(exported, tmp_path, serve):
     monitoring = tmp_path / "monitoring.txt"
     monitoring.write_text('prometheus_config { enable: true path: "/metrics/prom" }')
@@ -55,3 +59,29 @@ def test_metrics_path_is_off_without_config(models_server):
     except urllib.error.HTTPError as err:
         err.close()
         assert err.code == 404
+
+
+def test_unload_count_and_batch_padding_with_tf_servings_labels(exported, tmp_path, serve):
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }")
+    batching = tmp_path / "batching.txt"
+    batching.write_text("max_batch_size { value: 4 } allowed_batch_sizes: 4 num_batch_threads { value: 1 }")
+    base = tmp_path / "m"
+    shutil.copytree(exported / "hp2", base)
+    server = serve([f"--model_base_path={base}", "--model_name=m", f"--monitoring_config_file={monitoring}",
+                    "--enable_batching", f"--batching_parameters_file={batching}"])
+    assert call_json(server, "POST", "/v1/models/m:predict", {"instances": [[1.0]]}) == (200, {"predictions": [[2.5]]})
+    assert call_json(server, "POST", "/v1/models/m:predict", {"instances": [[1.0], [2.0], [3.0]]})[0] == 200
+    half_plus_two.write_tf1(str(base), 2, b=3.0)
+    wait_for(lambda: status(server, "m").get(1, {}).get("state") == "END", what="version 1 unloaded")
+    text = scrape(server, "/monitoring/prometheus/metrics")
+    assert metric(text, ":tensorflow:serving:unload_count", model_name="m") == 1
+    # batching_util.h: padding_size{execution_batch_size}, processed_batch_size without labels,
+    # both in buckets 1, 2, 4, ... 8192. Batches of 1 and 3 rows, each padded to 4.
+    padding = ":tensorflow:serving:batching_session:padding_size"
+    assert metric(text, padding + "_count", execution_batch_size="4") == 2
+    assert metric(text, padding + "_sum", execution_batch_size="4") == 3 + 1
+    assert f'{padding}_bucket{{execution_batch_size="4",le="8192.0"}} 2.0' in text
+    processed = ":tensorflow:serving:batching_session:processed_batch_size"
+    assert re.search(rf"^{processed}_sum 8\.0$", text, re.MULTILINE)  # no labels at all
+    assert f'{processed}_bucket{{le="8192.0"}} 2.0' in text and f'{processed}_bucket{{le="16384.0"}}' not in text

@@ -180,6 +180,7 @@ def test_malformed_json_and_non_v1_paths(server):
     assert status == 404 and "Not Found" in text and not headers["Content-Type"].startswith("application/json")
 
 
+@pytest.mark.flags("rest_api_enable_cors_support")
 def test_cors_headers_and_preflight(server):
     status, headers, _ = call(server, "GET", "/v1/models/hp2")
     assert headers["Access-Control-Allow-Origin"] == "*"

@@ -272,3 +272,18 @@ def test_the_config_poller_is_a_daemon_and_logs_an_unreadable_file_once(core, tm
     time.sleep(6 * POLL)
     assert [r.getMessage() for r in caplog.records] == [
         f"Failed to reload model config {path}: [Errno 2] No such file or directory: '{path}'"]
+
+
+def test_with_the_flag_a_label_may_stay_on_a_version_still_unavailable(tmp_path):
+    # server_core.cc (UpdateModelVersionLabelMap): the flag allows a label that is new or keeps its
+    # version; only a label moved to another version needs that version available.
+    a = versions(tmp_path / "a", 1)
+    core = ServerCore(Loader(), file_system_poll_wait_s=POLL, allow_labels_for_unavailable=True)
+    try:
+        core.reload([model("a", a, {"next": 9})], timeout=10)
+        core.reload([model("a", a, {"next": 9, "stable": 1})], timeout=10)  # `next` stays on 9: allowed
+        assert refused(core.reload, [model("a", a, {"next": 8, "stable": 1})]).code == Code.FAILED_PRECONDITION
+        with core.manager.servable(ModelSpec("a", label="stable")) as (version, _s):
+            assert version == 1
+    finally:
+        core.stop()

@@ -78,6 +78,7 @@ def test_signatures_that_do_not_fit_are_refused_by_their_shape(models_server, pa
     assert status == 400 and answer["error"].startswith(message)
 
 
+@pytest.mark.flags("enable_signature_method_name_check")
 def test_with_the_method_name_check_tf2_signatures_are_refused(checked):
     status, answer = call_json(checked, "POST", "/v1/models/hp2tf2:classify", {
         "signature_name": "classify_x_to_y", "examples": [{"x": 1.0}]})

@@ -126,3 +126,24 @@ def test_half_tensors_of_any_shape_round_trip():
     array = np.array([[0.5, -1.25], [65504.0, 2.0**-24]], np.float16)
     proto = from_numpy(array)
     assert to_numpy(proto).tolist() == array.tolist() and tensorflow_reads(proto).tolist() == array.tolist()
+
+
+@pytest.mark.parametrize("strings", [[b"a", b"bcd"], [b"x" * 200, b"", b"\x00\xff"], []])
+def test_strings_in_tensor_content_are_tensorflow_s_encoded_string_list(strings):
+    # Tensor::AsProtoTensorContent writes strings with port::EncodeStringList: the varint length
+    # of each, then their bytes. tf.io.parse_tensor reads a proto with Tensor::FromProto.
+    proto = from_numpy(np.array(strings, dtype=object).reshape(len(strings)), as_tensor_content=True)
+    assert not proto.string_val and proto.tensor_content == b"".join(
+        (bytes([len(x)]) if len(x) < 128 else bytes([len(x) & 0x7F | 0x80, len(x) >> 7])) for x in strings
+    ) + b"".join(strings)
+    assert tf.io.parse_tensor(proto.SerializeToString(), tf.string).numpy().tolist() == strings
+    assert to_numpy(proto).tolist() == strings
+
+
+@pytest.mark.parametrize("content", [b"\x05ab", b"\x01\x01a", b"\x01", b"\x80\x80\x80\x80\x80\x01ab"])
+def test_a_malformed_string_list_in_tensor_content_is_refused(content):
+    proto = tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, tensor_content=content)
+    proto.tensor_shape.dim.add().size = 2
+    with pytest.raises(ServingError) as err:
+        to_numpy(proto)
+    assert err.value.code == Code.INVALID_ARGUMENT and "tensor_content" in err.value.message

@@ -293,3 +293,44 @@ def test_tf_serving_tflite_test_models(serve, model):
     # A predict signature is no classifier (classifier.cc, PreProcessClassification).
     status, body = call_json(server, "POST", "/v1/models/lite:classify", {"examples": [{"x": 1.0}]})
     assert status == 400 and body["error"].startswith("No classification inputs found in SignatureDef: ")
+
+
+def export_counting_tflite(base, version: int, tmp) -> None:
+    """A TF Lite model with a resource variable: each call adds 1 to it and answers its value, so
+    every interpreter counts its own calls."""
+    import tensorflow as tf
+
+    class Counter(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = tf.Variable(0.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name="x")])
+        def serve(self, x):
+            self.calls.assign_add(1.0)
+            return {"calls": self.calls + 0.0 * x}
+
+    module = Counter()
+    saved = str(tmp / "counting_saved_model")
+    tf.saved_model.save(module, saved, signatures={"serving_default": module.serve})
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter.experimental_enable_resource_variables = True
+    target = base / str(version)
+    target.mkdir(parents=True)
+    (target / "model.tflite").write_bytes(converter.convert())
+
+
+@pytest.mark.flags("prefer_tflite_model", "num_tflite_pools", "num_tflite_interpreters_per_pool")
+def test_pools_times_interpreters_per_pool_interpreters_take_turns(tmp_path, serve):
+    base = tmp_path / "lite"
+    export_counting_tflite(base, 1, tmp_path)
+    server = serve([f"--model_base_path={base}", "--model_name=lite", "--prefer_tflite_model=true",
+                    "--num_tflite_pools=2", "--num_tflite_interpreters_per_pool=3"])
+    calls = []
+    for _ in range(12):
+        code, body = call_json(server, "POST", "/v1/models/lite:predict", {"inputs": {"x": [0.0]}})
+        assert code == 200, body
+        calls.append(body["outputs"][0])
+    # One call at a time, the interpreters are used in turn: 2 x 3 = 6 of them, each on its first
+    # call, then each on its second.
+    assert calls == [1.0] * 6 + [2.0] * 6

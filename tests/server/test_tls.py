@@ -15,6 +15,7 @@ from tests.helpers import from_numpy, prediction_stub
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+@pytest.mark.flags("ssl_config_file")
 def test_grpc_serves_over_tls(exported, tmp_path, serve):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
