@@ -10,14 +10,14 @@ BACKEND ?= native
 ARGS ?=
 
 .PHONY: venv lint test reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
-        image build-server publish canary promote rollback versions soak bench mutate clean help
+        image build-server publish canary promote rollback versions remove soak bench mutate clean help
 
 help:
 	@echo "make reproduce   train both models, serve them, query them over REST and gRPC (offline, native backend)"
 	@echo "make test        lint, then run the test suite"
 	@echo "make lint        ruff (configured in pyproject.toml)"
 	@echo "make train-svm | train-mnist | serve | serve-stop | test-svm | test-mnist | image | build-server | bench"
-	@echo "make publish | canary | promote | rollback | versions | soak    update served models online"
+	@echo "make publish | canary | promote | rollback | versions | remove | soak    update served models online"
 	@echo "make mutate      mutation testing of pyserving/core, pyserving/codecs, kit/steps.py, kit/rollout.py (~20 min)"
 	@echo "BACKEND=native|docker|binary selects the serving backend; ARGS='...' passes task options"
 
@@ -77,6 +77,9 @@ rollback: $(STAMP)
 
 versions: $(STAMP)
 	$(INV) versions $(ARGS)
+
+remove: $(STAMP)
+	$(INV) remove $(ARGS)
 
 soak: $(STAMP)
 	$(INV) soak $(ARGS)

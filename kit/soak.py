@@ -93,15 +93,20 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def plan(switches: int):
-    """The sequence of actions: publish+canary, then promote or drop the canary; some rollbacks."""
-    actions, cycle = [], 0
-    while len([a for a in actions if a != "publish"]) < switches:
-        actions += ["publish", "canary"]
-        actions.append("rollback" if cycle % 3 == 2 else "promote")
-        if cycle % 4 == 3:
-            actions.append("rollback")  # back to the previous stable version
-        cycle += 1
+# One round: a canary dropped, two canaries promoted, then a rollback to the previous stable version;
+# cut after the last switch asked for, so that any N >= 2 makes exactly N switches, a rollback among them.
+ROUND = ("publish", "canary", "rollback", "publish", "canary", "promote", "publish", "canary", "promote", "rollback")
+
+
+def plan(switches: int) -> list[str]:
+    """Exactly `switches` switches (canary, promote, rollback), each with the publish it needs."""
+    actions, made = [], 0
+    while made < switches:
+        for action in ROUND:
+            if made == switches:
+                break
+            actions.append(action)
+            made += action != "publish"
     return actions
 
 
