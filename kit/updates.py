@@ -179,9 +179,11 @@ def versions(model: str, say=print) -> None:
         return
     reports = rollout.server_versions(_rest(running), model)
     say("server: " + ", ".join(f"{v}={r.state}" for v, r in sorted(reports.items())))
+    on_disk = rollout.disk_versions(base)
     for v, r in sorted(reports.items()):
-        if r.error:
-            say(f"  version {v} failed to load: {r.error}")
+        if r.error:  # one line each: TF's error texts span lines
+            gone = "" if v in on_disk else " (no longer on disk)"
+            say(f"  version {v} failed to load{gone}: {' '.join(r.error.split())}")
 
 
 def remove(model: str, version: int, say=print) -> None:

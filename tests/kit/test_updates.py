@@ -198,7 +198,11 @@ def test_a_canary_that_fails_to_load_stops_with_the_server_s_error_and_puts_ever
     assert rollout_files(kit) == before
     assert rest_predict(kit_server, "svm", label="stable") == 2.5
     tasks.versions(MockContext(), model="svm")
-    assert capsys.readouterr().out.endswith(f"server: 1=AVAILABLE, 2=END\n  version 2 failed to load: {error}\n")
+    one_line = " ".join(error.split())
+    assert capsys.readouterr().out.endswith(f"server: 1=AVAILABLE, 2=END\n  version 2 failed to load: {one_line}\n")
+    tasks.remove(MockContext(), model="svm", version=2)
+    tasks.versions(MockContext(), model="svm")
+    assert capsys.readouterr().out.endswith(f"  version 2 failed to load (no longer on disk): {one_line}\n")
 
 
 def test_a_canary_says_what_it_waits_for_until_the_server_decides(kit, kit_server, capsys):
