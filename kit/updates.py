@@ -108,7 +108,8 @@ def publish(model: str, source: str = "", force: bool = False, say=print) -> int
 def _check(model: str, base: Path, src: Path, say=print) -> None:
     """Refuse (Exit, one line) a source that is no SavedModel, does not load or does not fit the stable version."""
     stable = _stable_for_check(model, base)
-    stable_dir = Path(rollout.version_dirs(base)[stable]) if stable is not None else None
+    found = rollout.version_dirs(base).get(stable) if stable is not None else None
+    stable_dir = Path(found) if found else None  # a stable version deleted by hand: nothing to compare with
     if not model_check.not_a_savedmodel(src):
         say(f"publish: checking {src} with pyserving's loader in a child process"
             + (f", against {model}'s stable version {stable}" if stable_dir else ""))
