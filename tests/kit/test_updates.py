@@ -197,6 +197,10 @@ def test_a_canary_that_fails_to_load_stops_with_the_server_s_error_and_puts_ever
         "the server keeps serving that")
     assert rollout_files(kit) == before
     assert rest_predict(kit_server, "svm", label="stable") == 2.5
+    svm = kit / "models" / "svm"  # the next default publish would copy the broken newest version: refused
+    assert stopped(tasks.publish, model="svm").message.startswith(
+        f"publish refused: {svm / '2'} does not load with pyserving's loader: {reported['status']['error_code']}: ")
+    assert on_disk(kit) == [1, 2]
     tasks.versions(MockContext(), model="svm")
     one_line = " ".join(error.split())
     assert capsys.readouterr().out.endswith(f"server: 1=AVAILABLE, 2=END\n  version 2 failed to load: {one_line}\n")
