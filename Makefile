@@ -10,7 +10,7 @@ BACKEND ?= native
 ARGS ?=
 
 .PHONY: venv lint test bench-ab bench-stall reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
-        image build-server publish canary promote rollback versions soak bench mutate clean help
+        image build-server publish canary promote rollback versions remove soak bench mutate clean help
 
 # `make help` prints every target that has a `## what it does` comment (a test checks that every
 # target has one), so the list cannot fall behind the Makefile.
@@ -76,6 +76,9 @@ rollback: $(STAMP)  ## drop the canary, or go back to the previous stable versio
 
 versions: $(STAMP)  ## versions on disk, rollout roles, server state
 	$(INV) versions $(ARGS)
+
+remove: $(STAMP)  ## delete a version no label holds (not the only AVAILABLE one)
+	$(INV) remove $(ARGS)
 
 soak: $(STAMP)  ## REST+gRPC load while versions switch (own server)
 	$(INV) soak $(ARGS)

@@ -75,9 +75,10 @@ def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: 
 
 
 @task(help={"backend": BACKEND_HELP, "grpc_port": "gRPC port", "rest_port": "REST port",
+            "host": "127.0.0.1 (this machine only) or 0.0.0.0 (every interface; the binary always listens there)",
             "stop": "stop the running server instead", "dry_run": "print the serve command only"})
 def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port: int = 8501,
-          stop: bool = False, dry_run: bool = False) -> None:
+          host: str = serving.LOOPBACK, stop: bool = False, dry_run: bool = False) -> None:
     """Serve build/models (svm, mnist) in the background, or stop the server (--stop)."""
     if stop:
         if not serving.stop(run=c.run):
@@ -85,14 +86,17 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
         return
     if backend not in serving.BACKENDS:
         raise Exit(f"unknown backend {backend!r}: {BACKEND_HELP}")
+    if host not in serving.HOSTS:
+        raise Exit(f"--host must be {' or '.join(serving.HOSTS)}, got {host!r}: the kit's clients connect to "
+                   f"{serving.LOOPBACK}")
     config = pipeline.model_config()
     if dry_run:
         if backend == "docker":
             serving.write_docker_config()  # the container-path config the printed command reads
-        print("$ " + " ".join(serving.serve_command(backend, config, grpc_port, rest_port)))
+        print("$ " + " ".join(serving.serve_command(backend, config, grpc_port, rest_port, host=host)))
         return
     try:
-        serving.start(backend, grpc_port, rest_port, run=c.run)
+        serving.start(backend, grpc_port, rest_port, run=c.run, host=host)
     except RuntimeError as exc:
         raise Exit(str(exc)) from None
     print("stop it with: inv serve --stop")
@@ -107,8 +111,12 @@ def _server_ports() -> tuple[int, int]:
 
 @task(help={"num": "rows of the dev CSV to send", "verbose": VERBOSE_HELP})
 def test_svm(c: Context, num: int = 5, verbose: bool = False) -> None:
-    """Query the served SVM over REST with the tutorial's client (text -> its version's vocabulary)."""
-    pipeline.query_svm(_runner(c, verbose), _server_ports()[1], num)
+    """Query the served SVM over REST with the tutorial's client (text -> its version's vocabulary);
+    during a rollout it asks for labels/stable."""
+    label = updates.svm_label()
+    if label:
+        print(f"[test-svm] a rollout is active: asking for labels/{label}")
+    pipeline.query_svm(_runner(c, verbose), _server_ports()[1], num, label=label)
 
 
 @task(help={"num_tests": "test images to send", "concurrency": "requests in flight",
@@ -167,15 +175,18 @@ def _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_da
 
 
 # ---- online updates (logic in kit/updates.py) ----------------------------------------------
-@task(help={"model": "svm or mnist", "source": "SavedModel folder to publish (default: a copy of the newest version)"})
-def publish(c: Context, model: str = "svm", source: str = "") -> None:
-    """Publish a SavedModel as <base>/<N+1>: written beside it, flushed, renamed into place."""
-    updates.publish(model, source)
+@task(help={"model": "svm or mnist", "source": "SavedModel folder to publish (default: a copy of the newest version)",
+            "force": "publish without checking that it loads and fits the stable version's signatures"})
+def publish(c: Context, model: str = "svm", source: str = "", force: bool = False) -> None:
+    """Check a SavedModel (it loads, warmup included; its signatures fit the stable version's), then
+    publish it as <base>/<N+1>: written beside it, flushed, renamed into place."""
+    updates.publish(model, source, force)
 
 
 @task(help={"model": "svm or mnist", "version": "version to canary (default: the newest on disk)"})
 def canary(c: Context, model: str = "svm", version: int = 0) -> None:
-    """Serve a new version beside the stable one, under the label `canary`."""
+    """Serve a new version beside the stable one, under the label `canary`; a version that fails to
+    load stops it with the server's error, and the server goes back to what it served."""
     updates.canary(model, version)
 
 
@@ -193,8 +204,14 @@ def rollback(c: Context, model: str = "svm") -> None:
 
 @task(help={"model": "svm or mnist"})
 def versions(c: Context, model: str = "svm") -> None:
-    """What is on disk, which roles the rollout gives, and what the server reports."""
+    """What is on disk, which roles the rollout gives, and each version's state and error on the server."""
     updates.versions(model)
+
+
+@task(help={"model": "svm or mnist", "version": "version to delete"})
+def remove(c: Context, model: str = "svm", version: int = 0) -> None:
+    """Delete a version from disk, unless a label names it or it is the only one serving."""
+    updates.remove(model, version)
 
 
 @task(help={"switches": "switches to make (canary, promote, rollback)", "seconds": "time limit",
@@ -205,11 +222,11 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
 
     out = paths.BUILD / "soak"
     summary = soak_mod.run(out, switches, seconds, rest_clients, grpc_clients)
-    line, failure = soak_mod.report(summary, out)
+    line, failure = soak_mod.report(summary, out, wanted=switches)
     print(line)
     if failure:
         raise Exit(failure)
 
 
 ns = Collection(train_svm, train_mnist, serve, test_svm, test_mnist, reproduce, image, build_server,
-                publish, canary, promote, rollback, versions, soak)
+                publish, canary, promote, rollback, versions, remove, soak)

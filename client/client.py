@@ -9,9 +9,11 @@
 It asks the server which versions are AVAILABLE, takes the highest, vectorises
 the text with *that* version's transformer (<model_dir>/<version>/assets.extra/
 transformer.json) and POSTs to <URL>/versions/<version>:predict. A URL ending in
-/versions/<n> pins that version instead (then no server is needed to build a request).
---print_request prints the request body for --text instead of sending it: the text's TF-IDF
-vector over that version's vocabulary, ready for curl.
+/versions/<n> pins that version instead (then no server is needed to build a request); one
+ending in /labels/<label> asks the server which version the label points at, uses that
+version's transformer and POSTs to <URL>/labels/<label>:predict, then checks that the label
+did not move. --print_request prints the request body for --text instead of sending it: the
+text's TF-IDF vector over that version's vocabulary, ready for curl.
 """
 import argparse
 import json
@@ -53,13 +55,21 @@ def load_transformer(model_dir, version):
     return TextTransformer.load(path)
 
 
+def target(url, timeout=30.0):
+    """(model URL, label or None, version, predict endpoint) for a model, version or label URL."""
+    model_url, label = rest.split_label_url(url)
+    if label is None:
+        model_url, version = resolve_version(url, timeout)
+        return model_url, None, version, rest.predict_url(model_url, version)
+    return model_url, label, rest.label_version(model_url, label, timeout), rest.label_predict_url(model_url, label)
+
+
 def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
     """Send each text, print the answer tutorial-style; return a list of result dicts."""
-    model_url, version = resolve_version(url, timeout)
+    model_url, label, version, endpoint = target(url, timeout)
     transformer = load_transformer(model_dir, version)
-    out("model version: %d (%d features, %d classes)"
-        % (version, transformer.n_features, len(transformer.classes)))
-    endpoint = rest.predict_url(model_url, version)
+    out("model version: %d%s (%d features, %d classes)"
+        % (version, " (label %s)" % label if label else "", transformer.n_features, len(transformer.classes)))
     results = []
     for i, text in enumerate(texts):
         body = rest.build_predict_request(transformer.transform([text]))
@@ -75,6 +85,14 @@ def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
             out("y_true: %s" % labels[i])
         out("predicted: %s (class %d)" % (result["predicted"], predicted))
         results.append(result)
+    if label is not None:
+        # Labels move only when the model config changes: the same version before and after the
+        # requests is the version that answered them.
+        now = rest.label_version(model_url, label, timeout)
+        if now != version:
+            raise rest.ServingError("label %s moved from version %d to %d while the texts were sent; run again"
+                                    % (label, version, now))
+        out("answered by: label %s = version %d" % (label, version))
     if labels is not None and results:
         hits = sum(r["predicted"] == r["y_true"] for r in results)
         out("accuracy: %d/%d" % (hits, len(results)))
@@ -97,7 +115,7 @@ def build_parser():
 
 def request_body(url, model_dir, text, timeout=30.0):
     """The predict request `classify` would send for `text`, as JSON text."""
-    _, version = resolve_version(url, timeout)
+    version = target(url, timeout)[2]
     return json.dumps(rest.build_predict_request(load_transformer(model_dir, version).transform([text])))
 
 

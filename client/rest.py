@@ -8,6 +8,7 @@ import urllib.request
 logger = logging.getLogger(__name__)
 
 _VERSION_SUFFIX = re.compile(r"^(?P<base>.*?)/versions/(?P<version>\d+)/?$")
+_LABEL_SUFFIX = re.compile(r"^(?P<base>.*?)/labels/(?P<label>[^/:]+)/?$")
 
 
 class ServingError(RuntimeError):
@@ -20,6 +21,24 @@ def split_model_url(url):
     if match:
         return match.group("base"), int(match.group("version"))
     return url.rstrip("/"), None
+
+
+def split_label_url(url):
+    """'http://h:8501/v1/models/svm/labels/stable' -> (model_url, 'stable'); (url, None) without a label."""
+    match = _LABEL_SUFFIX.match(url.rstrip("/"))
+    if match:
+        return match.group("base"), match.group("label")
+    return url.rstrip("/"), None
+
+
+def label_version(model_url, label, timeout=30.0):
+    """The version a label points at now: GET <model_url>/labels/<label>/metadata, its model_spec.version."""
+    answer = http_json("%s/labels/%s/metadata" % (model_url.rstrip("/"), label), timeout=timeout)
+    return int(answer["model_spec"]["version"])
+
+
+def label_predict_url(model_url, label):
+    return "%s/labels/%s:predict" % (model_url.rstrip("/"), label)
 
 
 def pick_version(status):

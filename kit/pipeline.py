@@ -116,9 +116,12 @@ def model_config() -> Path:
     return config
 
 
-def query_svm(run: Runner, rest_port: int, num: int = 5, data: Optional[Path] = None) -> None:
+def query_svm(run: Runner, rest_port: int, num: int = 5, data: Optional[Path] = None,
+              label: Optional[str] = None) -> None:
+    """The tutorial's REST client on the SVM: its latest version, or the version `label` points at."""
     data = data or SVM_SAMPLE_DEV
-    run(_cmd(PY, ROOT / "client" / "client.py", f"http://127.0.0.1:{rest_port}/v1/models/svm",
+    url = f"http://127.0.0.1:{rest_port}/v1/models/svm" + (f"/labels/{label}" if label else "")
+    run(_cmd(PY, ROOT / "client" / "client.py", url,
              "--model_dir", paths.MODELS / "svm", "--data", data, "--num", num))
 
 

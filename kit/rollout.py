@@ -10,10 +10,12 @@ the version is loaded, then the label points at it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -24,13 +26,19 @@ from pyserving.version_dir import publish_version
 
 STATE_SUFFIX = ".rollout.json"
 STAGING_PREFIX = ".tmp-publish-"
+REMOVING_PREFIX = ".tmp-remove-"
+
+
+def version_dirs(base: Path) -> dict[int, str]:
+    """Version number -> its folder (`00000123` is version 123), as the server's source reads them."""
+    try:
+        return list_versions(str(base))
+    except OSError:
+        return {}
 
 
 def disk_versions(base: Path) -> list[int]:
-    try:
-        return sorted(list_versions(str(base)))
-    except OSError:
-        return []
+    return sorted(version_dirs(base))
 
 
 def publish(base: Path, source: Path, version: Optional[int] = None) -> int:
@@ -40,6 +48,18 @@ def publish(base: Path, source: Path, version: Optional[int] = None) -> int:
         shutil.rmtree(stale, ignore_errors=True)
     publish_version(base, number, lambda path: shutil.copytree(source, path), staging_prefix=STAGING_PREFIX)
     return number
+
+
+def remove_version(base: Path, version: int) -> Path:
+    """Delete `<base>/<version>` so that no server ever sees half of it: renamed to a hidden name
+    first (sources skip it at their next poll and retire the version), then deleted."""
+    for stale in base.glob(REMOVING_PREFIX + "*"):  # left by a removal that was killed half-way
+        shutil.rmtree(stale, ignore_errors=True)
+    path = Path(version_dirs(base)[version])
+    hidden = base / f"{REMOVING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+    os.rename(path, hidden)
+    shutil.rmtree(hidden)
+    return path
 
 
 @dataclass
@@ -91,13 +111,32 @@ def write_config(config_file: Path, others: list[Rollout], model: Rollout,
     )
 
 
-def server_status(rest: str, model: str) -> dict[int, str]:
+@dataclass(frozen=True)
+class VersionReport:
+    """One version as the server's status reports it: its state and, after a failed load, its error."""
+
+    state: str
+    error: str = ""  # "CODE: message" when the status's error_code is not OK
+
+
+def server_versions(rest: str, model: str) -> dict[int, VersionReport]:
+    """GET /v1/models/<model>: each version's state and error ({} when the server cannot tell)."""
     try:
         with urllib.request.urlopen(f"{rest}/v1/models/{model}", timeout=10) as resp:
             body = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return {}
-    return {int(s["version"]): s["state"] for s in body.get("model_version_status", [])}
+    reports = {}
+    for s in body.get("model_version_status", []):
+        status = s.get("status") or {}
+        code = status.get("error_code", "OK")
+        error = "" if code in ("OK", 0) else f"{code}: {status.get('error_message', '')}"
+        reports[int(s["version"])] = VersionReport(s["state"], error)
+    return reports
+
+
+def server_status(rest: str, model: str) -> dict[int, str]:
+    return {v: r.state for v, r in server_versions(rest, model).items()}
 
 
 def label_version(rest: str, model: str, label: str) -> Optional[int]:
@@ -110,33 +149,91 @@ def label_version(rest: str, model: str, label: str) -> Optional[int]:
         return None
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+class LoadFailed(RuntimeError):
+    """A version the rollout needs ended its load in END with an error: it will not become AVAILABLE."""
+
+    def __init__(self, model: str, version: int, error: str):
+        super().__init__(f"{model} version {version} failed to load: {error}")
+        self.model, self.version, self.error = model, version, error
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, say: Optional[Callable[[str], None]] = None,
+          every: float = 3.0, now: Optional[Callable[[], str]] = None) -> None:
+    """Poll `predicate` until true (it may raise to stop the wait); every `every` s, say what is awaited."""
+    started = time.monotonic()
+    deadline, next_word = started + timeout, started + every
     while time.monotonic() < deadline:
         if predicate():
             return
+        if say is not None and time.monotonic() >= next_word:
+            say(f"still waiting for {what}" + (f" ({now()})" if now else "")
+                + f", {time.monotonic() - started:.0f} s of {timeout:.0f} s")
+            next_word += every
         time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({now()})" if now else ""))
 
 
-def apply(config_file: Path, rollout: Rollout, others: list[Rollout], rest: str, timeout: float = 60.0) -> float:
+def _versions_loaded(rest: str, model: str, versions: list[int]) -> bool:
+    """All AVAILABLE; LoadFailed as soon as one of them ended in END with an error."""
+    reports = server_versions(rest, model)
+    for v in versions:
+        report = reports.get(v)
+        if report is not None and report.state == "END" and report.error:
+            raise LoadFailed(model, v, report.error)
+    return all(v in reports and reports[v].state == "AVAILABLE" for v in versions)
+
+
+def _describe_states(rest: str, model: str, versions: list[int]) -> str:
+    reports = server_versions(rest, model)
+    return ", ".join(f"{v}: {reports[v].state if v in reports else 'not reported yet'}" for v in versions)
+
+
+def _snapshot(config_file: Path, model: str) -> dict[Path, Optional[bytes]]:
+    """The files a rollout step rewrites, as they are now (None: absent)."""
+    files = [config_file, config_file.parent / serving.DOCKER_CONFIG_NAME, state_path(config_file, model)]
+    return {f: f.read_bytes() if f.exists() else None for f in files}
+
+
+def _restore(saved: dict[Path, Optional[bytes]]) -> None:
+    for path, data in saved.items():
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_name(path.name + ".restore")
+            tmp.write_bytes(data)
+            tmp.replace(path)  # atomic: a polling server never reads half a file
+
+
+def apply(config_file: Path, rollout: Rollout, others: list[Rollout], rest: str, timeout: float = 60.0,
+          say: Optional[Callable[[str], None]] = None, every: float = 3.0) -> float:
     """Make the server serve `rollout`; returns the time (monotonic) the server acknowledged it.
 
     Step 1 loads every version the rollout names (labels left as they are); step 2 moves the
     labels, once the versions they point at are AVAILABLE, and retires the versions no longer
-    named; the acknowledgement is the server answering each label with its new version.
+    named; the acknowledgement is the server answering each label with its new version. A
+    version that fails to load raises LoadFailed as soon as the server reports it (END with its
+    error); on any failure the config file and the rollout state are put back as they were, so
+    the server stops aspiring the version and serves exactly what it served before. `say` hears
+    what is being waited for, every `every` seconds.
     """
     current = load_state(config_file, rollout.model)
-    # Step 1: the old labels stay valid while new versions load, so keep both sets aspired.
-    keep = sorted(set(current.versions() if current else []) | set(rollout.versions()))
-    write_config(config_file, others, rollout, keep, current.labels() if current else {})
-    _wait(lambda: all(server_status(rest, rollout.model).get(v) == "AVAILABLE" for v in rollout.versions()),
-          timeout, f"versions {rollout.versions()} of {rollout.model} to be AVAILABLE")
-    write_config(config_file, others, rollout)  # step 2: labels move, unnamed versions retire
-    _wait(lambda: all(label_version(rest, rollout.model, k) == v for k, v in rollout.labels().items()),
-          timeout, f"labels {rollout.labels()} of {rollout.model}")
-    acknowledged = time.monotonic()
-    save_state(config_file, rollout)
+    saved = _snapshot(config_file, rollout.model)
+    versions = rollout.versions()
+    try:
+        # Step 1: the old labels stay valid while new versions load, so keep both sets aspired.
+        keep = sorted(set(current.versions() if current else []) | set(versions))
+        write_config(config_file, others, rollout, keep, current.labels() if current else {})
+        _wait(lambda: _versions_loaded(rest, rollout.model, versions), timeout,
+              f"versions {versions} of {rollout.model} to be AVAILABLE", say, every,
+              lambda: _describe_states(rest, rollout.model, versions))
+        write_config(config_file, others, rollout)  # step 2: labels move, unnamed versions retire
+        _wait(lambda: all(label_version(rest, rollout.model, k) == v for k, v in rollout.labels().items()),
+              timeout, f"labels {rollout.labels()} of {rollout.model}", say, every)
+        acknowledged = time.monotonic()
+        save_state(config_file, rollout)
+    except BaseException:  # a failure, a timeout or Ctrl-C: the server goes back to what it served
+        _restore(saved)
+        raise
     return acknowledged
 
 

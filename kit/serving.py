@@ -21,6 +21,12 @@ BACKENDS = ("native", "binary", "docker")
 DOCKER_CONFIG_NAME = "models.docker.config"
 CONTAINER_NAME = "kit-tfserving"
 WAIT_NOTE_EVERY = 5.0  # seconds between "still waiting" lines while a server starts
+# TF Serving's defaults, 5 retries 60 s apart, keep a version that cannot load in LOADING for 5
+# minutes (and a bad model at start-up from failing for as long); the kit's server retries once,
+# 2 s later, so a bad version ends in END with its error within seconds. Every backend takes them.
+LOAD_RETRY_FLAGS = ("--max_num_load_retries=1", "--load_retry_interval_micros=2000000")
+LOOPBACK, EVERY_INTERFACE = "127.0.0.1", "0.0.0.0"
+HOSTS = (LOOPBACK, EVERY_INTERFACE)  # the kit's own clients connect to 127.0.0.1: either works for them
 
 
 def binary() -> Path:
@@ -60,20 +66,37 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: int = 8500, rest_port: int = 8501,
-                  extra_flags: Sequence[str] = ()) -> list[str]:
+                  extra_flags: Sequence[str] = (), host: str = LOOPBACK) -> list[str]:
+    """The command serving `config_file` on the two ports, listening on `host` (127.0.0.1: this
+    machine only; 0.0.0.0: every interface). The binary cannot be told: TF Serving has no such flag."""
+    if host not in HOSTS:
+        raise ValueError(f"host must be {LOOPBACK} (this machine only) or {EVERY_INTERFACE} (every interface), "
+                         f"got {host!r}: the kit's own clients connect to {LOOPBACK}")
     config_file = config_file or paths.MODEL_CONFIG
-    flags = ["--model_config_file_poll_wait_seconds=1", *extra_flags]
+    flags = ["--model_config_file_poll_wait_seconds=1", *LOAD_RETRY_FLAGS, *extra_flags]
     if backend == "native":
+        # pyserving's own flag; without it pyserving binds every interface, as TF Serving does
+        listen = [f"--pyserving_listen_address={host}"] if host != EVERY_INTERFACE else []
         return [str(paths.VENV_BIN / "tensorflow_model_server"), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-                f"--model_config_file={config_file}", *flags]
+                f"--model_config_file={config_file}", *flags, *listen]
     if backend == "binary":
         return docker_backend.binary_serve_command(binary(), config_file, grpc_port, rest_port, flags)
     if backend == "docker":
         return docker_backend.docker_serve_command(
             paths.MODELS, config_name=DOCKER_CONFIG_NAME, grpc_port=grpc_port, rest_port=rest_port,
-            name=CONTAINER_NAME, poll_wait_seconds=1, extra_flags=tuple(extra_flags),
+            name=CONTAINER_NAME, poll_wait_seconds=1, bind_address=host,
+            extra_flags=(*LOAD_RETRY_FLAGS, *extra_flags),
         )
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def listening_note(backend: str, host: str) -> str:
+    """Where the started server can be reached from."""
+    if backend == "binary":
+        return "listening on every interface: tensorflow_model_server has no flag to listen on one address"
+    if host == LOOPBACK:
+        return f"listening on {LOOPBACK} only (--host={EVERY_INTERFACE}: every interface)"
+    return "listening on every interface"
 
 
 def unavailable(backend: str) -> Optional[str]:
@@ -103,7 +126,7 @@ def running() -> Optional[dict]:
 
 
 def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, timeout: float = 180.0,
-          note_every: float = WAIT_NOTE_EVERY) -> dict:
+          note_every: float = WAIT_NOTE_EVERY, host: str = LOOPBACK) -> dict:
     """Start a server in the background and wait until it serves, saying every `note_every` s
     what it waits for; returns its recorded state."""
     if running():
@@ -116,7 +139,7 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
             raise RuntimeError(f"port {port} is already in use on 127.0.0.1")
     if backend == "docker":
         write_docker_config()
-    command = serve_command(backend, paths.MODEL_CONFIG, grpc_port, rest_port)
+    command = serve_command(backend, paths.MODEL_CONFIG, grpc_port, rest_port, host=host)
     say("$ " + " ".join(command))
     log = paths.LOGS / "server.log"
     state = {"backend": backend, "grpc_port": grpc_port, "rest_port": rest_port, "log": str(log)}
@@ -147,7 +170,7 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
             next_note += note_every
         time.sleep(0.2)
     say(f"serving ({backend}) on gRPC 127.0.0.1:{grpc_port} and REST http://127.0.0.1:{rest_port}"
-        + (f", pid {state['pid']}" if "pid" in state else ""))
+        + (f", pid {state['pid']}" if "pid" in state else "") + f"; {listening_note(backend, host)}")
     return state
 
 

@@ -93,15 +93,20 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def plan(switches: int):
-    """The sequence of actions: publish+canary, then promote or drop the canary; some rollbacks."""
-    actions, cycle = [], 0
-    while len([a for a in actions if a != "publish"]) < switches:
-        actions += ["publish", "canary"]
-        actions.append("rollback" if cycle % 3 == 2 else "promote")
-        if cycle % 4 == 3:
-            actions.append("rollback")  # back to the previous stable version
-        cycle += 1
+# One round: a canary dropped, two canaries promoted, then a rollback to the previous stable version;
+# cut after the last switch asked for, so that any N >= 2 makes exactly N switches, a rollback among them.
+ROUND = ("publish", "canary", "rollback", "publish", "canary", "promote", "publish", "canary", "promote", "rollback")
+
+
+def plan(switches: int) -> list[str]:
+    """Exactly `switches` switches (canary, promote, rollback), each with the publish it needs."""
+    actions, made = [], 0
+    while made < switches:
+        for action in ROUND:
+            if made == switches:
+                break
+            actions.append(action)
+            made += action != "publish"
     return actions
 
 
@@ -199,13 +204,15 @@ def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float) -> 
     return summary
 
 
-def report(summary: dict, out: Path) -> tuple[str, str | None]:
+def report(summary: dict, out: Path, wanted: int | None = None) -> tuple[str, str | None]:
     """What `inv soak` prints, and why the soak failed (None when it passed): a request that failed,
-    an answer from another version than the stable one once a switch was acknowledged, or no
-    switch made at all (the time limit came first), which leaves nothing tested."""
+    an answer from another version than the stable one once a switch was acknowledged, no switch
+    made at all (the time limit came first), which leaves nothing tested, or fewer switches than
+    the `wanted` ones."""
     rss = summary["rss_mb_after_each_switch"]
     line = (f"requests {summary['requests']}, failed {summary['failed']}, wrong version after ack "
-            f"{summary['wrong_version_after_ack']}, switches {summary['switches']}, p50 "
+            f"{summary['wrong_version_after_ack']}, switches {summary['switches']}"
+            + (f" of {wanted}" if wanted else "") + ", p50 "
             f"{summary['latency_ms']['p50']:.1f} ms, p99 {summary['latency_ms']['p99']:.1f} ms; "
             + (f"rss after switches {rss[0]:.0f} -> {rss[-1]:.0f} MB" if rss else "no switch made")
             + f"; {out / 'summary.json'}, {out / 'latency.png'}")
@@ -215,6 +222,8 @@ def report(summary: dict, out: Path) -> tuple[str, str | None]:
                    "by the wrong version after a switch")
     elif not summary["switches"]:
         failure = "soak: no switch was made before the time limit"
+    elif wanted and summary["switches"] < wanted:
+        failure = f"soak: only {summary['switches']} of {wanted} switches within the time limit"
     return line, failure
 
 

@@ -1,20 +1,23 @@
-"""Online updates as the kit's tasks run them: publish, canary, promote, rollback, versions.
+"""Online updates as the kit's tasks run them: publish, canary, promote, rollback, versions, remove.
 
 kit/rollout.py holds the rollout model and the config writing; this module applies it to the
 kit's own models (build/models/<model>) and to the server `inv serve` started (build/server.json).
-Each function prints with `say` and stops with invoke's `Exit(message)`, as a task would.
+Each function prints with `say` and stops with invoke's `Exit(message)`, as a task would. A step
+that fails leaves the server serving what it served before (see rollout.apply).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from invoke.exceptions import Exit
 
-from kit import paths, pipeline, rollout, serving
+from kit import model_check, paths, pipeline, rollout, serving
 
 NO_SERVER = "no server is running: start one with `inv serve`"
+PROGRESS_EVERY_S = 3.0  # how often a waiting step says what it waits for
 
 
 @dataclass
@@ -26,6 +29,10 @@ class Live:
     others: list[rollout.Rollout]
 
 
+def _rest(state: dict) -> str:
+    return f"http://127.0.0.1:{state['rest_port']}"
+
+
 def live(model: str) -> Live:
     models = pipeline.kit_models()
     if model not in models:
@@ -33,7 +40,7 @@ def live(model: str) -> Live:
     state = serving.running()
     if state is None:
         raise Exit(NO_SERVER)
-    rest = f"http://127.0.0.1:{state['rest_port']}"
+    rest = _rest(state)
     config = paths.MODEL_CONFIG
     current = rollout.load_state(config, model)
     if current is None:  # first rollout: the version being served now is the stable one
@@ -46,19 +53,41 @@ def live(model: str) -> Live:
 
 
 def apply(new: rollout.Rollout, label: str, say=print) -> None:
-    """Make the running server serve `new`; say when it acknowledged it."""
+    """Make the running server serve `new`; say when it acknowledged it. On a failure the model
+    config and the rollout state are already back as they were when this stops."""
     now = live(new.model)
     started = time.monotonic()
     try:
-        rollout.apply(paths.MODEL_CONFIG, new, now.others, now.rest)
-    except (TimeoutError, ValueError) as exc:
-        raise Exit(f"{label}: {exc}") from None
+        rollout.apply(paths.MODEL_CONFIG, new, now.others, now.rest, say=lambda m: say(f"{label}: {m}"),
+                      every=PROGRESS_EVERY_S)
+    except (rollout.LoadFailed, TimeoutError, ValueError) as exc:
+        raise Exit(f"{label}: {exc}\n{label}: models.config and the rollout state are back as they were "
+                   f"({_roles(now.current)}); the server keeps serving that") from None
     say(f"{label}: {new.model} stable={new.stable} canary={new.canary} previous={new.previous} "
         f"(acknowledged by the server in {time.monotonic() - started:.2f} s)")
 
 
-def publish(model: str, source: str = "", say=print) -> int:
-    """Publish `source` (default: a copy of the newest version) as the model's next version."""
+def _roles(r: rollout.Rollout) -> str:
+    return f"stable={r.stable} canary={r.canary} previous={r.previous}"
+
+
+def _stable_for_check(model: str, base: Path) -> Optional[int]:
+    """The version a new one must stay compatible with: the rollout's stable one, else the one
+    served now, else (no server) the newest on disk, which is what a publish pins."""
+    state = rollout.load_state(paths.MODEL_CONFIG, model)
+    if state is not None and state.stable is not None:
+        return state.stable
+    running = serving.running()
+    if running is not None:
+        served = [v for v, s in rollout.server_status(_rest(running), model).items() if s == "AVAILABLE"]
+        if served:
+            return max(served)
+    return max(rollout.disk_versions(base), default=None)
+
+
+def publish(model: str, source: str = "", force: bool = False, say=print) -> int:
+    """Publish `source` (default: a copy of the newest version) as the model's next version, once
+    it is shown to be a SavedModel that loads (warmup included) and that fits the stable version."""
     base = pipeline.kit_models().get(model)
     if base is None:
         raise Exit(f"unknown model {model!r}")
@@ -66,10 +95,33 @@ def publish(model: str, source: str = "", say=print) -> int:
     src = Path(source) if source else (base / str(newest) if newest is not None else None)
     if src is None or not src.is_dir():
         raise Exit(f"nothing to publish: {src}")
+    if force:
+        say("publish --force: not checked")
+    else:
+        _check(model, base, src, say)
     pin_before_publish(model, say)
     version = rollout.publish(base, src)
     say(f"published {src} as {base / str(version)}")
     return version
+
+
+def _check(model: str, base: Path, src: Path, say=print) -> None:
+    """Refuse (Exit, one line) a source that is no SavedModel, does not load or does not fit the stable version."""
+    stable = _stable_for_check(model, base)
+    found = rollout.version_dirs(base).get(stable) if stable is not None else None
+    stable_dir = Path(found) if found else None  # a stable version deleted by hand: nothing to compare with
+    if not model_check.not_a_savedmodel(src):
+        say(f"publish: checking {src} with pyserving's loader in a child process"
+            + (f", against {model}'s stable version {stable}" if stable_dir else ""))
+    problem, report = model_check.check(src, stable_dir, stable)
+    if problem:
+        raise Exit(f"publish refused: {problem} (--force publishes it anyway)")
+    say(f"publish: {src} loads" + (f", its {report.warmup_records} warmup record(s) replayed"
+                                   if report.warmup_records else "")
+        + (f", signatures compatible with version {stable}" if report.stable_signatures is not None else ""))
+    if report.stable_error:
+        say(f"publish: compatibility not checked: the stable version {stable} does not load here: "
+            f"{report.stable_error}")
 
 
 def pin_before_publish(model: str, say=print) -> None:
@@ -92,7 +144,14 @@ def pin_before_publish(model: str, say=print) -> None:
 def canary(model: str, version: int = 0, say=print) -> None:
     """Serve `version` (default: the newest on disk) beside the stable one, labelled `canary`."""
     current = live(model).current
-    target = version or max(rollout.disk_versions(Path(current.base_path)))
+    base = Path(current.base_path)
+    on_disk = rollout.disk_versions(base)
+    if version and version not in on_disk:
+        raise Exit(f"canary: {model} has no version {version}: {base} holds versions {on_disk}")
+    target = version or max(on_disk)
+    if target == current.stable:
+        raise Exit(f"canary: nothing new to canary: version {target} is {model}'s stable version"
+                   + ("" if version else " and the newest on disk (publish a new one first: inv publish)"))
     apply(rollout.start_canary(current, target), "canary", say)
 
 
@@ -107,17 +166,52 @@ def transition(model: str, step: str, say=print) -> None:
 
 
 def versions(model: str, say=print) -> None:
-    """What is on disk, which roles the rollout gives, and what the server reports."""
+    """What is on disk, which roles the rollout gives, and what the server reports: each version's
+    state, and the error of a version whose load failed."""
     base = pipeline.kit_models().get(model)
     if base is None:
         raise Exit(f"unknown model {model!r}")
     say(f"on disk ({base}): {rollout.disk_versions(base)}")
     state = rollout.load_state(paths.MODEL_CONFIG, model)
-    say("rollout: " + (f"stable={state.stable} canary={state.canary} previous={state.previous}" if state
-                       else "none (the latest version serves)"))
+    say("rollout: " + (_roles(state) if state else "none (the latest version serves)"))
     running = serving.running()
     if running is None:
         say("server: not running")
         return
-    status = rollout.server_status(f"http://127.0.0.1:{running['rest_port']}", model)
-    say("server: " + ", ".join(f"{v}={s}" for v, s in sorted(status.items())))
+    reports = rollout.server_versions(_rest(running), model)
+    say("server: " + ", ".join(f"{v}={r.state}" for v, r in sorted(reports.items())))
+    on_disk = rollout.disk_versions(base)
+    for v, r in sorted(reports.items()):
+        if r.error:  # one line each: TF's error texts span lines
+            gone = "" if v in on_disk else " (no longer on disk)"
+            say(f"  version {v} failed to load{gone}: {' '.join(r.error.split())}")
+
+
+def remove(model: str, version: int, say=print) -> None:
+    """Delete a version from disk unless a label names it or it is the only one that serves."""
+    base = pipeline.kit_models().get(model)
+    if base is None:
+        raise Exit(f"unknown model {model!r}")
+    on_disk = rollout.disk_versions(base)
+    if version not in on_disk:
+        raise Exit(f"remove: {model} has no version {version}: {base} holds versions {on_disk}")
+    state = rollout.load_state(paths.MODEL_CONFIG, model)
+    labels = [label for label, v in (state.labels() if state else {}).items() if v == version]
+    if labels:
+        raise Exit(f"remove refused: version {version} of {model} holds the label {', '.join(labels)} "
+                   "(promote or roll back first)")
+    if on_disk == [version]:
+        raise Exit(f"remove refused: version {version} is the only version of {model} on disk")
+    running = serving.running()
+    if running is not None:
+        available = sorted(v for v, s in rollout.server_status(_rest(running), model).items() if s == "AVAILABLE")
+        if available == [version]:
+            raise Exit(f"remove refused: version {version} is the only AVAILABLE version of {model}")
+    path = rollout.remove_version(base, version)
+    say(f"removed {path}")
+
+
+def svm_label() -> Optional[str]:
+    """The label test-svm asks for: `stable` while a rollout of the SVM is active, else None (latest)."""
+    state = rollout.load_state(paths.MODEL_CONFIG, "svm")
+    return "stable" if state is not None and state.stable is not None else None

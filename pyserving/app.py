@@ -94,7 +94,7 @@ class ModelServer:
             tensor_content_outputs=s.enable_serialization_as_tensor_content,
             health=s.enable_grpc_healthcheck_service, max_message_bytes=s.max_request_size_bytes,
             nonblocking_predict=self.batcher is not None)
-        self.grpc_server.listen(s.port, s.grpc_socket_path, self._ssl)
+        self.grpc_server.listen(s.port, s.grpc_socket_path, self._ssl, host=s.listen_host)
 
     def _start_rest(self) -> None:
         s = self.settings
@@ -109,7 +109,7 @@ class ModelServer:
         self.rest = RestApi(self.data_plane, self.metrics, num_threads=self._workers(s.rest_api_num_threads),
                             timeout_ms=s.rest_api_timeout_in_ms, enable_cors=s.rest_api_enable_cors_support,
                             max_body_bytes=s.max_request_size_bytes, metrics_path=self.metrics_path)
-        self.rest.start(s.rest_api_port)
+        self.rest.start(s.rest_api_port, host=s.listen_host)
         logger.info("Exporting HTTP/REST API at:localhost:%d ...", s.rest_api_port)
 
     def stop(self, grace_s: float = 10.0) -> None:

@@ -7,6 +7,7 @@ worse for a drop-in).
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -79,6 +80,12 @@ def validate(settings: Settings) -> list[str]:
                       "--tensorflow_inter_op_parallelism) pair; not both")
     if settings.use_alts_credentials:
         errors.append("--use_alts_credentials: ALTS is not available in pyserving")
+    if settings.pyserving_listen_address:
+        try:
+            ipaddress.ip_address(settings.pyserving_listen_address)
+        except ValueError:
+            errors.append(f"--pyserving_listen_address: expected an IP address such as 127.0.0.1, got "
+                          f"'{settings.pyserving_listen_address}'")
     for name in ("port", "rest_api_port", "rest_api_num_threads", "grpc_max_threads", "max_request_size_bytes"):
         if getattr(settings, name) < 0:
             errors.append(f"--{name} must not be negative")

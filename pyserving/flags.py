@@ -24,7 +24,9 @@ class Flag:
 _CPUS = os.cpu_count() or 1
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("port", int, 8500, "yes", "TCP port for gRPC (0.0.0.0); 0 disables it (then --grpc_socket_path is required)"),
+    Flag("port", int, 8500, "yes",
+         "TCP port for gRPC (0.0.0.0 unless --pyserving_listen_address); 0 disables it (then --grpc_socket_path "
+         "is required)"),
     Flag("grpc_socket_path", str, "", "yes", "Also serve gRPC on this UNIX socket"),
     Flag("rest_api_port", int, 0, "yes", "HTTP/REST port; 0 = REST off; must differ from --port"),
     Flag("rest_api_num_threads", int, 4 * _CPUS, "yes", "Threads that run REST requests"),
@@ -81,6 +83,11 @@ FLAGS: tuple[Flag, ...] = (
     # pyserving's own (TF Serving has no such limit): bounds what one request may make us allocate.
     Flag("max_request_size_bytes", int, 128 << 20, "extension",
          "pyserving only: largest REST body / gRPC message, and largest tensor (in elements) a request may ask for"),
+    # TF Serving binds every interface and has no flag to change it; the prefix keeps this one from
+    # ever meaning something else to a tensorflow_model_server.
+    Flag("pyserving_listen_address", str, "", "extension",
+         "pyserving only, a name no TF Serving flag can clash with: the IP address REST and gRPC listen on "
+         "(127.0.0.1: this machine only); empty: every interface, as TF Serving binds"),
 )
 
 BY_NAME = {f.name: f for f in FLAGS}

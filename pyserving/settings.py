@@ -62,6 +62,7 @@ class Settings:
     enable_grpc_healthcheck_service: bool = False
     enable_serialization_as_tensor_content: bool = False
     max_request_size_bytes: int = 128 << 20
+    pyserving_listen_address: str = ""
 
     # ---- derived values ----------------------------------------------------------------------
     @property
@@ -91,6 +92,11 @@ class Settings:
     @property
     def load_retry_interval_s(self) -> float:
         return max(self.load_retry_interval_micros, 0) / 1e6
+
+    @property
+    def listen_host(self) -> str:
+        """The address both listeners bind: --pyserving_listen_address, else every interface (TF Serving's)."""
+        return self.pyserving_listen_address or "0.0.0.0"
 
     @property
     def polls_model_config(self) -> bool:

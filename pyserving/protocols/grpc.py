@@ -273,10 +273,10 @@ class LoopServer:
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
-    def listen(self, port: int, socket_path: str = "", ssl: Optional[SslConfig] = None) -> None:
-        """Serve on 0.0.0.0:port (0: not on TCP), and on a UNIX socket when given; TLS with `ssl`."""
+    def listen(self, port: int, socket_path: str = "", ssl: Optional[SslConfig] = None, host: str = "0.0.0.0") -> None:
+        """Serve on host:port (0: not on TCP), and on a UNIX socket when given; TLS with `ssl`."""
         if port:
-            address = f"0.0.0.0:{port}"
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
             if ssl is not None:
                 credentials = grpc.ssl_server_credentials([(ssl.server_key, ssl.server_cert)],
                                                           root_certificates=ssl.custom_ca,
@@ -290,7 +290,7 @@ class LoopServer:
             self._bind(self._server.add_insecure_port, f"unix:{socket_path}")
         self.start()
         if port:
-            logger.info("Running gRPC ModelServer at 0.0.0.0:%d ...", port)
+            logger.info("Running gRPC ModelServer at %s ...", address)
         if socket_path:
             logger.info("Running gRPC ModelServer at UNIX socket %s ...", socket_path)
 

@@ -132,6 +132,12 @@ class TFServingREST(BaseHTTPRequestHandler):
             body = {"model_spec": {"name": "m", "signature_name": "", "version": "2"}, "metadata": {}}
         elif self.path == "/v1/models/empty":
             body = {}  # proto3 JSON leaves an empty list out
+        elif self.path == "/v1/models/broken":  # version 2 failed to load; 3 is still loading
+            body = {"model_version_status": [
+                {"version": "3", "state": "LOADING", "status": {"error_code": "OK", "error_message": ""}},
+                {"version": "2", "state": "END", "status": {"error_code": "DATA_LOSS",
+                                                            "error_message": "Checksum does not match\n\tat node"}},
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
         elif self.path == "/v1/models/m/labels/broken/metadata":
             body = {"unexpected": True}
         else:
@@ -181,3 +187,64 @@ def test_waiting_polls_until_true_or_times_out_naming_what_it_waited_for():
     assert time.monotonic() - started < 1.0
     with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for labels \{'stable': 2\} of m$"):
         rollout._wait(lambda: False, 0.2, "labels {'stable': 2} of m")
+
+
+def test_each_version_s_error_is_read_with_its_code(rest):
+    assert rollout.server_versions(rest, "broken") == {
+        3: rollout.VersionReport("LOADING"), 1: rollout.VersionReport("AVAILABLE"),
+        2: rollout.VersionReport("END", "DATA_LOSS: Checksum does not match\n\tat node")}
+    assert rollout.server_versions(rest, "m")[1] == rollout.VersionReport("END")  # unloaded, no error
+    assert rollout.server_status(rest, "broken") == {3: "LOADING", 2: "END", 1: "AVAILABLE"}
+
+
+def test_a_step_stops_at_a_failed_load_and_puts_the_config_and_the_state_back(tmp_path, rest):
+    config_file = tmp_path / "models.config"
+    (tmp_path / "b").mkdir()
+    pinned = rollout.Rollout("broken", str(tmp_path / "b"), stable=1)
+    rollout.write_config(config_file, [], pinned)
+    rollout.save_state(config_file, pinned)
+    before = (config_file.read_bytes(), rollout.state_path(config_file, "broken").read_bytes())
+    with pytest.raises(rollout.LoadFailed, match="^broken version 2 failed to load: DATA_LOSS: Checksum") as info:
+        rollout.apply(config_file, rollout.start_canary(pinned, 2), [], rest, timeout=30)
+    assert (info.value.version, info.value.error) == (2, "DATA_LOSS: Checksum does not match\n\tat node")
+    assert (config_file.read_bytes(), rollout.state_path(config_file, "broken").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "broken.rollout.json", "models.config"]
+    said = []
+    with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for versions \[1, 3\] of broken to be "
+                                           r"AVAILABLE \(1: AVAILABLE, 3: LOADING\)$"):
+        rollout.apply(config_file, rollout.start_canary(pinned, 3), [], rest, timeout=0.3, say=said.append, every=0.1)
+    assert (config_file.read_bytes(), rollout.state_path(config_file, "broken").read_bytes()) == before
+    assert said and all(m.startswith("still waiting for versions [1, 3] of broken to be AVAILABLE (1: AVAILABLE, "
+                                     "3: LOADING), ") and m.endswith(" s of 0 s") for m in said)
+
+
+def test_a_first_step_that_fails_leaves_no_state_and_the_config_as_it_was(tmp_path, rest):
+    config_file = tmp_path / "models.config"
+    config_file.write_text("model_config_list {}\n")
+    with pytest.raises(rollout.LoadFailed):
+        rollout.apply(config_file, rollout.Rollout("broken", str(tmp_path), stable=1, canary=2), [], rest, timeout=30)
+    assert config_file.read_text() == "model_config_list {}\n"
+    assert not rollout.state_path(config_file, "broken").exists()
+
+
+def test_waiting_says_what_it_waits_for_every_so_often_and_stops_on_an_error():
+    said = []
+    with pytest.raises(TimeoutError):
+        rollout._wait(lambda: False, 0.35, "the answer", say=said.append, every=0.1, now=lambda: "still 41")
+    assert 1 <= len(said) <= 3 and all(m.startswith("still waiting for the answer (still 41), ") for m in said)
+    rollout._wait(lambda: True, 5, "x", say=said.append, every=0.0)  # true at once: nothing said
+    assert len(said) <= 3
+
+    def failing():
+        raise rollout.LoadFailed("m", 2, "UNKNOWN: no")
+    with pytest.raises(rollout.LoadFailed):
+        rollout._wait(failing, 5, "x")
+
+
+def test_remove_version_deletes_the_folder_whatever_its_spelling_and_clears_stale_removals(tmp_path):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "00000002" / "variables").mkdir(parents=True)
+    (tmp_path / "00000002" / "saved_model.pb").write_bytes(b"graph")
+    (tmp_path / ".tmp-remove-5-abc" / "variables").mkdir(parents=True)  # a removal killed half-way
+    assert rollout.remove_version(tmp_path, 2) == tmp_path / "00000002"
+    assert os.listdir(tmp_path) == ["1"] and rollout.version_dirs(tmp_path) == {1: str(tmp_path / "1")}

@@ -15,6 +15,7 @@ from client import client, rest
 from models.svm import corpus, data, trainer
 from models.svm.export import export_model
 from models.svm.transformer import TextTransformer
+from tests.helpers import InProcessServer, write_config
 
 STATUS = {"model_version_status": [
     {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
@@ -30,6 +31,14 @@ def test_pick_version_takes_highest_available():
         rest.pick_version(only_end)
     with pytest.raises(rest.ServingError):
         rest.pick_version({})
+
+
+def test_label_urls():
+    assert rest.split_label_url("http://h:8501/v1/models/svm/labels/stable/") == \
+        ("http://h:8501/v1/models/svm", "stable")
+    assert rest.split_label_url("http://h:8501/v1/models/svm") == ("http://h:8501/v1/models/svm", None)
+    assert rest.label_predict_url("http://h:8501/v1/models/svm", "canary") == \
+        "http://h:8501/v1/models/svm/labels/canary:predict"
 
 
 def test_urls_and_request_body():
@@ -149,3 +158,25 @@ def test_print_request_for_a_pinned_version_needs_no_server(served, capsys):
     assert len(row) == TextTransformer.load_from_version_dir(base / "1").n_features
     assert client.main([nowhere, "--model_dir", str(base), "--print_request"]) == 2
     assert capsys.readouterr().err == "error: --print_request needs --text\n"
+def test_a_label_url_is_answered_by_the_label_s_version_with_its_vocabulary(served, tmp_path):
+    """Against pyserving itself: label stable -> version 1, whose vocabulary is smaller than version 2's,
+    so a text vectorised with the wrong one would not fit the model's input."""
+    _, base, newest = served
+    oldest = TextTransformer.load_from_version_dir(str(base / "1"))
+    assert oldest.n_features != newest.n_features
+    config = write_config(tmp_path / "models.config", {"svm": (base, "model_version_policy { specific { versions: 1 "
+                                                                     'versions: 2 } } version_labels { key: "stable" '
+                                                                     "value: 1 }")})
+    server = InProcessServer([f"--model_config_file={config}"])
+    try:
+        server.start()
+        lines = []
+        texts, labels = zip(*corpus.generate(5, 6, seed=7))
+        results = client.classify(f"{server.rest}/v1/models/svm/labels/stable", str(base), list(texts), list(labels),
+                                  out=lines.append)
+    finally:
+        server.stop()
+    assert lines[0] == "model version: 1 (label stable) (%d features, %d classes)" % (
+        oldest.n_features, len(oldest.classes))
+    assert "answered by: label stable = version 1" in lines and len(results) == 5
+    assert all(r["predicted"] == oldest.class_name(r["predictClass"]) for r in results)

@@ -20,7 +20,7 @@ from invoke.exceptions import Exit
 from tensorflow_serving.config import model_server_config_pb2
 
 import tasks
-from kit import compat_table
+from kit import compat_table, serving
 from kit.docker_backend import engine_status
 from kit.paths import ROOT
 
@@ -162,6 +162,42 @@ def test_serve_dry_run_prints_each_backends_command(build_with_models, capsys):
     assert f"{build_with_models / 'bin' / 'tensorflow_model_server'} --port=9000" in capsys.readouterr().out
 
 
+def flag_values(command: list[str]) -> dict[str, str]:
+    return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
+
+
+@pytest.mark.parametrize("backend", serving.BACKENDS)
+def test_every_backend_gets_short_load_retries_and_the_server_keeps_tf_serving_s_defaults(build_with_models,
+                                                                                          backend, capsys):
+    from pyserving.flags import BY_NAME
+
+    tasks.serve(MockContext(), backend=backend, dry_run=True)
+    [command] = [shlex.split(line[2:]) for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    flags = flag_values(command)
+    # a bad version gives up within seconds, not after TF Serving's 5 retries a minute apart
+    retries, interval_us = int(flags["max_num_load_retries"]), int(flags["load_retry_interval_micros"])
+    assert 0 < retries * interval_us <= 10_000_000
+    # the server's own defaults stay TF Serving's (model_servers/main.cc: 5 retries, 1 minute)
+    assert (BY_NAME["max_num_load_retries"].default, BY_NAME["load_retry_interval_micros"].default) == (5, 60_000_000)
+
+
+def test_serve_listens_on_loopback_unless_asked_otherwise(build_with_models, capsys):
+    def command(**kwargs) -> list[str]:
+        tasks.serve(MockContext(), dry_run=True, **kwargs)
+        [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("$ ")]
+        return shlex.split(line[2:])
+
+    assert flag_values(command())["pyserving_listen_address"] == "127.0.0.1"
+    assert "pyserving_listen_address" not in flag_values(command(host="0.0.0.0"))  # pyserving's default: all
+    docker = command(backend="docker")
+    assert [docker[i + 1] for i, a in enumerate(docker) if a == "-p"] == ["127.0.0.1:8500:8500", "127.0.0.1:8501:8501"]
+    docker = command(backend="docker", host="0.0.0.0")
+    assert [docker[i + 1] for i, a in enumerate(docker) if a == "-p"] == ["0.0.0.0:8500:8500", "0.0.0.0:8501:8501"]
+    assert "pyserving_listen_address" not in flag_values(command(backend="binary"))  # TF Serving has no such flag
+    assert stopped(tasks.serve, host="10.0.0.1").message == (
+        "--host must be 127.0.0.1 or 0.0.0.0, got '10.0.0.1': the kit's clients connect to 127.0.0.1")
+
+
 def test_unavailable_backends_stop_with_one_line(build_with_models):
     message = stopped(tasks.serve, backend="binary").message
     assert "does not exist; build it with `make build-server`" in message
@@ -270,10 +306,12 @@ def test_publish_stops_when_there_is_nothing_to_publish(build_with_models, tmp_p
     assert not (build_with_models / "models" / "models.config").exists()
 
 
+# These stand-in versions are no SavedModels: --force publishes them unchecked (the checks are
+# tested with real ones in tests/kit/test_updates.py).
 def test_publish_without_a_server_pins_the_served_version_then_publishes_the_next(build_with_models, capsys):
     svm = build_with_models / "models" / "svm"
-    tasks.publish(MockContext(), model="svm")
-    assert capsys.readouterr().out == f"published {svm / '1'} as {svm / '2'}\n"
+    tasks.publish(MockContext(), model="svm", force=True)
+    assert capsys.readouterr().out == f"publish --force: not checked\npublished {svm / '1'} as {svm / '2'}\n"
     assert (svm / "2" / "saved_model.pb").read_bytes() == b"svm graph"
     assert sorted(p.name for p in svm.iterdir()) == ["1", "2"]
     # Pinned before the copy: version 2 stays unserved until a canary names it.
@@ -289,10 +327,10 @@ def test_publish_a_given_folder_twice_keeps_the_first_pin(build_with_models, tmp
     (staged / "variables").mkdir(parents=True)
     (staged / "saved_model.pb").write_bytes(b"new graph")
     mnist = build_with_models / "models" / "mnist"
-    tasks.publish(MockContext(), model="mnist", source=str(staged))
-    tasks.publish(MockContext(), model="mnist", source=str(staged))
-    assert capsys.readouterr().out.splitlines() == [f"published {staged} as {mnist / '2'}",
-                                                    f"published {staged} as {mnist / '3'}"]
+    tasks.publish(MockContext(), model="mnist", source=str(staged), force=True)
+    tasks.publish(MockContext(), model="mnist", source=str(staged), force=True)
+    assert capsys.readouterr().out.splitlines()[1::2] == [f"published {staged} as {mnist / '2'}",
+                                                          f"published {staged} as {mnist / '3'}"]
     assert (mnist / "3" / "saved_model.pb").read_bytes() == b"new graph"
     assert read_config(build_with_models)["mnist"] == (str(mnist), {"stable": 1}, [1])
 
@@ -310,7 +348,7 @@ def test_versions_prints_disk_rollout_and_server(build_with_models, capsys):
     tasks.versions(MockContext(), model="svm")
     assert capsys.readouterr().out.splitlines() == [
         f"on disk ({svm}): [1]", "rollout: none (the latest version serves)", "server: not running"]
-    tasks.publish(MockContext(), model="svm")
+    tasks.publish(MockContext(), model="svm", force=True)
     capsys.readouterr()
     tasks.versions(MockContext(), model="svm")
     assert capsys.readouterr().out.splitlines() == [

@@ -3,7 +3,9 @@ is the gRPC port, labels checked on reload, and stop()."""
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
+import socket
 import threading
 import time
 import warnings
@@ -14,7 +16,7 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 from kit.process import free_port, port_open
 from pyserving.errors import Code, ServingError
-from tests.helpers import rest_predict, status, wait_for, write_config
+from tests.helpers import grpc_predict, rest_predict, status, wait_for, write_config
 
 
 @pytest.fixture
@@ -102,3 +104,39 @@ def test_a_remote_base_path_is_refused_at_start_up_and_on_reload(uri, exported, 
     assert rpc.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert rpc.value.details() == f"Model b: only local paths are supported, got {uri}"
     assert rest_predict(server, "a") == 2.5 and status(server, "b") == {}
+
+
+def listening_on(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port`, read from the kernel's tables."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, local_port = local.split(":")
+            if state != "0A" or int(local_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+            packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(socket.inet_ntop(family, packed))
+            mapped = getattr(ip, "ipv4_mapped", None)  # gRPC binds IPv6 sockets, ::ffff:127.0.0.1 for 127.0.0.1
+            found.add(str(mapped or ip))
+    return found
+
+
+EVERY_INTERFACE = {"0.0.0.0", "::"}  # gRPC's 0.0.0.0 binds IPv6's wildcard, which takes IPv4 too
+
+
+@pytest.mark.parametrize("flags,address", [([], "0.0.0.0"), (["--pyserving_listen_address=127.0.0.1"], "127.0.0.1")])
+def test_both_listeners_bind_every_interface_unless_pyserving_listen_address_names_one(exported, serve, logs,
+                                                                                        flags, address):
+    server = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=m", *flags])
+    expected = EVERY_INTERFACE if address == "0.0.0.0" else {address}
+    for port in (server.rest_port, server.grpc_port):
+        assert listening_on(port) and listening_on(port) <= expected, (port, listening_on(port))
+    assert f"Running gRPC ModelServer at {address}:{server.grpc_port} ..." in logs.text
+    assert rest_predict(server) == 2.5 and grpc_predict(server, [[1.0]]) == [[2.5]]

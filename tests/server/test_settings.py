@@ -49,3 +49,14 @@ def test_flags_that_have_no_effect_warn_once_each_when_set():
         "--num_load_threads has no effect in pyserving (accepted for compatibility)",
         "--enable_profiler has no effect in pyserving (accepted for compatibility)",
     ]
+
+
+def test_the_listen_address_is_an_ip_address_and_every_interface_without_one():
+    settings, _given = cli.parse(["--model_base_path=/m"])
+    assert settings.listen_host == "0.0.0.0" and cli.validate(settings) == []
+    for address in ("127.0.0.1", "::1"):
+        settings, _given = cli.parse(["--model_base_path=/m", f"--pyserving_listen_address={address}"])
+        assert settings.listen_host == address and cli.validate(settings) == []
+    settings, _given = cli.parse(["--model_base_path=/m", "--pyserving_listen_address=localhost"])
+    assert cli.validate(settings) == [
+        "--pyserving_listen_address: expected an IP address such as 127.0.0.1, got 'localhost'"]
