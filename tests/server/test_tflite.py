@@ -328,9 +328,10 @@ def test_pools_times_interpreters_per_pool_interpreters_take_turns(tmp_path, ser
                     "--num_tflite_pools=2", "--num_tflite_interpreters_per_pool=3"])
     calls = []
     for _ in range(12):
-        code, body = call_json(server, "POST", "/v1/models/lite:predict", {"inputs": {"x": [0.0]}})
+        # Row format: the model's one input, whatever its name (no SignatureDefs: a tensor name).
+        code, body = call_json(server, "POST", "/v1/models/lite:predict", {"instances": [0.0]})
         assert code == 200, body
-        calls.append(body["outputs"][0])
+        calls.append(body["predictions"][0])
     # One call at a time, the interpreters are used in turn: 2 x 3 = 6 of them, each on its first
     # call, then each on its second.
     assert calls == [1.0] * 6 + [2.0] * 6
