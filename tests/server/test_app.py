@@ -131,6 +131,7 @@ def listening_on(port: int) -> set[str]:
 EVERY_INTERFACE = {"0.0.0.0", "::"}  # gRPC's 0.0.0.0 binds IPv6's wildcard, which takes IPv4 too
 
 
+@pytest.mark.flags("pyserving_listen_address")
 @pytest.mark.parametrize("flags,address", [([], "0.0.0.0"), (["--pyserving_listen_address=127.0.0.1"], "127.0.0.1")])
 def test_both_listeners_bind_every_interface_unless_pyserving_listen_address_names_one(exported, serve, logs,
                                                                                         flags, address):
