@@ -97,7 +97,8 @@ def load_state(config_file: Path, model: str) -> Optional[Rollout]:
 
 
 def save_state(config_file: Path, rollout: Rollout) -> None:
-    state_path(config_file, rollout.model).write_text(json.dumps(asdict(rollout), indent=1))
+    # Atomic: a task killed while it writes leaves the previous state, which `inv serve` reads.
+    serving.atomic_write(state_path(config_file, rollout.model), json.dumps(asdict(rollout), indent=1))
 
 
 def write_config(config_file: Path, others: list[Rollout], model: Rollout,

@@ -51,18 +51,20 @@ def write_model_config(models: Mapping[str, Path], path: Optional[Path] = None,
         if specific and specific.get(name):
             entry.model_version_policy.specific.versions.extend(sorted(specific[name]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, text_format.MessageToString(config))
+    atomic_write(path, text_format.MessageToString(config))
     docker_config = path.parent / DOCKER_CONFIG_NAME
     if path == paths.MODEL_CONFIG and docker_config.exists():
         # A Docker server reads the container-path twin: keep it in step (labels, rollouts).
-        _atomic_write(docker_config, docker_backend.container_model_config(path.read_text(), paths.MODELS))
+        atomic_write(docker_config, docker_backend.container_model_config(path.read_text(), paths.MODELS))
     return path
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a polling server never reads half a file, and a task
+    killed half-way leaves the previous one."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
-    tmp.replace(path)  # atomic: a polling server never reads half a file
+    tmp.replace(path)
 
 
 def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: int = 8500, rest_port: int = 8501,
@@ -110,7 +112,7 @@ def unavailable(backend: str) -> Optional[str]:
 
 def write_docker_config() -> Path:
     path = paths.MODELS / DOCKER_CONFIG_NAME
-    _atomic_write(path, docker_backend.container_model_config(paths.MODEL_CONFIG.read_text(), paths.MODELS))
+    atomic_write(path, docker_backend.container_model_config(paths.MODEL_CONFIG.read_text(), paths.MODELS))
     return path
 
 
