@@ -347,16 +347,29 @@ def states(manager, name: str = "m") -> dict:
     return {s.version: s.state for s in manager.status(name)}
 
 
-def concurrently(calls: Sequence[Callable]) -> list:
-    """Run every call on a thread of its own; their results in order."""
-    results = [None] * len(calls)
+def concurrently(calls: Sequence[Callable], timeout: float = 60.0) -> list:
+    """Run every call on a thread of its own; their results in order. A call that raised raises
+    here (the first such exception, after every thread ended), and so does a call still running
+    after `timeout`: neither may pass for an answer."""
+    results: list = [None] * len(calls)
+    errors: list = [None] * len(calls)
 
     def run(i):
-        results[i] = calls[i]()
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + timeout
     for t in threads:
-        t.join(60)
+        t.join(max(0.0, deadline - time.monotonic()))
+    hung = [i for i, t in enumerate(threads) if t.is_alive()]
+    if hung:
+        raise AssertionError(f"calls {hung} still running after {timeout:.0f} s")
+    for i, error in enumerate(errors):
+        if error is not None:
+            raise AssertionError(f"call {i} raised {error!r}") from error
     return results

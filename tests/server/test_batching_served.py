@@ -1,5 +1,5 @@
-"""Batching in a served model (in-process servers): answers identical to the unbatched server's
-under concurrency, full queues, large batch splitting, per-model parameters.
+"""Batching in a served model (in-process servers): every answer right under concurrency, batched
+or not, full queues, large batch splitting, per-model parameters.
 
 That --batching_parameters_file without --enable_batching stops start-up is in test_live.py.
 """
@@ -13,8 +13,8 @@ import pytest
 from tests.helpers import call_json, concurrently, grpc_predict, metric, scrape, status, wait_for
 
 
-def rest(server, body, model="hp2tf2"):
-    return call_json(server, "POST", f"/v1/models/{model}:predict", body, timeout=60)
+def rest(server, body, model="hp2tf2", verb="predict"):
+    return call_json(server, "POST", f"/v1/models/{model}:{verb}", body, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -33,31 +33,44 @@ def servers(exported, tmp_path_factory, serve_module):
     return batched, plain
 
 
-def workload(server):
+def hp2(x: float) -> float:
+    return 0.5 * x + 2  # half_plus_two; inputs in quarter steps keep every value exact in float32
+
+
+def workload(server) -> list[tuple]:
+    """(call, the answer half_plus_two gives, worked out here) for a mix of REST and gRPC predicts
+    of 1-3 rows, regress, a > 64 KiB request on each wire and the `dot` signature, on two models."""
     calls = []
     for i in range(24):
-        rows = [[float(i) + r / 10] for r in range(1 + i % 3)]
-        calls.append(lambda rows=rows: rest(server, {"instances": rows}))
-        calls.append(lambda rows=rows: grpc_predict(server, rows, model="hp2tf2"))
-        calls.append(lambda i=i: rest(server, {"signature_name": "regress_x_to_y", "examples": [{"x": float(i)}]},
-                                      model="hp2"))
-    big = [[float(r) for r in range(20000)]]  # one row, > 64 KiB on either wire: decoded in the pool
-    calls.append(lambda: rest(server, {"instances": big}))
-    calls.append(lambda: grpc_predict(server, big, model="hp2tf2"))
-    calls.append(lambda: rest(server, {"signature_name": "dot", "instances": [[1.0, 2.0]]}))
-    calls.append(lambda: rest(server, {"signature_name": "dot", "instances": [[1.0, 2.0, 3.0]]}))  # bad inner shape
-    calls.append(lambda: rest(server, {"signature_name": "dot", "instances": [[5.0, 6.0], [7.0, 8.0]]}))
+        xs = [float(i) + r / 4 for r in range(1 + i % 3)]
+        rows, want = [[x] for x in xs], [[hp2(x)] for x in xs]
+        calls.append((lambda rows=rows: rest(server, {"instances": rows}), (200, {"predictions": want})))
+        calls.append((lambda rows=rows: grpc_predict(server, rows, model="hp2tf2"), want))
+        calls.append((lambda i=i: rest(server, {"signature_name": "regress_x_to_y", "examples": [{"x": float(i)}]},
+                                       model="hp2", verb="regress"), (200, {"results": [hp2(i)]})))
+    big = [float(r) for r in range(20000)]  # one row, > 64 KiB on either wire: decoded in the pool
+    calls.append((lambda: rest(server, {"instances": [big]}), (200, {"predictions": [[hp2(x) for x in big]]})))
+    calls.append((lambda: grpc_predict(server, [big], model="hp2tf2"), [[hp2(x) for x in big]]))
+    calls.append((lambda: rest(server, {"signature_name": "dot", "instances": [[1.0, 2.0]]}),
+                  (200, {"predictions": [[3.0]]})))
+    calls.append((lambda: rest(server, {"signature_name": "dot", "instances": [[5.0, 6.0], [7.0, 8.0]]}),
+                  (200, {"predictions": [[11.0], [15.0]]})))
     return calls
 
 
-def test_batched_answers_equal_unbatched_ones_under_concurrency(servers):
-    batched, plain = servers
-    got = concurrently(workload(batched))
-    want = concurrently(workload(plain))
-    assert got == want
-    assert got[-3] == (200, {"predictions": [[3.0]]})
-    assert got[-2][0] == 400 and "Matrix size-incompatible" in got[-2][1]["error"]
-    assert got[-1] == (200, {"predictions": [[11.0], [15.0]]})
+@pytest.mark.parametrize("which", ["batched", "unbatched"])
+def test_every_concurrent_answer_is_right_batched_or_not(servers, which):
+    server = servers[0] if which == "batched" else servers[1]
+    work = workload(server)
+
+    def bad_shape():
+        return rest(server, {"signature_name": "dot", "instances": [[1.0, 2.0, 3.0]]})
+
+    got = concurrently([call for call, _want in work] + [bad_shape])
+    wrong = [(i, answer, want) for i, (answer, (_call, want)) in enumerate(zip(got, work)) if answer != want]
+    assert not wrong, wrong[:3]
+    status_code, body = got[-1]  # TF's own matmul error, as TF Serving passes it on
+    assert status_code == 400 and "Matrix size-incompatible: In[0]: [1,3], In[1]: [2,1]" in body["error"]
 
 
 @pytest.mark.flags("enable_batching", "batching_parameters_file")
