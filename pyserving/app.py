@@ -113,10 +113,13 @@ class ModelServer:
         logger.info("Exporting HTTP/REST API at:localhost:%d ...", s.rest_api_port)
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.grpc_server is not None:
-            self.grpc_server.stop(grace_s)
-        if self.rest is not None:
-            self.rest.stop(grace_s)
+        # Both edges stop accepting at once and drain side by side: one after the other, the
+        # second would keep accepting new requests while the first drained.
+        edges = [edge for edge in (self.grpc_server, self.rest) if edge is not None]
+        if edges:
+            with ThreadPoolExecutor(len(edges), thread_name_prefix="stop") as pool:
+                for stopped in [pool.submit(edge.stop, grace_s) for edge in edges]:
+                    stopped.result()
         if self.batcher is not None:
             self.batcher.stop()
         if self._run_pool is not None:

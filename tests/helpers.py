@@ -237,6 +237,43 @@ def export_tf1(base_path: Path, version: int, build: Callable[[], dict]) -> Path
     return target
 
 
+def write_gated_model(base_path: Path, version: int, gate: Path) -> str:
+    """A half_plus_two (input x [None, 1] float32, output y = x/2 + 2) whose every call waits at a
+    gate the test opens: it creates `<gate>/started-<x[0][0]>`, then loops until `<gate>/open`
+    exists (or 60 s have passed, so that a failed test leaves no call held for ever). Requests are
+    then in flight at a moment the test knows, with no sleep. A held call keeps one TensorFlow
+    inter-op thread busy: serve it with --tensorflow_inter_op_parallelism above the calls held
+    at once. Returns the version's path."""
+    import tensorflow as tf
+
+    from pyserving.version_dir import publish_version
+
+    folder = str(gate)
+
+    class Gated(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x):
+            started = tf.io.write_file(tf.strings.join([folder, "/started-", tf.strings.as_string(x[0, 0])]), "")
+            with tf.control_dependencies([started]):
+                give_up = tf.timestamp() + 60.0
+
+                def closed(n):
+                    # The pattern depends on n, so that no graph optimisation globs once and keeps the answer.
+                    pattern = tf.strings.join([folder, "/open", tf.strings.substr(tf.strings.as_string(n), 0, 0)])
+                    return tf.logical_and(tf.equal(tf.size(tf.io.matching_files(pattern)), 0),
+                                          tf.timestamp() < give_up)
+
+                waited = tf.while_loop(closed, lambda n: n + 1, [tf.constant(0, tf.int64)])
+            with tf.control_dependencies(waited):
+                return {"y": 0.5 * x + 2.0}
+
+    def write(path: str) -> None:
+        module = Gated()
+        tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+    return publish_version(base_path, version, write)
+
+
 # ---- REST -----------------------------------------------------------------------------------
 def call(server, method: str, path: str, body=None, raw: Optional[bytes] = None, headers=None, timeout: float = 30):
     """One HTTP request: (status, headers, text), also for error statuses."""

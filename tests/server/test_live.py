@@ -11,8 +11,7 @@ import http.client
 import json
 import shutil
 import signal
-import threading
-import urllib.error
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import grpc
 import numpy as np
@@ -23,6 +22,7 @@ from tests.helpers import (
     SHARED_TESTDATA,
     CliRun,
     call_json,
+    grpc_predict,
     launch,
     predict_request,
     prediction_stub,
@@ -31,13 +31,15 @@ from tests.helpers import (
     to_numpy,
     wait_for,
     write_config,
+    write_gated_model,
 )
 
 # ---- the slow processes, started together ---------------------------------------------------
 # Each of these pays a Python + TensorFlow start-up of several seconds. Those the selected tests
 # need are started when the module begins, all at once, so that their start-ups overlap; each
 # test then waits for its own.
-SLOW = ("cannot_load", "warmup_fails", "tf_serving_bad_model", "parity_server", "empty_base_server", "drain_server")
+SLOW = ("cannot_load", "warmup_fails", "tf_serving_bad_model", "parity_server", "empty_base_server", "drain_server",
+        "gated_server")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,6 +121,20 @@ def empty_base_server(tmp_path_factory, stopped_at_end):
 def drain_server(exported, tmp_path_factory, stopped_at_end):
     server = launch(tmp_path_factory.mktemp("drain"), [f"--model_base_path={exported / 'hp2'}", "--model_name=m"],
                     wait=False)
+    stopped_at_end.append(server)
+    return server
+
+
+@pytest.fixture(scope="module")
+def gated_server(tmp_path_factory, stopped_at_end):
+    """Serves model m, a half_plus_two whose calls wait at `server.gate` until the test opens it."""
+    tmp = tmp_path_factory.mktemp("gated")
+    gate = tmp / "gate"
+    gate.mkdir()
+    write_gated_model(tmp / "m", 1, gate)
+    server = launch(tmp, [f"--model_base_path={tmp / 'm'}", "--model_name=m", "--tensorflow_inter_op_parallelism=8"],
+                    wait=False)
+    server.gate = gate
     stopped_at_end.append(server)
     return server
 
@@ -237,26 +253,33 @@ def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(ex
     assert f"Exporting HTTP/REST API at:localhost:{server.rest_port} ..." in log
     assert log.index("Successfully loaded servable version") < log.index("Running gRPC ModelServer")
     assert rest_predict(server) == 2.5
-    # In-flight requests finish during shutdown.
-    results = []
-
-    def predict():
-        try:
-            results.append(rest_predict(server))
-        except urllib.error.HTTPError:
-            raise
-        except OSError as exc:  # refused or reset: it reached the port after the listener closed
-            results.append(exc)
-
-    threads = [threading.Thread(target=predict) for _ in range(4)]
-    for t in threads:
-        t.start()
     server.process.proc.send_signal(signal.SIGTERM)
-    for t in threads:
-        t.join(30)
     assert server.process.proc.wait(30) == 0
-    assert not port_open(server.rest_port)
-    assert len(results) == 4 and all(r == 2.5 for r in results if not isinstance(r, OSError)), results
+    assert not port_open(server.rest_port) and not port_open(server.grpc_port)
+
+
+def test_sigterm_stops_accepting_and_answers_every_request_in_flight_over_rest_and_grpc(gated_server):
+    server, gate = gated_server, gated_server.gate
+    server.wait_ready()
+    xs = [float(x) for x in range(6)]  # three over REST, three over gRPC, each its own x
+    with ThreadPoolExecutor(len(xs)) as pool:
+        rest_calls = [pool.submit(rest_predict, server, "m", x) for x in xs[:3]]
+        grpc_calls = [pool.submit(grpc_predict, server, [[x]]) for x in xs[3:]]
+        try:
+            wait_for(lambda: len(list(gate.glob("started-*"))) == len(xs), what="every request inside the model")
+            server.process.proc.send_signal(signal.SIGTERM)
+            # Both edges stop accepting at once, while the six calls are still held in the model.
+            wait_for(lambda: not port_open(server.rest_port) and not port_open(server.grpc_port),
+                     what="both listeners closed", timeout=15)
+            assert not any(call.done() for call in rest_calls + grpc_calls)
+        finally:
+            (gate / "open").touch()
+            wait(rest_calls + grpc_calls, timeout=30)
+    assert [call.result(0) for call in rest_calls] == [x / 2 + 2 for x in xs[:3]]
+    assert [call.result(0) for call in grpc_calls] == [[[x / 2 + 2]] for x in xs[3:]]
+    assert server.process.proc.wait(30) == 0
+    log = server.process.log()
+    assert log.index("Shutting down: finishing in-flight requests") < log.index("Server stopped")
 
 
 def test_request_on_a_connection_opened_before_sigterm_is_answered(drain_server):
