@@ -194,8 +194,13 @@ def summarize(timeline: Timeline, kind: str) -> dict:
 
 def run_case(tmp: str, a_writer, label: str, args) -> dict:
     base_a, base_b = f"{tmp}/{label}/A", f"{tmp}/{label}/B"
-    a_writer(base_a, 1)
-    write_large(base_b, 1)
+    versions = [a_writer(base_a, 1), write_large(base_b, 1)]
+    if args.warmup:  # one record per version: its first run happens while it loads, not on a request
+        from pyserving.runtime import warmup
+
+        for version_dir in versions:
+            warmup.write_requests(version_dir, [warmup.predict_log("serving_default",
+                                                                   {"x": np.array([[1.0]], np.float32)})])
     config = Path(tmp, label, "models.config")
     config.write_text("model_config_list {\n" + "".join(
         f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
@@ -241,9 +246,10 @@ def run_case(tmp: str, a_writer, label: str, args) -> dict:
     return rows
 
 
-def report(label: str, rows: dict, server_root: Path) -> None:
+def report(label: str, rows: dict, server_root: Path, warmup: bool = False) -> None:
     steady = rows["steady"]
-    print(f"\n## A = {label}, B = large ({LARGE_ROWS}x{LARGE_COLS} float32), server: {server_root}")
+    print(f"\n## A = {label}, B = large ({LARGE_ROWS}x{LARGE_COLS} float32), server: {server_root}"
+          + (", warmup records" if warmup else ""))
     print(f"  {'window':<9} {'n':>3} {'s':>6} {'requests':>8} {'failed':>6} {'p50 ms':>7} {'p99':>7} {'p99.9':>7} "
           f"{'max':>7} {'gap ms':>7} {'peak RSS MiB':>12}  goal (<= 2x steady p99.9, gap <= 50 ms)")
     for kind, r in rows.items():
@@ -269,6 +275,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight per protocol")
     parser.add_argument("--cases", default="large,half_plus_two", help="what A is, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the tables here")
+    parser.add_argument("--warmup", action="store_true",
+                        help="give every version a warmup record (assets.extra/tf_serving_warmup_requests)")
     parser.add_argument("--server-root", type=Path, default=ROOT, help="the source tree whose pyserving serves")
     args = parser.parse_args()
     writers = {"large": write_large, "half_plus_two": write_small}
@@ -276,7 +284,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.cases.split(","):
             results[label] = run_case(tmp, writers[label], label, args)
-            report(label, results[label], args.server_root)
+            report(label, results[label], args.server_root, args.warmup)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     steady = [r["steady"]["p99.9"] for r in results.values()]

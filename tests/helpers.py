@@ -410,3 +410,18 @@ def concurrently(calls: Sequence[Callable], timeout: float = 60.0) -> list:
         if error is not None:
             raise AssertionError(f"call {i} raised {error!r}") from error
     return results
+
+
+def fill_input(target, examples=(), context=None, kind=None) -> None:
+    """A tensorflow.serving.Input as TF Serving's classifier and regressor tests build it: the
+    examples (with a context when given), an empty example_list (kind="example_list") or nothing
+    set at all (kind="input")."""
+    if context is not None:
+        target.example_list_with_context.context.CopyFrom(context)
+        target.example_list_with_context.examples.extend(examples)
+    elif kind == "example_list":
+        target.example_list.SetInParent()
+    elif kind == "input":
+        target.SetInParent()
+    else:
+        target.example_list.examples.extend(examples)

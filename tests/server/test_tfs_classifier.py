@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import classification_pb2
 
-from tests.helpers import export_tf1, prediction_stub
+from tests.helpers import export_tf1, fill_input, prediction_stub
 
 CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
 
@@ -99,15 +99,7 @@ def classify(server, signature: str = "", examples=(), context=None, kind=None):
     """ClassificationRequest over gRPC: (result, None) or (None, RpcError)."""
     request = classification_pb2.ClassificationRequest()
     request.model_spec.name, request.model_spec.signature_name = "m", signature
-    if context is not None:
-        request.input.example_list_with_context.context.CopyFrom(context)
-        request.input.example_list_with_context.examples.extend(examples)
-    elif kind == "example_list":
-        request.input.example_list.SetInParent()
-    elif kind == "input":
-        request.input.SetInParent()
-    else:
-        request.input.example_list.examples.extend(examples)
+    fill_input(request.input, examples, context, kind)
     with grpc.insecure_channel(server.grpc_target) as channel:
         try:
             return prediction_stub(channel).Classify(request, timeout=30).result, None

@@ -14,7 +14,7 @@ import pytest
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from tests.helpers import export_tf1, prediction_stub
+from tests.helpers import export_tf1, fill_input, prediction_stub
 
 CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
 
@@ -80,15 +80,7 @@ def regress(server, signature: str = "", examples=(), context=None, kind=None):
     """RegressionRequest over gRPC: (the values, None) or (None, RpcError)."""
     request = regression_pb2.RegressionRequest()
     request.model_spec.name, request.model_spec.signature_name = "m", signature
-    if context is not None:
-        request.input.example_list_with_context.context.CopyFrom(context)
-        request.input.example_list_with_context.examples.extend(examples)
-    elif kind == "example_list":
-        request.input.example_list.SetInParent()
-    elif kind == "input":
-        request.input.SetInParent()
-    else:
-        request.input.example_list.examples.extend(examples)
+    fill_input(request.input, examples, context, kind)
     with grpc.insecure_channel(server.grpc_target) as channel:
         try:
             response = prediction_stub(channel).Regress(request, timeout=30)
