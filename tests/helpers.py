@@ -425,3 +425,18 @@ def fill_input(target, examples=(), context=None, kind=None) -> None:
         target.SetInParent()
     else:
         target.example_list.examples.extend(examples)
+
+
+def grpc_signature_defs(server, model: str) -> dict:
+    """{key: SignatureDef} from a gRPC GetModelMetadata (metadata_field signature_def)."""
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = model
+    request.metadata_field.append("signature_def")
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        response = prediction_stub(channel).GetModelMetadata(request, timeout=30)
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(sig_map)
+    return dict(sig_map.signature_def)

@@ -12,9 +12,9 @@ import sys
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from tensorflow_serving.apis import predict_pb2
 
-from tests.helpers import ROOT, call_json, from_numpy, prediction_stub, to_numpy, write_config
+from tests.helpers import ROOT, call_json, from_numpy, grpc_signature_defs, prediction_stub, to_numpy, write_config
 
 MODELS = ("keras2", "keras2_mirrored", "keras3", "keras3_two_inputs")
 
@@ -54,14 +54,7 @@ def test_metadata_declares_the_signatures_names(keras_server, keras_models, name
     sig = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert (sorted(sig["inputs"]), sorted(sig["outputs"])) == (expected[name]["inputs"], expected[name]["outputs"])
 
-    request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = name
-    request.metadata_field.append("signature_def")
-    with grpc.insecure_channel(keras_server.grpc_target) as channel:
-        response = prediction_stub(channel).GetModelMetadata(request, timeout=10)
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(sig_map)
-    served = sig_map.signature_def["serving_default"]
+    served = grpc_signature_defs(keras_server, name)["serving_default"]
     assert (sorted(served.inputs), sorted(served.outputs)) == (expected[name]["inputs"], expected[name]["outputs"])
 
 

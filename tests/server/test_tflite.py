@@ -13,13 +13,20 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_metadata_pb2,
     inference_pb2,
     predict_pb2,
     regression_pb2,
 )
 
-from tests.helpers import SHARED_TESTDATA, call_json, from_numpy, prediction_stub, to_numpy, write_config
+from tests.helpers import (
+    SHARED_TESTDATA,
+    call_json,
+    from_numpy,
+    grpc_signature_defs,
+    prediction_stub,
+    to_numpy,
+    write_config,
+)
 
 PREDICT, CLASSIFY, REGRESS = ("tensorflow/serving/predict", "tensorflow/serving/classify",
                               "tensorflow/serving/regress")
@@ -43,17 +50,6 @@ def _signature_def(text: str):
     from tensorflow.core.protobuf import meta_graph_pb2
 
     return text_format.Parse(text, meta_graph_pb2.SignatureDef())
-
-
-def _grpc_metadata(server, model: str):
-    request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = model
-    request.metadata_field.append("signature_def")
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        response = prediction_stub(channel).GetModelMetadata(request, timeout=10)
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(sig_map)
-    return dict(sig_map.signature_def)
 
 
 def _rest_signatures(server, model: str) -> dict:
@@ -129,7 +125,7 @@ def lite_server(serve_module, lite_models, tmp_path_factory):
 
 def test_a_models_signature_defs_are_served_under_their_keys_and_names(lite_server, lite_models):
     inputs, outputs = _interpreter_tensors(lite_models / "lite_x" / "1" / "model.tflite")
-    sigs = _grpc_metadata(lite_server, "lite_x")
+    sigs = grpc_signature_defs(lite_server, "lite_x")
     assert list(sigs) == ["serving_default"]
     sig = sigs["serving_default"]
     # The keys the SavedModel declared; the tensors are the TF Lite model's own.
@@ -147,7 +143,7 @@ def test_a_models_signature_defs_are_served_under_their_keys_and_names(lite_serv
 
 def test_a_model_without_signature_defs_gets_one_from_its_tensor_names(lite_server, lite_models):
     inputs, outputs = _interpreter_tensors(lite_models / "lite_plain" / "1" / "model.tflite")
-    sigs = _grpc_metadata(lite_server, "lite_plain")
+    sigs = grpc_signature_defs(lite_server, "lite_plain")
     assert list(sigs) == ["serving_default"]
     sig = sigs["serving_default"]
     # Keys are the tensor names without ":N"; TF Lite's own "serving_default" runner is not used.
@@ -284,7 +280,7 @@ def test_a_model_needing_tensorflow_ops_fails_to_load_with_the_interpreters_word
 def test_tf_serving_tflite_test_models(serve, model):
     server = serve([f"--model_base_path={SHARED_TESTDATA / model}", "--model_name=lite",
                     "--prefer_tflite_model=true"])
-    assert _grpc_metadata(server, "lite") == {"serving_default": _signature_def(TF_SERVING_SIGNATURES[model])}
+    assert grpc_signature_defs(server, "lite") == {"serving_default": _signature_def(TF_SERVING_SIGNATURES[model])}
     assert _rest_signatures(server, "lite")["serving_default"]["inputs"]["x"]["dtype"] == "DT_FLOAT"
     # tensorflow_model_server_test.py, testPredictOnTfLite / testPredictWithSignatureDefOnTfLite.
     assert _grpc_predict(server, "lite", {"x": np.array([2.0], np.float32)}) == {"y": [3.0]}

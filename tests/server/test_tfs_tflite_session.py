@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from tensorflow_serving.apis import predict_pb2
 
-from tests.helpers import SHARED_TESTDATA, from_numpy, prediction_stub, to_numpy, write_config
+from tests.helpers import SHARED_TESTDATA, from_numpy, grpc_signature_defs, prediction_stub, to_numpy, write_config
 
 pytestmark = pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
 
@@ -55,17 +55,6 @@ def server(tmp_path_factory, serve_module):
                          "--num_tflite_interpreters_per_pool=4"], rest=False)
 
 
-def signatures(server, model: str) -> dict:
-    request = get_model_metadata_pb2.GetModelMetadataRequest()
-    request.model_spec.name = model
-    request.metadata_field.append("signature_def")
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        response = prediction_stub(channel).GetModelMetadata(request, timeout=30)
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(sig_map)
-    return dict(sig_map.signature_def)
-
-
 def run(server, model: str, x: np.ndarray) -> np.ndarray:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -84,7 +73,7 @@ def test_half_plus_two(server, x, y):
     from tensorflow.core.protobuf import meta_graph_pb2
 
     # One signature, serving_default, made from the model's tensors.
-    assert signatures(server, "half_plus_two") == {
+    assert grpc_signature_defs(server, "half_plus_two") == {
         "serving_default": text_format.Parse(HALF_PLUS_TWO_SIGNATURE, meta_graph_pb2.SignatureDef())}
     out = run(server, "half_plus_two", np.array(x, np.float32))  # TF Lite tensor names
     assert out.dtype == np.float32 and out.shape == (len(x),) and out.tolist() == y
