@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from pyserving.core.source import list_versions
+from pyserving.core.source import SAVED_MODEL_FILES, list_versions
 
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # The SavedModel's own initialisation (a TF2 export has it, a TF1 one not): no client calls it.
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 CHECK_TIMEOUT_S = 600.0

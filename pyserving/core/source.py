@@ -20,7 +20,8 @@ from pyserving.types import ModelConfig
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt", "model.tflite")
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")  # a SavedModel folder holds one of these
+MODEL_FILES = (*SAVED_MODEL_FILES, "model.tflite")
 
 
 def parse_version(name: str) -> Optional[int]:

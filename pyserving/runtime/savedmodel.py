@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from google.protobuf import text_format
 
+from pyserving.core.source import SAVED_MODEL_FILES
 from pyserving.errors import Code, ServingError
 from pyserving.types import SignatureInfo, TensorSpec
 
@@ -25,7 +26,6 @@ from tensorflow_serving.apis import get_model_metadata_pb2  # noqa: E402
 tf.get_logger().setLevel(logging.ERROR)
 logger = logging.getLogger(__name__)
 
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def _spec(info) -> TensorSpec:
