@@ -74,12 +74,15 @@ def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: 
                          seed, dry_run=dry_run)
 
 
-@task(help={"backend": BACKEND_HELP, "grpc_port": "gRPC port", "rest_port": "REST port",
+@task(help={"backend": BACKEND_HELP, "grpc_port": "gRPC port (replica i: +10*i)",
+            "rest_port": "REST port (replica i: +10*i)",
             "host": "127.0.0.1 (this machine only) or 0.0.0.0 (every interface; the binary always listens there)",
-            "stop": "stop the running server instead", "dry_run": "print the serve command only"})
+            "replicas": "servers sharing build/models and its models.config, as pods share a volume and a ConfigMap",
+            "stop": "stop the running server (every replica) instead", "dry_run": "print the serve command(s) only"})
 def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port: int = 8501,
-          host: str = serving.LOOPBACK, stop: bool = False, dry_run: bool = False) -> None:
-    """Serve build/models (svm, mnist) in the background, or stop the server (--stop)."""
+          host: str = serving.LOOPBACK, replicas: int = 1, stop: bool = False, dry_run: bool = False) -> None:
+    """Serve build/models (svm, mnist) in the background, or stop the server (--stop); --replicas=N
+    starts N servers on loopback, replica i on ports +10*i."""
     if stop:
         if not serving.stop(run=c.run):
             print("no server is running")
@@ -89,24 +92,30 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
     if host not in serving.HOSTS:
         raise Exit(f"--host must be {' or '.join(serving.HOSTS)}, got {host!r}: the kit's clients connect to "
                    f"{serving.LOOPBACK}")
+    try:
+        ports = serving.replica_ports(grpc_port, rest_port, replicas)
+    except ValueError as exc:
+        raise Exit(str(exc)) from None
     config = pipeline.model_config()
     if dry_run:
         if backend == "docker":
             serving.write_docker_config()  # the container-path config the printed command reads
-        print("$ " + " ".join(serving.serve_command(backend, config, grpc_port, rest_port, host=host)))
+        for i, (grpc, rest) in enumerate(ports):
+            command = serving.serve_command(backend, config, grpc, rest, host=host, name=serving.container_name(i))
+            print("$ " + " ".join(command))
         return
     try:
-        serving.start(backend, grpc_port, rest_port, run=c.run, host=host)
+        serving.start(backend, grpc_port, rest_port, run=c.run, host=host, replicas=replicas)
     except RuntimeError as exc:
         raise Exit(str(exc)) from None
     print("stop it with: inv serve --stop")
 
 
-def _server_ports() -> tuple[int, int]:
+def _server() -> dict:
     state = serving.running()
     if state is None:
         raise Exit(updates.NO_SERVER)
-    return state["grpc_port"], state["rest_port"]
+    return state
 
 
 @task(help={"num": "rows of the dev CSV to send", "verbose": VERBOSE_HELP})
@@ -116,7 +125,7 @@ def test_svm(c: Context, num: int = 5, verbose: bool = False) -> None:
     label = updates.svm_label()
     if label:
         print(f"[test-svm] a rollout is active: asking for labels/{label}")
-    pipeline.query_svm(_runner(c, verbose), _server_ports()[1], num, label=label)
+    pipeline.query_svm(_runner(c, verbose), [r["rest_port"] for r in _server()["replicas"]], num, label=label)
 
 
 @task(help={"num_tests": "test images to send", "concurrency": "requests in flight",
@@ -124,7 +133,8 @@ def test_svm(c: Context, num: int = 5, verbose: bool = False) -> None:
 def test_mnist(c: Context, num_tests: int = 1000, concurrency: int = 8, data_dir: str = "",
                verbose: bool = False) -> None:
     """Query the served MNIST model over gRPC with the mnist_client; prints the error rate."""
-    pipeline.query_mnist(_runner(c, verbose), _server_ports()[0], num_tests, concurrency, data_dir or None)
+    pipeline.query_mnist(_runner(c, verbose), [r["grpc_port"] for r in _server()["replicas"]], num_tests, concurrency,
+                         data_dir or None)
 
 
 @task(help={

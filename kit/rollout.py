@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-from kit import serving
+from kit import agreement, serving
 from pyserving.core.source import list_versions
 from pyserving.version_dir import publish_version
 
@@ -120,13 +119,23 @@ class VersionReport:
     error: str = ""  # "CODE: message" when the status's error_code is not OK
 
 
-def server_versions(rest: str, model: str) -> dict[int, VersionReport]:
-    """GET /v1/models/<model>: each version's state and error ({} when the server cannot tell)."""
+def _get_json(url: str):
+    """GET a JSON answer; None on an HTTP error answer (e.g. a label not known yet); ReplicaDown
+    when the replica cannot be asked at all (refused, reset, timed out)."""
     try:
-        with urllib.request.urlopen(f"{rest}/v1/models/{model}", timeout=10) as resp:
-            body = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return {}
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        raise agreement.ReplicaDown(str(getattr(exc, "reason", exc))) from None
+    except ValueError:
+        return None
+
+
+def fetch_versions(rest: str, model: str) -> dict[int, VersionReport]:
+    """GET /v1/models/<model>: each version's state and error; ReplicaDown when unreachable."""
+    body = _get_json(f"{rest}/v1/models/{model}") or {}
     reports = {}
     for s in body.get("model_version_status", []):
         status = s.get("status") or {}
@@ -136,17 +145,32 @@ def server_versions(rest: str, model: str) -> dict[int, VersionReport]:
     return reports
 
 
+def server_versions(rest: str, model: str) -> dict[int, VersionReport]:
+    """fetch_versions, or {} when the server cannot tell."""
+    try:
+        return fetch_versions(rest, model)
+    except agreement.ReplicaDown:
+        return {}
+
+
 def server_status(rest: str, model: str) -> dict[int, str]:
     return {v: r.state for v, r in server_versions(rest, model).items()}
 
 
-def label_version(rest: str, model: str, label: str) -> Optional[int]:
-    """The version a label resolves to, read back from the server (the acknowledgement)."""
-    req = urllib.request.Request(f"{rest}/v1/models/{model}/labels/{label}/metadata")
+def fetch_label(rest: str, model: str, label: str) -> Optional[int]:
+    """The version a label resolves to, read back from the server (the acknowledgement); None
+    while the server does not know the label; ReplicaDown when unreachable."""
+    body = _get_json(f"{rest}/v1/models/{model}/labels/{label}/metadata")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return int(json.loads(resp.read())["model_spec"]["version"])
-    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return int(body["model_spec"]["version"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def label_version(rest: str, model: str, label: str) -> Optional[int]:
+    try:
+        return fetch_label(rest, model, label)
+    except agreement.ReplicaDown:
         return None
 
 
@@ -158,35 +182,27 @@ class LoadFailed(RuntimeError):
         self.model, self.version, self.error = model, version, error
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, say: Optional[Callable[[str], None]] = None,
-          every: float = 3.0, now: Optional[Callable[[], str]] = None) -> None:
-    """Poll `predicate` until true (it may raise to stop the wait); every `every` s, say what is awaited."""
-    started = time.monotonic()
-    deadline, next_word = started + timeout, started + every
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if say is not None and time.monotonic() >= next_word:
-            say(f"still waiting for {what}" + (f" ({now()})" if now else "")
-                + f", {time.monotonic() - started:.0f} s of {timeout:.0f} s")
-            next_word += every
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" ({now()})" if now else ""))
+def _versions_loaded(model: str, versions: list[int]) -> agreement.Check:
+    """True once all are AVAILABLE on the replica, else their states; LoadFailed as soon as one of
+    them ended in END with an error (it will not become AVAILABLE)."""
+    def check(rest: str):
+        reports = fetch_versions(rest, model)
+        for v in versions:
+            report = reports.get(v)
+            if report is not None and report.state == "END" and report.error:
+                raise LoadFailed(model, v, report.error)
+        if all(v in reports and reports[v].state == "AVAILABLE" for v in versions):
+            return True
+        return ", ".join(f"{v}: {reports[v].state if v in reports else 'not reported yet'}" for v in versions)
+    return check
 
 
-def _versions_loaded(rest: str, model: str, versions: list[int]) -> bool:
-    """All AVAILABLE; LoadFailed as soon as one of them ended in END with an error."""
-    reports = server_versions(rest, model)
-    for v in versions:
-        report = reports.get(v)
-        if report is not None and report.state == "END" and report.error:
-            raise LoadFailed(model, v, report.error)
-    return all(v in reports and reports[v].state == "AVAILABLE" for v in versions)
-
-
-def _describe_states(rest: str, model: str, versions: list[int]) -> str:
-    reports = server_versions(rest, model)
-    return ", ".join(f"{v}: {reports[v].state if v in reports else 'not reported yet'}" for v in versions)
+def _labels_moved(model: str, labels: dict[str, int]) -> agreement.Check:
+    """True once the replica answers every label with its version, else what it answers."""
+    def check(rest: str):
+        answers = {label: fetch_label(rest, model, label) for label in labels}
+        return answers == labels or ", ".join(f"{k}={v}" for k, v in answers.items())
+    return check
 
 
 def _snapshot(config_file: Path, model: str) -> dict[Path, Optional[bytes]]:
@@ -205,17 +221,22 @@ def _restore(saved: dict[Path, Optional[bytes]]) -> None:
             tmp.replace(path)  # atomic: a polling server never reads half a file
 
 
-def apply(config_file: Path, rollout: Rollout, others: list[Rollout], rest: str, timeout: float = 60.0,
-          say: Optional[Callable[[str], None]] = None, every: float = 3.0) -> float:
-    """Make the server serve `rollout`; returns the time (monotonic) the server acknowledged it.
+def apply(config_file: Path, rollout: Rollout, others: list[Rollout], replicas: Sequence[str],
+          timeout: float = 60.0, say: Optional[Callable[[str], None]] = None, every: float = 3.0,
+          config_written: Callable[[], None] = lambda: None, down_after: float = 5.0) -> agreement.Agreement:
+    """Make every replica (REST base URLs) serve `rollout`; returns the labels' agreement (its
+    `at` is the monotonic time the last replica acknowledged, its `down` the replicas that could
+    not be asked: they read the config when they start, but nothing here saw them take it).
 
-    Step 1 loads every version the rollout names (labels left as they are); step 2 moves the
-    labels, once the versions they point at are AVAILABLE, and retires the versions no longer
-    named; the acknowledgement is the server answering each label with its new version. A
-    version that fails to load raises LoadFailed as soon as the server reports it (END with its
-    error); on any failure the config file and the rollout state are put back as they were, so
-    the server stops aspiring the version and serves exactly what it served before. `say` hears
-    what is being waited for, every `every` seconds.
+    Step 1 loads every version the rollout names (labels left as they are) and waits until every
+    replica has them AVAILABLE; step 2 moves the labels and retires the versions no longer named;
+    the acknowledgement is every replica answering each label with its new version. A version
+    that fails to load on any replica raises LoadFailed as soon as that replica reports it (END
+    with its error); on any failure (also every replica down, a timeout or Ctrl-C) the config
+    file and the rollout state are put back as they were, so the replicas stop aspiring the
+    version and serve exactly what they served before. `config_written` runs after each write
+    of the config file (and after a restore): `--target=k8s` applies the ConfigMap there. `say`
+    hears what is being waited for, every `every` seconds.
     """
     current = load_state(config_file, rollout.model)
     saved = _snapshot(config_file, rollout.model)
@@ -224,18 +245,19 @@ def apply(config_file: Path, rollout: Rollout, others: list[Rollout], rest: str,
         # Step 1: the old labels stay valid while new versions load, so keep both sets aspired.
         keep = sorted(set(current.versions() if current else []) | set(versions))
         write_config(config_file, others, rollout, keep, current.labels() if current else {})
-        _wait(lambda: _versions_loaded(rest, rollout.model, versions), timeout,
-              f"versions {versions} of {rollout.model} to be AVAILABLE", say, every,
-              lambda: _describe_states(rest, rollout.model, versions))
+        config_written()
+        agreement.wait(replicas, _versions_loaded(rollout.model, versions), timeout,
+                       f"versions {versions} of {rollout.model} to be AVAILABLE", say, every, down_after)
         write_config(config_file, others, rollout)  # step 2: labels move, unnamed versions retire
-        _wait(lambda: all(label_version(rest, rollout.model, k) == v for k, v in rollout.labels().items()),
-              timeout, f"labels {rollout.labels()} of {rollout.model}", say, every)
-        acknowledged = time.monotonic()
+        config_written()
+        agreed = agreement.wait(replicas, _labels_moved(rollout.model, rollout.labels()), timeout,
+                                f"labels {rollout.labels()} of {rollout.model}", say, every, down_after)
         save_state(config_file, rollout)
-    except BaseException:  # a failure, a timeout or Ctrl-C: the server goes back to what it served
+    except BaseException:  # a failure, a timeout or Ctrl-C: the replicas go back to what they served
         _restore(saved)
+        config_written()
         raise
-    return acknowledged
+    return agreed
 
 
 def start_canary(rollout: Rollout, version: int) -> Rollout:

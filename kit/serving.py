@@ -68,7 +68,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: int = 8500, rest_port: int = 8501,
-                  extra_flags: Sequence[str] = (), host: str = LOOPBACK) -> list[str]:
+                  extra_flags: Sequence[str] = (), host: str = LOOPBACK, name: str = CONTAINER_NAME) -> list[str]:
     """The command serving `config_file` on the two ports, listening on `host` (127.0.0.1: this
     machine only; 0.0.0.0: every interface). The binary cannot be told: TF Serving has no such flag."""
     if host not in HOSTS:
@@ -86,7 +86,7 @@ def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: i
     if backend == "docker":
         return docker_backend.docker_serve_command(
             paths.MODELS, config_name=DOCKER_CONFIG_NAME, grpc_port=grpc_port, rest_port=rest_port,
-            name=CONTAINER_NAME, poll_wait_seconds=1, bind_address=host,
+            name=name, poll_wait_seconds=1, bind_address=host,
             extra_flags=(*LOAD_RETRY_FLAGS, *extra_flags),
         )
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -116,86 +116,147 @@ def write_docker_config() -> Path:
     return path
 
 
+REPLICA_PORT_STEP = 10  # replica i serves gRPC on grpc_port + 10*i and REST on rest_port + 10*i
+
+
+def replica_ports(grpc_port: int, rest_port: int, replicas: int) -> list[tuple[int, int]]:
+    """(gRPC, REST) port of each replica: 8500/8501, 8510/8511, ... (no two replicas share one)."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas}")
+    ports = [(grpc_port + REPLICA_PORT_STEP * i, rest_port + REPLICA_PORT_STEP * i) for i in range(replicas)]
+    used = [p for pair in ports for p in pair]
+    if len(set(used)) != len(used):
+        raise ValueError(f"gRPC port {grpc_port} and REST port {rest_port} collide across {replicas} replicas "
+                         f"{REPLICA_PORT_STEP} ports apart")
+    return ports
+
+
+def rest_urls(state: dict) -> list[str]:
+    """Every replica's REST base URL, in replica order."""
+    return [f"http://127.0.0.1:{r['rest_port']}" for r in state["replicas"]]
+
+
+def grpc_addresses(state: dict) -> list[str]:
+    return [f"127.0.0.1:{r['grpc_port']}" for r in state["replicas"]]
+
+
+def replica_up(replica: dict) -> bool:
+    """Its process is alive (a container is assumed up: `docker stop` is what ends it)."""
+    return pid_alive(replica["pid"]) if replica.get("pid") else True
+
+
 def running() -> Optional[dict]:
+    """The recorded server: {"backend", "replicas": [{"grpc_port", "rest_port", "log", "pid" or
+    "container"}, ...]}, or None when none is recorded or every replica's process has exited."""
     server_state = paths.SERVER_STATE
     if not server_state.exists():
         return None
     state = json.loads(server_state.read_text())
-    if state.get("pid") and not pid_alive(state["pid"]):
+    if "replicas" not in state:  # written by a kit from before replicas: one server
+        state = {"backend": state["backend"],
+                 "replicas": [{k: v for k, v in state.items() if k != "backend"}]}
+    if not any(replica_up(r) for r in state["replicas"]):
         server_state.unlink()
         return None
     return state
 
 
+def _replica_log(index: int) -> Path:
+    return paths.LOGS / ("server.log" if index == 0 else f"server-{index}.log")
+
+
+def container_name(index: int) -> str:
+    return CONTAINER_NAME if index == 0 else f"{CONTAINER_NAME}-{index}"
+
+
 def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, timeout: float = 180.0,
-          note_every: float = WAIT_NOTE_EVERY, host: str = LOOPBACK) -> dict:
-    """Start a server in the background and wait until it serves, saying every `note_every` s
-    what it waits for; returns its recorded state."""
+          note_every: float = WAIT_NOTE_EVERY, host: str = LOOPBACK, replicas: int = 1) -> dict:
+    """Start `replicas` servers in the background, all serving build/models/models.config (as pods
+    mount one volume and one ConfigMap), replica i on ports grpc_port + 10*i and rest_port + 10*i;
+    wait until every one serves, saying every `note_every` s what it waits for; returns the
+    recorded state. A replica that fails to start stops the others."""
     if running():
         raise RuntimeError(f"a server is already running ({paths.SERVER_STATE}); stop it first: inv serve --stop")
     reason = unavailable(backend)
     if reason:
         raise RuntimeError(reason)
-    for port in (grpc_port, rest_port):
+    ports = replica_ports(grpc_port, rest_port, replicas)
+    for port in (p for pair in ports for p in pair):
         if port_open(port):
             raise RuntimeError(f"port {port} is already in use on 127.0.0.1")
     if backend == "docker":
         write_docker_config()
-    command = serve_command(backend, paths.MODEL_CONFIG, grpc_port, rest_port, host=host)
-    say("$ " + " ".join(command))
-    log = paths.LOGS / "server.log"
-    state = {"backend": backend, "grpc_port": grpc_port, "rest_port": rest_port, "log": str(log)}
-    if backend == "docker":
-        result = run(" ".join(command), warn=True, hide=True)
-        if result.exited != 0:
-            raise RuntimeError(f"docker run failed: {result.stderr.strip()}")
-        state["container"] = CONTAINER_NAME
-    else:
-        process = ServerProcess(command, log, ready_port=rest_port, detach=True).start()
-        state["pid"] = process.pid
+    state = {"backend": backend, "replicas": []}
     server_state = paths.SERVER_STATE
     server_state.parent.mkdir(parents=True, exist_ok=True)
-    server_state.write_text(json.dumps(state))
-    began = time.monotonic()
-    deadline, next_note = began + timeout, began + note_every
-    while not port_open(rest_port):
-        if state.get("pid") and not pid_alive(state["pid"]):
-            server_state.unlink(missing_ok=True)
-            raise ServerFailed(f"server exited during start-up; see {state['log']}:\n" + _tail(Path(state["log"])))
-        now = time.monotonic()
-        if now > deadline:
-            stop(run=run, say=say)
-            raise ServerFailed(f"server not ready after {timeout:.0f} s; see {state['log']}")
-        if now >= next_note:  # the server opens its ports once every model is loaded: say why it waits
-            say(f"waiting for the server to load the models ({now - began:.0f} s of at most {timeout:.0f}; "
-                f"log: {state['log']})")
-            next_note += note_every
-        time.sleep(0.2)
-    say(f"serving ({backend}) on gRPC 127.0.0.1:{grpc_port} and REST http://127.0.0.1:{rest_port}"
-        + (f", pid {state['pid']}" if "pid" in state else "") + f"; {listening_note(backend, host)}")
+    for index, (grpc, rest) in enumerate(ports):
+        command = serve_command(backend, paths.MODEL_CONFIG, grpc, rest, host=host, name=container_name(index))
+        say("$ " + " ".join(command))
+        replica = {"grpc_port": grpc, "rest_port": rest, "log": str(_replica_log(index))}
+        if backend == "docker":
+            result = run(" ".join(command), warn=True, hide=True)
+            if result.exited != 0:
+                stop(run=run, say=say)
+                raise RuntimeError(f"docker run failed: {result.stderr.strip()}")
+            replica["container"] = container_name(index)
+        else:
+            replica["pid"] = ServerProcess(command, _replica_log(index), ready_port=rest, detach=True).start().pid
+        state["replicas"].append(replica)
+        server_state.write_text(json.dumps(state))  # recorded at once: a failure later still stops it
+    _wait_serving(state, timeout, note_every, run, say)
+    for replica in state["replicas"]:
+        say(f"serving ({backend}) on gRPC 127.0.0.1:{replica['grpc_port']} and REST "
+            f"http://127.0.0.1:{replica['rest_port']}" + (f", pid {replica['pid']}" if "pid" in replica else ""))
+    say(listening_note(backend, host) + (f"; {replicas} replicas share {paths.MODEL_CONFIG}" if replicas > 1 else ""))
     return state
 
 
+def _wait_serving(state: dict, timeout: float, note_every: float, run, say) -> None:
+    """Until every replica's REST port accepts (each opens its ports once its models are loaded)."""
+    began = time.monotonic()
+    deadline, next_note = began + timeout, began + note_every
+    waiting = list(state["replicas"])
+    while waiting:
+        for replica in list(waiting):
+            if replica.get("pid") and not pid_alive(replica["pid"]):
+                stop(run=run, say=say)
+                raise ServerFailed(f"server exited during start-up; see {replica['log']}:\n"
+                                   + _tail(Path(replica["log"])))
+            if port_open(replica["rest_port"]):
+                waiting.remove(replica)
+        if not waiting:
+            return
+        now = time.monotonic()
+        if now > deadline:
+            stop(run=run, say=say)
+            raise ServerFailed(f"server not ready after {timeout:.0f} s; see {waiting[0]['log']}")
+        if now >= next_note:  # a server opens its ports once every model is loaded: say why it waits
+            logs = ", ".join(r["log"] for r in waiting)
+            say(f"waiting for the server to load the models ({now - began:.0f} s of at most {timeout:.0f}; "
+                f"log: {logs})")
+            next_note += note_every
+        time.sleep(0.2)
+
+
 def stop(run=None, say=print) -> bool:
-    """Stop the recorded server by its pid or container name; False when none was running."""
+    """Stop every recorded replica by its pid or container name; False when none was running."""
     state = running()
     if state is None:
         return False
-    if "container" in state:
-        command = docker_backend.docker_stop_command(state["container"])
-        say("$ " + " ".join(command))
-        run(" ".join(command), warn=True, hide=True)
-    else:
-        pid = state["pid"]
-        command = pid_command(pid)
-        if "model_server" not in command and "pyserving" not in command:
-            raise RuntimeError(f"pid {pid} is no longer our server ({command!r}); not touching it")
-        stop_pid(pid)
-        say(f"stopped server pid {pid}")
+    for replica in state["replicas"]:
+        if "container" in replica:
+            command = docker_backend.docker_stop_command(replica["container"])
+            say("$ " + " ".join(command))
+            run(" ".join(command), warn=True, hide=True)
+        elif pid_alive(replica["pid"]):
+            pid = replica["pid"]
+            command = pid_command(pid)
+            if "model_server" not in command and "pyserving" not in command:
+                raise RuntimeError(f"pid {pid} is no longer our server ({command!r}); not touching it")
+            stop_pid(pid)
+            say(f"stopped server pid {pid}")
     paths.SERVER_STATE.unlink(missing_ok=True)
     return True
-
-
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -158,7 +158,7 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
             new = (ro.start_canary(state, max(b_of)) if action == "canary"
                    else ro.promote(state) if action == "promote" else ro.rollback(state))
             started = time.monotonic()
-            acked = ro.apply(config, new, [], rest)
+            acked = ro.apply(config, new, [], [rest]).at
             state = new
             events.append({"action": action, "started": started - t0, "acknowledged": acked - t0,
                            "stable": state.stable, "rss_mb": round(rss_mb(server.pid), 1)})

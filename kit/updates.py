@@ -14,7 +14,7 @@ from typing import Optional
 
 from invoke.exceptions import Exit
 
-from kit import model_check, paths, pipeline, rollout, serving
+from kit import agreement, model_check, paths, pipeline, rollout, serving
 
 NO_SERVER = "no server is running: start one with `inv serve`"
 PROGRESS_EVERY_S = 3.0  # how often a waiting step says what it waits for
@@ -22,15 +22,25 @@ PROGRESS_EVERY_S = 3.0  # how often a waiting step says what it waits for
 
 @dataclass
 class Live:
-    """One model's rollout as the running server serves it, and every other model's."""
+    """One model's rollout as the running replicas serve it, and every other model's."""
 
-    rest: str
+    replicas: list[str]  # every replica's REST base URL
     current: rollout.Rollout
     others: list[rollout.Rollout]
 
 
-def _rest(state: dict) -> str:
-    return f"http://127.0.0.1:{state['rest_port']}"
+def _up_rest(state: dict) -> list[str]:
+    """The REST URLs of the replicas whose process is alive."""
+    return [url for url, r in zip(serving.rest_urls(state), state["replicas"]) if serving.replica_up(r)]
+
+
+def _served(state: dict, model: str) -> list[int]:
+    """Versions AVAILABLE on the first live replica that answers."""
+    for rest in _up_rest(state):
+        status = rollout.server_status(rest, model)
+        if status:
+            return sorted(v for v, s in status.items() if s == "AVAILABLE")
+    return []
 
 
 def live(model: str) -> Live:
@@ -40,31 +50,40 @@ def live(model: str) -> Live:
     state = serving.running()
     if state is None:
         raise Exit(NO_SERVER)
-    rest = _rest(state)
     config = paths.MODEL_CONFIG
     current = rollout.load_state(config, model)
     if current is None:  # first rollout: the version being served now is the stable one
-        served = [v for v, s in rollout.server_status(rest, model).items() if s == "AVAILABLE"]
+        served = _served(state, model)
         if not served:
             raise Exit(f"the server has no AVAILABLE version of {model}")
         current = rollout.Rollout(model, str(models[model]), stable=max(served))
     others = [r for r in rollout.rollouts_for(config, models) if r.model != model]
-    return Live(rest, current, others)
+    return Live(serving.rest_urls(state), current, others)
 
 
 def apply(new: rollout.Rollout, label: str, say=print) -> None:
-    """Make the running server serve `new`; say when it acknowledged it. On a failure the model
-    config and the rollout state are already back as they were when this stops."""
+    """Make every running replica serve `new`; say how long agreement took. On a failure the model
+    config and the rollout state are already back as they were when this stops. A replica that is
+    down is named, and the step is not claimed done for it (Exit after the others agreed)."""
     now = live(new.model)
     started = time.monotonic()
     try:
-        rollout.apply(paths.MODEL_CONFIG, new, now.others, now.rest, say=lambda m: say(f"{label}: {m}"),
-                      every=PROGRESS_EVERY_S)
-    except (rollout.LoadFailed, TimeoutError, ValueError) as exc:
+        agreed = rollout.apply(paths.MODEL_CONFIG, new, now.others, now.replicas,
+                               say=lambda m: say(f"{label}: {m}"), every=PROGRESS_EVERY_S)
+    except (rollout.LoadFailed, TimeoutError, ValueError, agreement.NoReplicaUp) as exc:
         raise Exit(f"{label}: {exc}\n{label}: models.config and the rollout state are back as they were "
                    f"({_roles(now.current)}); the server keeps serving that") from None
-    say(f"{label}: {new.model} stable={new.stable} canary={new.canary} previous={new.previous} "
-        f"(acknowledged by the server in {time.monotonic() - started:.2f} s)")
+    roles = f"{label}: {new.model} stable={new.stable} canary={new.canary} previous={new.previous}"
+    took = time.monotonic() - started
+    if len(now.replicas) == 1 and agreed.complete:
+        say(f"{roles} (acknowledged by the server in {took:.2f} s)")
+        return
+    say(f"{roles} ({agreed.describe()}; {took:.2f} s in all)")
+    if not agreed.complete:
+        raise Exit(f"{label}: not acknowledged by {len(agreed.down)} replica(s) that could not be asked: "
+                   + "; ".join(f"{r} ({why})" for r, why in agreed.down.items())
+                   + ". models.config holds the new roles; a replica reads it when it starts (inv versions shows "
+                   "what each one serves)")
 
 
 def _roles(r: rollout.Rollout) -> str:
@@ -79,7 +98,7 @@ def _stable_for_check(model: str, base: Path) -> Optional[int]:
         return state.stable
     running = serving.running()
     if running is not None:
-        served = [v for v, s in rollout.server_status(_rest(running), model).items() if s == "AVAILABLE"]
+        served = _served(running, model)
         if served:
             return max(served)
     return max(rollout.disk_versions(base), default=None)
@@ -178,13 +197,23 @@ def versions(model: str, say=print) -> None:
     if running is None:
         say("server: not running")
         return
-    reports = rollout.server_versions(_rest(running), model)
-    say("server: " + ", ".join(f"{v}={r.state}" for v, r in sorted(reports.items())))
     on_disk = rollout.disk_versions(base)
-    for v, r in sorted(reports.items()):
-        if r.error:  # one line each: TF's error texts span lines
-            gone = "" if v in on_disk else " (no longer on disk)"
-            say(f"  version {v} failed to load{gone}: {' '.join(r.error.split())}")
+    labels = list(state.labels()) if state else []
+    urls = serving.rest_urls(running)
+    for index, rest in enumerate(urls):
+        name = "server" if len(urls) == 1 else f"replica {index} ({rest})"
+        try:
+            reports = rollout.fetch_versions(rest, model)
+            served = {label: rollout.fetch_label(rest, model, label) for label in labels}
+        except agreement.ReplicaDown as exc:
+            say(f"{name}: down ({exc})")
+            continue
+        say(f"{name}: " + ", ".join(f"{v}={r.state}" for v, r in sorted(reports.items()))
+            + ("; labels " + ", ".join(f"{k}={v}" for k, v in served.items()) if served else ""))
+        for v, r in sorted(reports.items()):
+            if r.error:  # one line each: TF's error texts span lines
+                gone = "" if v in on_disk else " (no longer on disk)"
+                say(f"  version {v} failed to load{gone}: {' '.join(r.error.split())}")
 
 
 def remove(model: str, version: int, say=print) -> None:
@@ -204,7 +233,7 @@ def remove(model: str, version: int, say=print) -> None:
         raise Exit(f"remove refused: version {version} is the only version of {model} on disk")
     running = serving.running()
     if running is not None:
-        available = sorted(v for v, s in rollout.server_status(_rest(running), model).items() if s == "AVAILABLE")
+        available = _served(running, model)
         if available == [version]:
             raise Exit(f"remove refused: version {version} is the only AVAILABLE version of {model}")
     path = rollout.remove_version(base, version)

@@ -6,13 +6,12 @@ import json
 import os
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from kit import rollout
+from kit import agreement, rollout
 from pyserving.core import config
 from pyserving.types import VersionPolicy
 
@@ -178,15 +177,11 @@ def test_an_unreachable_server_has_no_status_and_no_labels():
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening: refused
         assert rollout.server_status(closed, "m") == {} and rollout.label_version(closed, "m", "stable") is None
-
-
-def test_waiting_polls_until_true_or_times_out_naming_what_it_waited_for():
-    answers = iter([False, False, True])
-    started = time.monotonic()
-    rollout._wait(lambda: next(answers), 5, "the answer")
-    assert time.monotonic() - started < 1.0
-    with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for labels \{'stable': 2\} of m$"):
-        rollout._wait(lambda: False, 0.2, "labels {'stable': 2} of m")
+        # what the all-replica wait reads: unreachable is not "no versions", it is a replica down
+        with pytest.raises(agreement.ReplicaDown, match="refused"):
+            rollout.fetch_versions(closed, "m")
+        with pytest.raises(agreement.ReplicaDown, match="refused"):
+            rollout.fetch_label(closed, "m", "stable")
 
 
 def test_each_version_s_error_is_read_with_its_code(rest):
@@ -205,14 +200,15 @@ def test_a_step_stops_at_a_failed_load_and_puts_the_config_and_the_state_back(tm
     rollout.save_state(config_file, pinned)
     before = (config_file.read_bytes(), rollout.state_path(config_file, "broken").read_bytes())
     with pytest.raises(rollout.LoadFailed, match="^broken version 2 failed to load: DATA_LOSS: Checksum") as info:
-        rollout.apply(config_file, rollout.start_canary(pinned, 2), [], rest, timeout=30)
+        rollout.apply(config_file, rollout.start_canary(pinned, 2), [], [rest], timeout=30)
     assert (info.value.version, info.value.error) == (2, "DATA_LOSS: Checksum does not match\n\tat node")
     assert (config_file.read_bytes(), rollout.state_path(config_file, "broken").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "broken.rollout.json", "models.config"]
     said = []
     with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for versions \[1, 3\] of broken to be "
                                            r"AVAILABLE \(1: AVAILABLE, 3: LOADING\)$"):
-        rollout.apply(config_file, rollout.start_canary(pinned, 3), [], rest, timeout=0.3, say=said.append, every=0.1)
+        rollout.apply(config_file, rollout.start_canary(pinned, 3), [], [rest], timeout=0.3, say=said.append,
+                      every=0.1)
     assert (config_file.read_bytes(), rollout.state_path(config_file, "broken").read_bytes()) == before
     assert said and all(m.startswith("still waiting for versions [1, 3] of broken to be AVAILABLE (1: AVAILABLE, "
                                      "3: LOADING), ") and m.endswith(" s of 0 s") for m in said)
@@ -222,23 +218,10 @@ def test_a_first_step_that_fails_leaves_no_state_and_the_config_as_it_was(tmp_pa
     config_file = tmp_path / "models.config"
     config_file.write_text("model_config_list {}\n")
     with pytest.raises(rollout.LoadFailed):
-        rollout.apply(config_file, rollout.Rollout("broken", str(tmp_path), stable=1, canary=2), [], rest, timeout=30)
+        rollout.apply(config_file, rollout.Rollout("broken", str(tmp_path), stable=1, canary=2), [], [rest],
+                      timeout=30)
     assert config_file.read_text() == "model_config_list {}\n"
     assert not rollout.state_path(config_file, "broken").exists()
-
-
-def test_waiting_says_what_it_waits_for_every_so_often_and_stops_on_an_error():
-    said = []
-    with pytest.raises(TimeoutError):
-        rollout._wait(lambda: False, 0.35, "the answer", say=said.append, every=0.1, now=lambda: "still 41")
-    assert 1 <= len(said) <= 3 and all(m.startswith("still waiting for the answer (still 41), ") for m in said)
-    rollout._wait(lambda: True, 5, "x", say=said.append, every=0.0)  # true at once: nothing said
-    assert len(said) <= 3
-
-    def failing():
-        raise rollout.LoadFailed("m", 2, "UNKNOWN: no")
-    with pytest.raises(rollout.LoadFailed):
-        rollout._wait(failing, 5, "x")
 
 
 def test_remove_version_deletes_the_folder_whatever_its_spelling_and_clears_stale_removals(tmp_path):

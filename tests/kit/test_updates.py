@@ -203,7 +203,8 @@ def test_a_canary_that_fails_to_load_stops_with_the_server_s_error_and_puts_ever
     assert on_disk(kit) == [1, 2]
     tasks.versions(MockContext(), model="svm")
     one_line = " ".join(error.split())
-    assert capsys.readouterr().out.endswith(f"server: 1=AVAILABLE, 2=END\n  version 2 failed to load: {one_line}\n")
+    assert capsys.readouterr().out.endswith(
+        f"server: 1=AVAILABLE, 2=END; labels stable=1\n  version 2 failed to load: {one_line}\n")
     tasks.remove(MockContext(), model="svm", version=2)
     tasks.versions(MockContext(), model="svm")
     assert capsys.readouterr().out.endswith(f"  version 2 failed to load (no longer on disk): {one_line}\n")
