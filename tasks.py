@@ -224,18 +224,34 @@ def remove(c: Context, model: str = "svm", version: int = 0) -> None:
     updates.remove(model, version)
 
 
-@task(help={"switches": "switches to make (canary, promote, rollback)", "seconds": "time limit",
-            "rest_clients": "REST clients", "grpc_clients": "gRPC clients"})
-def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int = 2, grpc_clients: int = 2) -> None:
+@task(help={"switches": "switches to make (canary, promote, rollback)", "seconds": "time limit (per soak)",
+            "rest_clients": "REST clients", "grpc_clients": "gRPC clients",
+            "replicas": "servers sharing the soak's models.config; with 2 or more, one is stopped (SIGTERM) and one "
+                        "killed (SIGKILL) mid-rollout and both started again",
+            "compare": "run the same soak with 1 replica first and print both side by side"})
+def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int = 2, grpc_clients: int = 2,
+         replicas: int = 1, compare: bool = False) -> None:
     """Steady REST+gRPC load on loopback while versions are published, canaried, promoted, rolled back."""
     from kit import soak as soak_mod
+    from kit import soak_report
 
-    out = paths.BUILD / "soak"
-    summary = soak_mod.run(out, switches, seconds, rest_clients, grpc_clients)
-    line, failure = soak_mod.report(summary, out, wanted=switches)
-    print(line)
-    if failure:
-        raise Exit(failure)
+    if replicas < 1:
+        raise Exit(f"--replicas must be at least 1, got {replicas}")
+    runs = sorted({1, replicas}) if compare else [replicas]
+    failures, summaries = [], {}
+    for n in runs:
+        out = paths.BUILD / "soak" if len(runs) == 1 else paths.BUILD / "soak" / f"replicas-{n}"
+        summary = soak_mod.run(out, switches, seconds, rest_clients, grpc_clients, replicas=n)
+        line, failure = soak_report.report(summary, out, wanted=switches)
+        print(line)
+        summaries[n] = summary
+        if failure:
+            failures.append(failure if len(runs) == 1 else f"replicas={n}: {failure}")
+    if len(runs) > 1:
+        for text in soak_report.comparison(summaries, paths.BUILD / "soak" / "comparison.json"):
+            print(text)
+    if failures:
+        raise Exit("\n".join(failures))
 
 
 ns = Collection(train_svm, train_mnist, serve, test_svm, test_mnist, reproduce, image, build_server,

@@ -1,96 +1,33 @@
-"""Soak: steady REST and gRPC traffic while versions are published, canaried, promoted and rolled back.
+"""Soak: steady REST and gRPC traffic on labels/stable while versions are published, canaried,
+promoted and rolled back, over one or several replicas sharing one models.config.
 
 Loopback only, bounded in switches and time. Every version of the soak model answers
-0.5 * x + b with b set per export, so each answer names the version that produced it. Reports
-requests sent and failed, answers from a wrong version after a switch was acknowledged,
-latency overall and around switches, and the server's resident memory after every switch;
-writes summary.json and latency.png.
+0.5 * x + b with b set per export, so each answer names the version that produced it. With
+several replicas the clients balance as they would on a cluster (gRPC round_robin over every
+replica; REST spread over the replicas that are in rotation), and in the middle of the rollout
+one replica is stopped gracefully and started again (a rolling restart: taken out of REST
+rotation first, as Kubernetes removes a terminating pod's endpoint, then SIGTERM) and another
+is SIGKILLed during a rollout step and started again once the step is acknowledged (a node
+lost, the pod rescheduled); a restarted replica takes REST traffic again only once it answers
+the current labels (its readiness). kit/soak_report.py turns what was seen into summary.json,
+the printed line and latency.png.
 """
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
+from kit import agreement
 from kit import rollout as ro
-from kit.process import ServerProcess, free_port
+from kit.replica_set import ReplicaSet, request_counts
+from kit.soak_report import Answer, report, summarize  # noqa: F401  (report: what tasks.soak prints)
 
-
-@dataclass
-class Answer:
-    started: float
-    ended: float
-    protocol: str
-    b: float | None  # None: failed
-    error: str = ""
-
-
-class Traffic:
-    def __init__(self, rest: str, grpc_target: str, model: str, rest_clients: int, grpc_clients: int):
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._rest, args=(rest, model), daemon=True)
-                         for _ in range(rest_clients)]
-        self._threads += [threading.Thread(target=self._grpc, args=(grpc_target, model), daemon=True)
-                          for _ in range(grpc_clients)]
-
-    def _record(self, protocol, call):
-        started = time.monotonic()
-        try:
-            y = call()
-            self.answers.append(Answer(started, time.monotonic(), protocol, round(y - 0.5, 3)))
-        except Exception as exc:  # counted as a failed request
-            self.answers.append(Answer(started, time.monotonic(), protocol, None, repr(exc)[:200]))
-
-    def _rest(self, rest, model):
-        url = f"{rest}/v1/models/{model}/labels/stable:predict"
-        body = json.dumps({"instances": [[1.0]]}).encode()
-
-        def call():
-            req = urllib.request.Request(url, data=body, method="POST")
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read())["predictions"][0][0]
-
-        while not self._stop.is_set():
-            self._record("rest", call)
-
-    def _grpc(self, target, model):
-        import grpc
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-        from pyserving.codecs.tensor_proto import from_numpy
-
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.model_spec.version_label = "stable"
-        request.inputs["x"].CopyFrom(from_numpy(np.array([[1.0]], np.float32)))
-        with grpc.insecure_channel(target) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            while not self._stop.is_set():
-                self._record("grpc", lambda: stub.Predict(request, timeout=30).outputs["y"].float_val[0])
-
-    def start(self):
-        for t in self._threads:
-            t.start()
-
-    def stop(self):
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+MODEL = "soak"
+DOWN_AFTER_S = 2.0  # a killed replica is reported down by a rollout step after 2 s unreachable
 
 
 # One round: a canary dropped, two canaries promoted, then a rollback to the previous stable version;
@@ -110,42 +47,173 @@ def plan(switches: int) -> list[str]:
     return actions
 
 
+def kill_plan(switches: int, replicas: int) -> dict[int, tuple[str, int]]:
+    """Switch number -> (signal, replica): a graceful stop a third of the way in, before that switch,
+    and a SIGKILL two thirds in, during it; none with one replica (nothing would answer)."""
+    if replicas < 2 or switches < 3:
+        return {}
+    return {switches // 3: ("SIGTERM", 1 % replicas), (2 * switches) // 3: ("SIGKILL", 2 % replicas)}
+
+
+class Endpoints:
+    """The REST replicas in rotation, as a Service's endpoints: changed by the soak, read by clients."""
+
+    def __init__(self, urls: list[str]):
+        self.all = list(urls)
+        self._ready = set(urls)
+        self._lock = threading.Lock()
+
+    def ready(self) -> list[str]:
+        with self._lock:
+            return [u for u in self.all if u in self._ready]
+
+    def remove(self, url: str) -> None:
+        with self._lock:
+            self._ready.discard(url)
+
+    def add(self, url: str) -> None:
+        with self._lock:
+            self._ready.add(url)
+
+
+class Traffic:
+    """REST and gRPC client threads, each sending one predict after another until stopped."""
+
+    def __init__(self, endpoints: Endpoints, grpc_addresses: list[str], rest_clients: int, grpc_clients: int):
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self.endpoints = endpoints
+        self._threads = [threading.Thread(target=self._rest, daemon=True) for _ in range(rest_clients)]
+        self._threads += [threading.Thread(target=self._grpc, args=(grpc_addresses,), daemon=True)
+                          for _ in range(grpc_clients)]
+
+    def _record(self, protocol: str, call: Callable[[], tuple]) -> None:
+        started = time.monotonic()
+        try:
+            y, replica, retries = call()
+            self.answers.append(Answer(started, time.monotonic(), protocol, round(y - 0.5, 3), "", replica, retries))
+        except Exception as exc:  # counted as a failed request
+            self.answers.append(Answer(started, time.monotonic(), protocol, None, repr(exc)[:200]))
+
+    def _rest(self) -> None:
+        from client.balancing import RestReplicas
+
+        clients = RestReplicas(self.endpoints.ready)
+        path = f"/v1/models/{MODEL}/labels/stable:predict"
+        body = {"instances": [[1.0]]}
+
+        def call():
+            answer = clients.post(path, body, timeout=30)
+            return answer.json["predictions"][0][0], self.endpoints.all.index(answer.replica), answer.retries
+
+        while not self._stop.is_set():
+            self._record("rest", call)
+
+    def _grpc(self, addresses: list[str]) -> None:
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        from client import balancing
+        from pyserving.codecs.tensor_proto import from_numpy
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL
+        request.model_spec.version_label = "stable"
+        request.inputs["x"].CopyFrom(from_numpy(np.array([[1.0]], np.float32)))
+        with balancing.channel(addresses) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+            def call():
+                response, rpc = stub.Predict.with_call(request, timeout=30)
+                return response.outputs["y"].float_val[0], None, balancing.retries(rpc)
+
+            while not self._stop.is_set():
+                self._record("grpc", call)
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+
+class CountSampler(threading.Thread):
+    """Each replica's own count of gRPC requests answered (its Prometheus metrics), read every
+    `every` s; a restarted replica starts from 0, so growth is summed between readings."""
+
+    def __init__(self, rests: list[str], every: float = 0.5):
+        super().__init__(daemon=True)
+        self.rests, self.every = rests, every
+        self.totals = [0.0] * len(rests)
+        self._last: list[Optional[float]] = [None] * len(rests)
+        self._stop = threading.Event()
+
+    def read(self) -> None:
+        for i, rest in enumerate(self.rests):
+            counts = request_counts(rest, MODEL)
+            if counts is None:
+                continue
+            now = counts.get("GRPC", 0.0)
+            last = self._last[i]
+            self.totals[i] += now if last is None or now < last else now - last
+            self._last[i] = now
+
+    def run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.read()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(10)
+        self.read()
+
+
+def _labels_answered(labels: dict[str, int]) -> agreement.Check:
+    def check(rest: str):
+        answers = {k: ro.fetch_label(rest, MODEL, k) for k in labels}
+        return answers == labels or str(answers)
+    return check
+
+
 def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients: int = 2, grpc_clients: int = 2,
-        say=print) -> dict:
+        replicas: int = 1, say=print) -> dict:
+    import shutil
+
     from pyserving.examples import half_plus_two
 
     out.mkdir(parents=True, exist_ok=True)
-    base, staging, config = out / "models" / "soak", out / "staging", out / "models" / "models.config"
+    base, staging, config = out / "models" / MODEL, out / "staging", out / "models" / "models.config"
     for stale in (base, staging):
         if stale.exists():
-            import shutil
             shutil.rmtree(stale)
     config.parent.mkdir(parents=True, exist_ok=True)
     for f in config.parent.glob("*" + ro.STATE_SUFFIX):
         f.unlink()
     actions = plan(switches)
+    kills_at = kill_plan(switches, replicas)
     exports = 1 + actions.count("publish")
-    say(f"[soak] exporting {exports} versions of the soak model")
+    say(f"[soak] exporting {exports} versions of the soak model; {replicas} replica(s)")
     for b in range(1, exports + 1):
         half_plus_two.write_tf1(str(staging), b, b=float(b))
     b_of = {ro.publish(base, staging / "1"): 1.0}
-    state = ro.Rollout("soak", str(base), stable=1)
+    state = ro.Rollout(MODEL, str(base), stable=1)
     ro.write_config(config, [], state)
     ro.save_state(config, state)
-    grpc_port, rest_port = free_port(), free_port()
-    server = ServerProcess([sys.executable, "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-                            f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1",
-                            "--file_system_poll_wait_seconds=1"], out / "server.log", ready_port=rest_port)
-    server.start()
-    events = []  # (action, started, acknowledged, stable version, rss MB)
-    rest = f"http://127.0.0.1:{rest_port}"
-    traffic = Traffic(rest, f"127.0.0.1:{grpc_port}", "soak", rest_clients, grpc_clients)
+    servers = ReplicaSet(replicas, config, out / "logs")
+    rests = [r.rest for r in servers.replicas]
+    endpoints = Endpoints(rests)
+    traffic = Traffic(endpoints, [r.grpc for r in servers.replicas], rest_clients, grpc_clients)
+    sampler = CountSampler(rests)
+    events, kills = [], []  # rollout steps; stops and kills (seconds since t0)
     t0 = time.monotonic()
     try:
-        server.wait_ready()
+        servers.start_all()
         traffic.start()
+        sampler.start()
         time.sleep(1.0)
-        next_b = 2
+        next_b, made = 2, 0
         for action in actions:
             if time.monotonic() - t0 > max_seconds:
                 say(f"[soak] time limit of {max_seconds:.0f} s reached")
@@ -155,104 +223,71 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
                 b_of[version] = float(next_b)
                 next_b += 1
                 continue
+            made += 1
+            kill = kills_at.get(made)
+            if kill and kill[0] == "SIGTERM":  # between steps: a rolling restart
+                kills.append(_rolling_restart(servers, endpoints, kill[1], state, t0, say))
             new = (ro.start_canary(state, max(b_of)) if action == "canary"
                    else ro.promote(state) if action == "promote" else ro.rollback(state))
+            timer = None
+            if kill and kill[0] == "SIGKILL":  # during this step: a node lost
+                lost = {"signal": "SIGKILL", "replica": kill[1]}
+                timer = threading.Timer(0.2, _kill, (servers, lost, t0))
+                timer.start()
             started = time.monotonic()
-            acked = ro.apply(config, new, [], [rest]).at
+            agreed = ro.apply(config, new, [], rests, down_after=DOWN_AFTER_S)
             state = new
-            events.append({"action": action, "started": started - t0, "acknowledged": acked - t0,
-                           "stable": state.stable, "rss_mb": round(rss_mb(server.pid), 1)})
+            if timer is not None:
+                timer.join()
+                kills.append(_reschedule(servers, endpoints, lost, state, t0, say))
+            events.append({"action": action, "started": started - t0, "acknowledged": agreed.at - t0,
+                           "stable": state.stable, "agreement_s": round(agreed.at - started, 3),
+                           "agreed": len(agreed.agreed), "down": sorted(agreed.down),
+                           "rss_mb": {str(i): servers.rss_mb(i) for i in range(replicas)}})
             say(f"[soak] {len(events):2d} {action:<8} stable={state.stable} canary={state.canary} "
-                f"acknowledged in {acked - started:.2f} s, rss {events[-1]['rss_mb']:.0f} MB")
+                f"{agreed.describe()}" + (f"; {kills[-1]['signal']} replica {kills[-1]['replica']}, serving again "
+                                          f"{kills[-1]['back'] - kills[-1]['at']:.1f} s later" if kill else ""))
             time.sleep(0.3)
         time.sleep(1.0)
     finally:
+        duration = time.monotonic() - t0
         traffic.stop()
-        server.stop()
-    return summarize(out, traffic.answers, events, b_of, t0)
+        sampler.stop()
+        rss = {str(i): servers.rss_mb(i) for i in range(replicas)}
+        servers.stop_all()
+    return summarize(out, traffic.answers, events, b_of, t0, kills, replicas,
+                     grpc_per_replica=sampler.totals, rss_mb=rss, duration=duration)
 
 
-def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float) -> dict:
-    ok = [a for a in answers if a.b is not None]
-    failed = [a for a in answers if a.b is None]
-    # A request that started after a switch was acknowledged, and before the next switch began,
-    # must be answered by that switch's stable version.
-    wrong = 0
-    for i, event in enumerate(events):
-        start = event["acknowledged"] + t0
-        end = events[i + 1]["started"] + t0 if i + 1 < len(events) else float("inf")
-        want = b_of[event["stable"]]
-        wrong += sum(1 for a in ok if start <= a.started < end and a.b != want)
-    latencies = np.array([(a.ended - a.started) * 1000 for a in answers]) if answers else np.array([0.0])
-    def near_switch(a) -> bool:  # within 1 s of a switch starting, or before it was acknowledged
-        return any(abs(a.started - (e["started"] + t0)) < 1.0
-                   or (e["started"] + t0) <= a.started <= (e["acknowledged"] + t0) for e in events)
-
-    near = [(a.ended - a.started) * 1000 for a in answers if near_switch(a)]
-    summary = {
-        "requests": len(answers), "failed": len(failed), "wrong_version_after_ack": wrong,
-        "switches": len(events),
-        "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99))},
-        "latency_around_switches_ms": {"p50": float(np.percentile(near, 50)) if near else None,
-                                       "p99": float(np.percentile(near, 99)) if near else None},
-        "rss_mb_after_each_switch": [e["rss_mb"] for e in events],
-        "events": events,
-        "first_errors": [a.error for a in failed[:5]],
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot(out / "latency.png", answers, events, t0)
-    return summary
+def _kill(servers: ReplicaSet, lost: dict, t0: float) -> None:
+    servers.kill(lost["replica"])
+    lost["at"] = time.monotonic() - t0
 
 
-def report(summary: dict, out: Path, wanted: int | None = None) -> tuple[str, str | None]:
-    """What `inv soak` prints, and why the soak failed (None when it passed): a request that failed,
-    an answer from another version than the stable one once a switch was acknowledged, no switch
-    made at all (the time limit came first), which leaves nothing tested, or fewer switches than
-    the `wanted` ones."""
-    rss = summary["rss_mb_after_each_switch"]
-    line = (f"requests {summary['requests']}, failed {summary['failed']}, wrong version after ack "
-            f"{summary['wrong_version_after_ack']}, switches {summary['switches']}"
-            + (f" of {wanted}" if wanted else "") + ", p50 "
-            f"{summary['latency_ms']['p50']:.1f} ms, p99 {summary['latency_ms']['p99']:.1f} ms; "
-            + (f"rss after switches {rss[0]:.0f} -> {rss[-1]:.0f} MB" if rss else "no switch made")
-            + f"; {out / 'summary.json'}, {out / 'latency.png'}")
-    failure = None
-    if summary["failed"] or summary["wrong_version_after_ack"]:
-        failure = (f"soak: {summary['failed']} request(s) failed, {summary['wrong_version_after_ack']} answered "
-                   "by the wrong version after a switch")
-    elif not summary["switches"]:
-        failure = "soak: no switch was made before the time limit"
-    elif wanted and summary["switches"] < wanted:
-        failure = f"soak: only {summary['switches']} of {wanted} switches within the time limit"
-    return line, failure
+def _ready_again(servers: ReplicaSet, endpoints: Endpoints, index: int, state: ro.Rollout) -> None:
+    """Start the replica again and put it back in REST rotation once it answers the current labels
+    (its readiness; gRPC's round_robin reaches it as soon as its ports open, which is after its
+    models, the current config's, are loaded)."""
+    replica = servers.start(index)
+    agreement.wait([replica.rest], _labels_answered(state.labels()), 60, f"labels {state.labels()}")
+    endpoints.add(replica.rest)
 
 
-def plot(path: Path, answers: list, events: list, t0: float) -> None:
-    import matplotlib
+def _rolling_restart(servers: ReplicaSet, endpoints: Endpoints, index: int, state: ro.Rollout, t0: float,
+                     say) -> dict:
+    rest = servers.replicas[index].rest
+    at = time.monotonic() - t0
+    endpoints.remove(rest)  # the endpoint goes first (a preStop delay covers clients already holding it)
+    time.sleep(0.5)
+    code = servers.terminate(index)
+    say(f"[soak] SIGTERM replica {index}: drained and exited with {code}; starting it again")
+    _ready_again(servers, endpoints, index, state)
+    return {"signal": "SIGTERM", "replica": index, "at": at, "back": time.monotonic() - t0, "exit_code": code}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    for protocol, colour in (("rest", "tab:blue"), ("grpc", "tab:green")):
-        pts = [(a.started - t0, (a.ended - a.started) * 1000)
-               for a in answers if a.protocol == protocol and a.b is not None]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.scatter(xs, ys, s=2, alpha=0.4, color=colour, label=f"{protocol} (label stable)")
-    bad = [(a.started - t0, (a.ended - a.started) * 1000) for a in answers if a.b is None]
-    if bad:
-        ax.scatter(*zip(*bad), s=12, color="red", marker="x", label="failed")
-    colours = {"canary": "orange", "promote": "purple", "rollback": "black"}
-    for e in events:
-        ax.axvline(e["acknowledged"], color=colours[e["action"]], lw=0.8, alpha=0.7)
-    for action, colour in colours.items():
-        ax.plot([], [], color=colour, label=f"{action} acknowledged")
-    ax.set_yscale("log")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title(f"Soak: {len(answers)} requests, {len(events)} switches")
-    ax.legend(loc="upper right", fontsize=7, markerscale=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _reschedule(servers: ReplicaSet, endpoints: Endpoints, lost: dict, state: ro.Rollout, t0: float, say) -> dict:
+    index = lost["replica"]
+    endpoints.remove(servers.replicas[index].rest)  # its endpoint goes once the loss is seen
+    say(f"[soak] SIGKILL replica {index} during the step; starting it again")
+    _ready_again(servers, endpoints, index, state)
+    return {**lost, "back": time.monotonic() - t0}

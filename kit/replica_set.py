@@ -1,0 +1,118 @@
+"""N pyserving processes on loopback that share one models.config, as pods share a ConfigMap; each
+can be stopped gracefully (SIGTERM: a rolling restart), killed (SIGKILL: a node lost) and started
+again on the same ports. Used by the soak; every process is stopped by its own pid.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kit.process import ServerProcess, free_port
+
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default path
+REQUEST_COUNT = ":tensorflow:serving:request_latency"  # a histogram: its _count is requests, by entrypoint
+
+
+@dataclass
+class Replica:
+    index: int
+    grpc_port: int
+    rest_port: int
+    log: Path
+    process: Optional[ServerProcess] = None
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process is not None else None
+
+
+class ReplicaSet:
+    """`size` servers of `config`, replica i logging to `<logs>/replica-<i>.log`."""
+
+    def __init__(self, size: int, config: Path, logs: Path, extra_flags: tuple = ()):
+        self.config, self.extra_flags = config, tuple(extra_flags)
+        monitoring = logs / "monitoring.config"
+        monitoring.parent.mkdir(parents=True, exist_ok=True)
+        monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+        self.monitoring = monitoring
+        self.replicas = [Replica(i, free_port(), free_port(), logs / f"replica-{i}.log") for i in range(size)]
+
+    def command(self, replica: Replica) -> list[str]:
+        return [sys.executable, "-m", "pyserving", f"--port={replica.grpc_port}",
+                f"--rest_api_port={replica.rest_port}",
+                f"--model_config_file={self.config}", "--model_config_file_poll_wait_seconds=1",
+                "--file_system_poll_wait_seconds=1", f"--monitoring_config_file={self.monitoring}",
+                "--pyserving_listen_address=127.0.0.1", *self.extra_flags]
+
+    def start(self, index: int, timeout: float = 120.0) -> Replica:
+        """Start replica `index` and wait until it serves (its ports open once its models are loaded)."""
+        replica = self.replicas[index]
+        replica.process = ServerProcess(self.command(replica), replica.log, ready_port=replica.rest_port).start()
+        replica.process.wait_ready(timeout)
+        return replica
+
+    def start_all(self, timeout: float = 120.0) -> None:
+        for replica in self.replicas:  # started together, then waited for: they load side by side
+            replica.process = ServerProcess(self.command(replica), replica.log, ready_port=replica.rest_port).start()
+        for replica in self.replicas:
+            replica.process.wait_ready(timeout)
+
+    def terminate(self, index: int, timeout: float = 30.0) -> Optional[int]:
+        """SIGTERM (the server drains: answers what it accepted, refuses new connections) and wait
+        for the exit; returns the exit code."""
+        return self.replicas[index].process.stop(timeout)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: no drain, connections reset, as when a node is lost."""
+        process = self.replicas[index].process.proc
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for replica in self.replicas:
+            if replica.process is not None:
+                replica.process.stop()
+
+    def rss_mb(self, index: int) -> Optional[float]:
+        pid = self.replicas[index].pid
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return round(int(line.split()[1]) / 1024, 1)
+        except (OSError, TypeError):
+            return None
+        return None
+
+
+def request_counts(rest: str, model: str, timeout: float = 2.0) -> Optional[dict[str, float]]:
+    """The replica's own count of answered requests for `model`, by entrypoint ({"GRPC": n, "REST": m}),
+    from its Prometheus metrics; None when it cannot be read (the replica is down)."""
+    try:
+        with urllib.request.urlopen(rest + METRICS_PATH, timeout=timeout) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != REQUEST_COUNT:
+            continue
+        for sample in family.samples:
+            if sample.name == REQUEST_COUNT + "_count" and sample.labels.get("model_name") == model:
+                entry = sample.labels.get("entrypoint", "")
+                counts[entry] = counts.get(entry, 0.0) + sample.value
+    return counts
