@@ -77,7 +77,8 @@ class Build:
         wait_for(lambda: marker.exists() or task.poll() is not None, timeout=120, what=f"{args} to reach {step}")
         assert marker.exists(), f"{args} ended without reaching {step}:\n{log.read_text()[-2000:]}"
         while_frozen()
-        server_pid = json.loads((self.root / "server.json").read_text())["pid"]
+        [replica] = json.loads((self.root / "server.json").read_text())["replicas"]
+        server_pid = replica["pid"]
         os.kill(server_pid, signal.SIGKILL)
         task.kill()
         task.wait(10)

@@ -58,7 +58,8 @@ def test_a_starting_server_says_what_it_waits_for(build, exported):
                               capture_output=True, text=True, timeout=300)
     finally:
         if (build / "server.json").exists():  # the child died between start and stop
-            stop_pid(json.loads((build / "server.json").read_text())["pid"])
+            for replica in json.loads((build / "server.json").read_text())["replicas"]:
+                stop_pid(replica["pid"])
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     waits = [line for line in lines if line.startswith("waiting for the server to load the models (")]
