@@ -436,7 +436,9 @@ def test_the_built_image_serves_a_predict_read_only_and_exits_zero_on_docker_sto
 
         def answers() -> bool:
             state = docker("inspect", "-f", "{{.State.Running}}", container).stdout.strip()
-            assert state == "true", docker("logs", container).stderr[-3000:]
+            if state != "true":
+                logs = docker("logs", container)
+                raise AssertionError(f"the container stopped:\n{(logs.stdout + logs.stderr)[-3000:]}")
             try:
                 return rest_predict(server, model="hp2", x=1.0) == 2.5
             except OSError:
