@@ -56,7 +56,7 @@ test-svm: $(STAMP)  ## query the served SVM over REST
 test-mnist: $(STAMP)  ## query the served MNIST model over gRPC
 	$(INV) test-mnist $(ARGS)
 
-image: $(STAMP)  ## build the development Docker image (docker/Dockerfile)
+image: $(STAMP)  ## build the development Docker image (ARGS=--target=pyserving: the server image)
 	$(INV) image $(ARGS)
 
 build-server: $(STAMP)  ## build tensorflow_model_server from source with Bazel in Docker

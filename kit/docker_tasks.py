@@ -1,6 +1,6 @@
 """Invoke tasks of the Docker route: ``image`` and ``build-server``.
 
-Thin on purpose: commands come from ``kit.bazel_build``; these tasks print
+Thin on purpose: commands come from ``kit.bazel_build`` and ``kit.pyserving_image``; these tasks print
 each one (``$ ...``), run it unless ``--dry-run``, and turn failures into
 one-line ``Exit`` messages.
 """
@@ -16,6 +16,7 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from kit import bazel_build as bb
+from kit import pyserving_image
 from kit.cli import task
 from kit.docker_backend import engine_status
 from kit.zlib_patch import PATCH_FILE, ZlibPatchError
@@ -51,18 +52,37 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+IMAGE_TARGETS = ("devel", "pyserving")
+
+
+def image_command(target: str, tag: str, base_tag: str) -> tuple[list[str], str]:
+    """The ``docker build`` argv of one image target and the tag it builds."""
+    if target == "devel":
+        tag = tag or bb.DEVEL_IMAGE
+        return bb.image_build_command(tag, base_tag, repo_root=bb.REPO_ROOT), tag
+    if target == "pyserving":
+        if base_tag != bb.BASE_DEVEL_IMAGE:
+            raise Exit("--base-tag applies to --target=devel only (the pyserving image pins its Python base)")
+        tag = tag or pyserving_image.DEFAULT_TAG
+        return pyserving_image.build_command(tag, repo_root=bb.REPO_ROOT), tag
+    raise Exit(f"--target: {target!r} is not one of {', '.join(IMAGE_TARGETS)}")
+
+
 @task(
     help={
-        "tag": "name of the image to build",
+        "target": "devel (docker/Dockerfile: TF Serving's devel image plus the kit's Python) or "
+        "pyserving (docker/pyserving.Dockerfile: the model server image)",
+        "tag": f"name of the image to build (default: {bb.DEVEL_IMAGE} for devel, "
+        f"{pyserving_image.DEFAULT_TAG} for pyserving)",
         "base_tag": "TF Serving devel image to start FROM: a full reference or just a "
-        f"tag of {bb.BASE_IMAGE_REPO}",
+        f"tag of {bb.BASE_IMAGE_REPO} (devel only)",
         "dry_run": "print the command without running it",
     }
 )
-def image(c: Context, tag: str = bb.DEVEL_IMAGE, base_tag: str = bb.BASE_DEVEL_IMAGE,
-          dry_run: bool = False) -> None:
-    """Build the development image: TF Serving's devel image plus the kit's Python requirements."""
-    argv = bb.image_build_command(tag, base_tag, repo_root=bb.REPO_ROOT)
+def image(c: Context, tag: str = "", base_tag: str = bb.BASE_DEVEL_IMAGE, dry_run: bool = False,
+          target: str = "devel") -> None:
+    """Build an image: the development image (default) or, with --target=pyserving, the model server's."""
+    argv, tag = image_command(target, tag, base_tag)
     if dry_run:
         _show(argv)
         return

@@ -537,6 +537,8 @@ def test_ci_workflow_runs_the_docker_route():
     jobs = workflow["jobs"]
     runs = {name: "\n".join(step.get("run", "") for step in job["steps"]) for name, job in jobs.items()}
     assert "make image" in runs["image"]
+    assert "make image ARGS=--target=pyserving" in runs["image"]
+    assert 'make test ARGS="tests/kit/test_pyserving_image.py -rs"' in runs["image"]
     assert "make test ARGS=\"tests/e2e -rs\"" in runs["test-docker-backend"]
     assert "make reproduce BACKEND=docker" in runs["test-docker-backend"]
     assert "make build-server" in runs["build-server"]

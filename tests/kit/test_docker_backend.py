@@ -11,7 +11,6 @@ import http.server
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from kit.docker_backend import (
     docker_stop_command,
     engine_status,
 )
+from tests.helpers import COMPOSE_VAR, interpolate
 
 REPO = Path(__file__).resolve().parents[2]
 NO_DAEMON = (
@@ -258,20 +258,6 @@ def test_container_model_config_rejects_relative_paths_and_bad_text():
 
 # --- compose -------------------------------------------------------------------
 
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def interpolate(value, env):
-    """Compose's ${VAR:-default} substitution, enough for docker/compose.yaml."""
-    if isinstance(value, str):
-        return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    return value
-
-
 def load_compose():
     return yaml.safe_load(db.COMPOSE_FILE.read_text())
 
@@ -310,12 +296,14 @@ def test_compose_healthcheck_passes_once_the_rest_port_accepts(tmp_path):
     assert run_check(port) != 0  # closed: nothing listens there any more
 
 
-def test_compose_header_and_docker_readme_give_the_same_command():
+def test_compose_header_and_docker_readme_give_the_same_commands():
     from kit.serving import DOCKER_CONFIG_NAME
 
-    [up] = [line.lstrip("# ").strip() for line in db.COMPOSE_FILE.read_text().splitlines() if "up -d --wait" in line]
-    assert up == f"TFSERVING_MODEL_CONFIG={DOCKER_CONFIG_NAME} docker compose -f docker/compose.yaml up -d --wait"
-    assert up in (REPO / "docker" / "README.md").read_text().splitlines()
+    ups = [line.lstrip("# ").strip() for line in db.COMPOSE_FILE.read_text().splitlines() if "up -d --wait" in line]
+    tfserving = f"TFSERVING_MODEL_CONFIG={DOCKER_CONFIG_NAME} docker compose -f docker/compose.yaml up -d --wait"
+    assert ups == [tfserving, f"{tfserving} pyserving"]
+    readme = (REPO / "docker" / "README.md").read_text().splitlines()
+    assert all(up in readme for up in ups)
 
 
 def test_compose_env_drives_every_variable(tmp_path):
@@ -332,7 +320,8 @@ def test_compose_env_drives_every_variable(tmp_path):
     assert service["ports"] == ["127.0.0.1:40001:8500", "127.0.0.1:40002:8501"]
     assert service["volumes"][0]["source"] == env["KIT_MODELS_DIR"]
     assert service["command"][0] == "--model_config_file=/models/x.config"
-    used = set(_VAR.findall(db.COMPOSE_FILE.read_text()))
+    # (the pyserving service reads these too, and PYSERVING_IMAGE: tests/kit/test_pyserving_image.py)
+    used = set(COMPOSE_VAR.findall(json.dumps(load_compose()["services"]["tfserving"])))
     assert {name for name, _ in used} == set(env) | {"TFSERVING_BIND"}
 
 
