@@ -132,7 +132,8 @@ def test_the_pinned_images_follow_the_kit(rendered):
     assert server(rendered["pyserving", "pvc"])["image"] == f"kit-pyserving:{version}"
     assert server(rendered["tfserving", "pvc"])["image"] == docker_backend.SERVING_IMAGE == "tensorflow/serving:2.20.0"
     sync = find(rendered["tfserving", "s3"], "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
-    assert sync["image"].startswith("amazon/aws-cli:2.") and sync["envFrom"] == [{"secretRef": {"name": "kit-models-s3"}}]
+    assert sync["image"].startswith("amazon/aws-cli:2.")
+    assert sync["envFrom"] == [{"secretRef": {"name": "kit-models-s3"}}]
 
 
 def test_tfserving_gets_a_short_grace_and_pyserving_a_real_drain(rendered):
@@ -392,7 +393,8 @@ def test_shutdown_check(rendered):
     deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5
     assert manifest_checks.check_shutdown(docs) == [
         "Deployment/kit-serving: strategy must be RollingUpdate with maxUnavailable 0",
-        "Deployment/kit-serving container server: preStop sleep 5 s is not shorter than terminationGracePeriodSeconds 5"]
+        "Deployment/kit-serving container server: preStop sleep 5 s is not shorter than "
+        "terminationGracePeriodSeconds 5"]
 
 
 def test_render_refuses_to_write_manifests_that_fail_a_check(build, monkeypatch):
