@@ -12,7 +12,6 @@ import inspect
 import os
 import subprocess
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml
@@ -397,12 +396,24 @@ def test_shutdown_check(rendered):
         "terminationGracePeriodSeconds 5"]
 
 
-def test_render_refuses_to_write_manifests_that_fail_a_check(build, monkeypatch):
-    """inv deploy runs the checks before writing: a broken overlay stops it, nothing written."""
-    monkeypatch.setattr(k8s, "cluster_flags", lambda cpu: {**k8s.thread_flags(cpu)})
+def test_render_refuses_to_write_manifests_that_fail_a_check(build, tmp_path, monkeypatch):
+    """inv deploy runs the checks before writing: a copy of deploy/ whose base mounts the ConfigMap
+    file by subPath stops it with the problems, and nothing is written."""
+    import shutil
+
+    copy_dir = tmp_path / "deploy"
+    shutil.copytree(k8s.DEPLOY, copy_dir)
+    manifest = copy_dir / "base" / "deployment.yaml"
+    manifest.write_text(manifest.read_text().replace(
+        "              mountPath: /etc/kit-serving\n",
+        "              mountPath: /etc/kit-serving/models.config\n              subPath: models.config\n"))
+    monkeypatch.setattr(k8s, "DEPLOY", copy_dir)
     with pytest.raises(deploy.DeployError) as info:
         deploy.render("tfserving", say=lambda line: None)
-    assert str(info.value).startswith("tfserving/pvc: the rendered manifests fail 6 check(s):\n  [args] ")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "tfserving/pvc: the rendered manifests fail 4 check(s):"
+    assert lines[1] == ("  [config-mount] Deployment/kit-serving container server: ConfigMap mounted with subPath "
+                        "'models.config', which never receives updates")
     assert not (build / "deploy" / "tfserving.yaml").exists()
 
 
@@ -449,4 +460,3 @@ def test_every_file_under_deploy_is_used(rendered):
     own = {p.resolve() for p in k8s.DEPLOY.rglob("*") if p.is_file() and p.name != "kustomization.yaml"
            and p.parent.name not in ("kserve", "kind")}
     assert own - referenced == set()
-    assert Path(k8s.DEPLOY / "kind").is_dir()
