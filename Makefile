@@ -10,7 +10,7 @@ BACKEND ?= native
 ARGS ?=
 
 .PHONY: venv lint test bench-ab bench-stall reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
-        image build-server publish canary promote rollback versions remove soak bench mutate clean help
+        image build-server publish canary promote rollback versions remove soak deploy bench mutate clean help
 
 # `make help` prints every target that has a `## what it does` comment (a test checks that every
 # target has one), so the list cannot fall behind the Makefile.
@@ -82,6 +82,9 @@ remove: $(STAMP)  ## delete a version no label holds (not the only AVAILABLE one
 
 soak: $(STAMP)  ## REST+gRPC load while versions switch (own server)
 	$(INV) soak $(ARGS)
+
+deploy: $(STAMP)  ## render, check (and with ARGS=--apply apply) Kubernetes manifests: build/deploy/
+	$(INV) deploy $(ARGS)
 
 # The benchmark's load comes from wrk and h2load (Debian: wrk, nghttp2-client), installed here
 # when missing and apt-get can; without them it falls back to the Python client and says so.

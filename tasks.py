@@ -16,7 +16,8 @@ from invoke.exceptions import Exit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kit import output, paths, pipeline, serving, updates  # noqa: E402
+from kit import deploy as deploy_mod  # noqa: E402
+from kit import k8s, output, paths, pipeline, serving, updates  # noqa: E402
 from kit.cli import task  # noqa: E402
 from kit.docker_tasks import build_server, image  # noqa: E402
 
@@ -254,5 +255,26 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
         raise Exit("\n".join(failures))
 
 
+# ---- Kubernetes (logic in kit/deploy.py, kit/k8s.py; manifests in deploy/) ---------------------
+@task(help={
+    "overlay": "tfserving (the official image) | pyserving (the kit's image)",
+    "storage": "pvc (a ReadOnlyMany volume) | gcs (gs://, tfserving only) | s3 (S3/MinIO, copied at pod start)",
+    "image": "server image, pinned name:tag (default: tensorflow/serving:2.20.0 or kit-pyserving:<version>)",
+    "replicas": "replicas (and the autoscaler's minimum)", "namespace": "Kubernetes namespace",
+    "models_uri": "gs://... or s3://... holding svm/<N>/, mnist/<N>/ (default: gs:// or s3://kit-models/models)",
+    "apply": "kubectl apply it and wait for the rollout (needs a cluster)",
+    "dry_run": "print every command; render and check offline, touch no cluster",
+})
+def deploy(c: Context, overlay: str = "tfserving", storage: str = "pvc", image: str = "", replicas: int = 2,
+           namespace: str = k8s.DEFAULT_NAMESPACE, models_uri: str = "", apply: bool = False,
+           dry_run: bool = False) -> None:
+    """Render build/deploy/<overlay>.yaml for the kit's models (the models.config `inv serve` writes),
+    check it offline (Kubernetes schemas, semantic checks), and with --apply apply it."""
+    try:
+        deploy_mod.deploy(overlay, storage, image, replicas, namespace, models_uri, apply=apply, dry_run=dry_run)
+    except deploy_mod.DeployError as exc:
+        raise Exit(str(exc)) from None
+
+
 ns = Collection(train_svm, train_mnist, serve, test_svm, test_mnist, reproduce, image, build_server,
-                publish, canary, promote, rollback, versions, remove, soak)
+                publish, canary, promote, rollback, versions, remove, soak, deploy)
