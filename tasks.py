@@ -112,29 +112,38 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
     print("stop it with: inv serve --stop")
 
 
-def _server() -> dict:
+def _ports(kind: str, given: str) -> list[int]:
+    """The ports to query: `given` (comma-separated, e.g. port-forwards to pods), else every
+    replica `inv serve` started."""
+    if given:
+        try:
+            return [int(p) for p in given.split(",")]
+        except ValueError:
+            raise Exit(f"--{kind.replace('_', '-')} takes port numbers separated by commas, got {given!r}") from None
     state = serving.running()
     if state is None:
         raise Exit(updates.NO_SERVER)
-    return state
+    return [r[kind] for r in state["replicas"]]
 
 
-@task(help={"num": "rows of the dev CSV to send", "verbose": VERBOSE_HELP})
-def test_svm(c: Context, num: int = 5, verbose: bool = False) -> None:
-    """Query the served SVM over REST with the tutorial's client (text -> its version's vocabulary);
-    during a rollout it asks for labels/stable."""
+@task(help={"num": "rows of the dev CSV to send", "verbose": VERBOSE_HELP,
+            "rest_port": "REST port(s) to query, comma-separated (default: every replica inv serve started)"})
+def test_svm(c: Context, num: int = 5, verbose: bool = False, rest_port: str = "") -> None:
+    """Query the served SVM over REST with the tutorial's client (text -> its version's vocabulary),
+    spread over the replicas; during a rollout it asks for labels/stable."""
     label = updates.svm_label()
     if label:
         print(f"[test-svm] a rollout is active: asking for labels/{label}")
-    pipeline.query_svm(_runner(c, verbose), [r["rest_port"] for r in _server()["replicas"]], num, label=label)
+    pipeline.query_svm(_runner(c, verbose), _ports("rest_port", rest_port), num, label=label)
 
 
 @task(help={"num_tests": "test images to send", "concurrency": "requests in flight",
-            "data_dir": "MNIST IDX folder (default: the offline stand-in)", "verbose": VERBOSE_HELP})
+            "data_dir": "MNIST IDX folder (default: the offline stand-in)", "verbose": VERBOSE_HELP,
+            "grpc_port": "gRPC port(s) to query, comma-separated (default: every replica inv serve started)"})
 def test_mnist(c: Context, num_tests: int = 1000, concurrency: int = 8, data_dir: str = "",
-               verbose: bool = False) -> None:
+               verbose: bool = False, grpc_port: str = "") -> None:
     """Query the served MNIST model over gRPC with the mnist_client; prints the error rate."""
-    pipeline.query_mnist(_runner(c, verbose), [r["grpc_port"] for r in _server()["replicas"]], num_tests, concurrency,
+    pipeline.query_mnist(_runner(c, verbose), _ports("grpc_port", grpc_port), num_tests, concurrency,
                          data_dir or None)
 
 
@@ -186,31 +195,43 @@ def _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_da
 
 
 # ---- online updates (logic in kit/updates.py) ----------------------------------------------
+TARGET_HELP = {"target": "local (the replicas inv serve started) or k8s (the ready pods of --namespace; the "
+                         "models.config ConfigMap carries the step)",
+               "namespace": "--target=k8s: the namespace inv deploy --apply used",
+               "dry_run": "--target=k8s: print the kubectl commands and the ConfigMap of each step, run none"}
+
+
 @task(help={"model": "svm or mnist", "source": "SavedModel folder to publish (default: a copy of the newest version)",
-            "force": "publish without checking that it loads and fits the stable version's signatures"})
-def publish(c: Context, model: str = "svm", source: str = "", force: bool = False) -> None:
+            "force": "publish without checking that it loads and fits the stable version's signatures",
+            "target": "where the version is pinned first: local or k8s (build/models is the pods' volume)",
+            "namespace": TARGET_HELP["namespace"]})
+def publish(c: Context, model: str = "svm", source: str = "", force: bool = False, target: str = "local",
+            namespace: str = k8s.DEFAULT_NAMESPACE) -> None:
     """Check a SavedModel (it loads, warmup included; its signatures fit the stable version's), then
     publish it as <base>/<N+1>: written beside it, flushed, renamed into place."""
-    updates.publish(model, source, force)
+    updates.publish(model, source, force, where=updates.target(target, namespace))
 
 
-@task(help={"model": "svm or mnist", "version": "version to canary (default: the newest on disk)"})
-def canary(c: Context, model: str = "svm", version: int = 0) -> None:
-    """Serve a new version beside the stable one, under the label `canary`; a version that fails to
-    load stops it with the server's error, and the server goes back to what it served."""
-    updates.canary(model, version)
+@task(help={"model": "svm or mnist", "version": "version to canary (default: the newest on disk)", **TARGET_HELP})
+def canary(c: Context, model: str = "svm", version: int = 0, target: str = "local",
+           namespace: str = k8s.DEFAULT_NAMESPACE, dry_run: bool = False) -> None:
+    """Serve a new version beside the stable one, under the label `canary`, on every replica; a version
+    that fails to load stops it with the server's error, and the servers go back to what they served."""
+    updates.canary(model, version, where=updates.target(target, namespace, dry_run))
 
 
-@task(help={"model": "svm or mnist"})
-def promote(c: Context, model: str = "svm") -> None:
-    """Make the canary the stable version (the old stable stays loaded as `previous`)."""
-    updates.transition(model, "promote")
+@task(help={"model": "svm or mnist", **TARGET_HELP})
+def promote(c: Context, model: str = "svm", target: str = "local", namespace: str = k8s.DEFAULT_NAMESPACE,
+            dry_run: bool = False) -> None:
+    """Make the canary the stable version (the old stable stays loaded as `previous`), on every replica."""
+    updates.transition(model, "promote", where=updates.target(target, namespace, dry_run))
 
 
-@task(help={"model": "svm or mnist"})
-def rollback(c: Context, model: str = "svm") -> None:
-    """Drop the canary, or make the previous stable version stable again (a label move)."""
-    updates.transition(model, "rollback")
+@task(help={"model": "svm or mnist", **TARGET_HELP})
+def rollback(c: Context, model: str = "svm", target: str = "local", namespace: str = k8s.DEFAULT_NAMESPACE,
+             dry_run: bool = False) -> None:
+    """Drop the canary, or make the previous stable version stable again (a label move), on every replica."""
+    updates.transition(model, "rollback", where=updates.target(target, namespace, dry_run))
 
 
 @task(help={"model": "svm or mnist"})

@@ -9,6 +9,7 @@ result must pass kit/manifest_checks.py before it is written.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -185,6 +186,26 @@ def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
     return Rendered(overlay, storage, path, docs, models, [command])
 
 
+def _record_path(namespace: str) -> Path:
+    return paths.BUILD / "deploy" / f"applied-{namespace}.json"
+
+
+def record(namespace: str, overlay: str, storage: str, models_uri: str) -> Path:
+    """What `--apply` applied to `namespace`: rollouts with --target=k8s map paths the same way."""
+    path = _record_path(namespace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"overlay": overlay, "storage": storage, "models_uri": models_uri}))
+    return path
+
+
+def applied(namespace: str) -> dict:
+    """The record of the last `--apply` to `namespace`, else the defaults (pvc)."""
+    path = _record_path(namespace)
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"overlay": None, "storage": "pvc", "models_uri": ""}
+
+
 def apply_commands(path: Path, namespace: str) -> list[list[str]]:
     return [[k8s.kubectl(), "apply", "-f", str(path)],
             [k8s.kubectl(), "rollout", "status", f"deployment/{k8s.DEPLOYMENT}", "--namespace", namespace,
@@ -210,6 +231,7 @@ def deploy(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
     for command in commands:
         say(f"$ {shlex.join(command)}")
         (run or _run)(command)
+    record(namespace, overlay, storage, models_uri or DEFAULT_MODELS_URI.get(storage, ""))
     return rendered
 
 

@@ -7,14 +7,16 @@ that fails leaves the server serving what it served before (see rollout.apply).
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, ContextManager, Iterator, Optional
 
 from invoke.exceptions import Exit
 
-from kit import agreement, model_check, paths, pipeline, rollout, serving
+from kit import agreement, k8s, k8s_rollout, model_check, paths, pipeline, rollout, serving
 
 NO_SERVER = "no server is running: start one with `inv serve`"
 PROGRESS_EVERY_S = 3.0  # how often a waiting step says what it waits for
@@ -22,55 +24,123 @@ PROGRESS_EVERY_S = 3.0  # how often a waiting step says what it waits for
 
 @dataclass
 class Live:
-    """One model's rollout as the running replicas serve it, and every other model's."""
+    """One model's rollout as the replicas serve it, and every other model's."""
 
     replicas: list[str]  # every replica's REST base URL
     current: rollout.Rollout
     others: list[rollout.Rollout]
 
 
-def _up_rest(state: dict) -> list[str]:
-    """The REST URLs of the replicas whose process is alive."""
-    return [url for url, r in zip(serving.rest_urls(state), state["replicas"]) if serving.replica_up(r)]
+@dataclass
+class Target:
+    """Where a rollout step goes: the replicas `inv serve` started (local), or a cluster's ready pods
+    (k8s: the ConfigMap carries models.config, port-forwards reach the pods)."""
+
+    name: str
+    replicas: Callable[[], ContextManager[list[str]]]  # every replica's REST base URL, while in use
+    config_written: Callable[[], None] = lambda: None
+    timeout: float = 60.0
+    namespace: str = ""
+    dry_run: bool = False
 
 
-def _served(state: dict, model: str) -> list[int]:
-    """Versions AVAILABLE on the first live replica that answers."""
-    for rest in _up_rest(state):
+@contextlib.contextmanager
+def _local_replicas() -> Iterator[list[str]]:
+    state = serving.running()
+    if state is None:
+        raise Exit(NO_SERVER)
+    yield serving.rest_urls(state)
+
+
+LOCAL = Target("local", _local_replicas)
+
+
+def target(name: str = "local", namespace: str = k8s.DEFAULT_NAMESPACE, dry_run: bool = False,
+           say=print) -> Target:
+    """The Target a task's --target names; Exit (one line) when a cluster is asked for and none answers."""
+    if name == "local":
+        if dry_run:
+            raise Exit("--dry-run goes with --target=k8s (a local step is shown by inv versions)")
+        return LOCAL
+    if name != "k8s":
+        raise Exit(f"--target must be local or k8s, got {name!r}")
+    if not dry_run:
+        reason = k8s_rollout.unavailable(namespace)
+        if reason:
+            raise Exit(f"--target=k8s: {reason}")
+    return Target(f"k8s namespace {namespace}", lambda: k8s_rollout.pod_replicas(namespace, say=say),
+                  k8s_rollout.config_applier(paths.MODEL_CONFIG, namespace, say=say), k8s_rollout.TIMEOUT_S,
+                  namespace, dry_run)
+
+
+def _served(replicas: list[str], model: str) -> list[int]:
+    """Versions AVAILABLE on the first replica that answers."""
+    for rest in replicas:
         status = rollout.server_status(rest, model)
         if status:
             return sorted(v for v, s in status.items() if s == "AVAILABLE")
     return []
 
 
-def live(model: str) -> Live:
+def live(model: str, replicas: Optional[list[str]] = None) -> Live:
+    """`model`'s rollout: its state, or on the first step the version the replicas serve now (with no
+    replicas to ask, a dry run: the newest on disk)."""
     models = pipeline.kit_models()
     if model not in models:
         raise Exit(f"unknown model {model!r}: trained models are {', '.join(models)}")
-    state = serving.running()
-    if state is None:
-        raise Exit(NO_SERVER)
     config = paths.MODEL_CONFIG
     current = rollout.load_state(config, model)
     if current is None:  # first rollout: the version being served now is the stable one
-        served = _served(state, model)
+        served = _served(replicas, model) if replicas is not None else rollout.disk_versions(models[model])
         if not served:
             raise Exit(f"the server has no AVAILABLE version of {model}")
         current = rollout.Rollout(model, str(models[model]), stable=max(served))
     others = [r for r in rollout.rollouts_for(config, models) if r.model != model]
-    return Live(serving.rest_urls(state), current, others)
+    return Live(replicas or [], current, others)
 
 
-def apply(new: rollout.Rollout, label: str, say=print) -> None:
-    """Make every running replica serve `new`; say how long agreement took. On a failure the model
+def step(model: str, label: str, change: Callable[[rollout.Rollout], rollout.Rollout], say=print,
+         where: Target = LOCAL) -> None:
+    """Apply `change` (current rollout -> new one) to `model` on every replica of `where`."""
+    models = pipeline.kit_models()
+    if model not in models:  # said before any server or cluster is looked for
+        raise Exit(f"unknown model {model!r}: trained models are {', '.join(models)}")
+    if where.dry_run:
+        return _dry_run(model, label, change, say, where)
+    with where.replicas() as replicas:
+        now = live(model, replicas)
+        apply(now, change(now.current), label, say, where)
+
+
+def _dry_run(model: str, label: str, change, say, where: Target) -> None:
+    now = live(model)
+    new = change(now.current)
+    if rollout.load_state(paths.MODEL_CONFIG, model) is None:
+        say(f"{label}: (dry run) {model} has no rollout yet: its stable version is asked of the pods at run time; "
+            f"shown here as the newest on disk, {now.current.stable}")
+    say(f"{label}: (dry run) {model} {_roles(now.current)} -> {_roles(new)}; on {where.name}:")
+    keep = sorted(set(now.current.versions()) | set(new.versions()))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "models.config"
+        for number, (versions, labels) in enumerate([(keep, now.current.labels()), (new.versions(), None)], 1):
+            rollout.write_config(config, now.others, new, versions, labels)
+            say(f"# step {number}: " + ("load versions %s, labels unchanged" % keep if number == 1 else
+                                        "move the labels %s, retire the rest" % new.labels()))
+            k8s_rollout.dry_run(config, where.namespace, say)
+            say(f"# then wait until every ready pod answers ({'versions AVAILABLE' if number == 1 else 'each label'})"
+                f", at most {where.timeout:.0f} s")
+
+
+def apply(now: Live, new: rollout.Rollout, label: str, say=print, where: Target = LOCAL) -> None:
+    """Make every replica serve `new`; say how long agreement took. On a failure the model
     config and the rollout state are already back as they were when this stops. A replica that is
     down is named, and the step is not claimed done for it (Exit after the others agreed)."""
-    now = live(new.model)
     started = time.monotonic()
     try:
-        agreed = rollout.apply(paths.MODEL_CONFIG, new, now.others, now.replicas,
-                               say=lambda m: say(f"{label}: {m}"), every=PROGRESS_EVERY_S)
-    except (rollout.LoadFailed, TimeoutError, ValueError, agreement.NoReplicaUp) as exc:
+        agreed = rollout.apply(paths.MODEL_CONFIG, new, now.others, now.replicas, timeout=where.timeout,
+                               say=lambda m: say(f"{label}: {m}"), every=PROGRESS_EVERY_S,
+                               config_written=where.config_written)
+    except (rollout.LoadFailed, TimeoutError, ValueError, RuntimeError) as exc:
         raise Exit(f"{label}: {exc}\n{label}: models.config and the rollout state are back as they were "
                    f"({_roles(now.current)}); the server keeps serving that") from None
     roles = f"{label}: {new.model} stable={new.stable} canary={new.canary} previous={new.previous}"
@@ -98,13 +168,13 @@ def _stable_for_check(model: str, base: Path) -> Optional[int]:
         return state.stable
     running = serving.running()
     if running is not None:
-        served = _served(running, model)
+        served = _served(serving.rest_urls(running), model)
         if served:
             return max(served)
     return max(rollout.disk_versions(base), default=None)
 
 
-def publish(model: str, source: str = "", force: bool = False, say=print) -> int:
+def publish(model: str, source: str = "", force: bool = False, say=print, where: Optional[Target] = None) -> int:
     """Publish `source` (default: a copy of the newest version) as the model's next version, once
     it is shown to be a SavedModel that loads (warmup included) and that fits the stable version."""
     base = pipeline.kit_models().get(model)
@@ -118,7 +188,7 @@ def publish(model: str, source: str = "", force: bool = False, say=print) -> int
         say("publish --force: not checked")
     else:
         _check(model, base, src, say)
-    pin_before_publish(model, say)
+    pin_before_publish(model, say, where or LOCAL)
     version = rollout.publish(base, src)
     say(f"published {src} as {base / str(version)}")
     return version
@@ -143,13 +213,13 @@ def _check(model: str, base: Path, src: Path, say=print) -> None:
             f"{report.stable_error}")
 
 
-def pin_before_publish(model: str, say=print) -> None:
+def pin_before_publish(model: str, say=print, where: Target = LOCAL) -> None:
     """Under the `latest` policy a published version would go live at the next poll; a rollout
     pins the version being served (label `stable`) first, so that only `canary` exposes the new one."""
     config = paths.MODEL_CONFIG
     if rollout.load_state(config, model) is not None:
         return
-    if serving.running() is None:  # no server to ask: pin the newest version on disk
+    if where is LOCAL and serving.running() is None:  # no server to ask: pin the newest version on disk
         models = pipeline.kit_models()
         base = models[model]
         others = [r for r in rollout.rollouts_for(config, models) if r.model != model]
@@ -157,31 +227,32 @@ def pin_before_publish(model: str, say=print) -> None:
         rollout.write_config(config, others, pinned)
         rollout.save_state(config, pinned)
         return
-    apply(live(model).current, "pin", say)
+    step(model, "pin", lambda current: current, say, where)
 
 
-def canary(model: str, version: int = 0, say=print) -> None:
+def canary(model: str, version: int = 0, say=print, where: Target = LOCAL) -> None:
     """Serve `version` (default: the newest on disk) beside the stable one, labelled `canary`."""
-    current = live(model).current
-    base = Path(current.base_path)
-    on_disk = rollout.disk_versions(base)
-    if version and version not in on_disk:
-        raise Exit(f"canary: {model} has no version {version}: {base} holds versions {on_disk}")
-    target = version or max(on_disk)
-    if target == current.stable:
-        raise Exit(f"canary: nothing new to canary: version {target} is {model}'s stable version"
-                   + ("" if version else " and the newest on disk (publish a new one first: inv publish)"))
-    apply(rollout.start_canary(current, target), "canary", say)
+    def change(current: rollout.Rollout) -> rollout.Rollout:
+        base = Path(current.base_path)
+        on_disk = rollout.disk_versions(base)
+        if version and version not in on_disk:
+            raise Exit(f"canary: {model} has no version {version}: {base} holds versions {on_disk}")
+        chosen = version or max(on_disk)
+        if chosen == current.stable:
+            raise Exit(f"canary: nothing new to canary: version {chosen} is {model}'s stable version"
+                       + ("" if version else " and the newest on disk (publish a new one first: inv publish)"))
+        return rollout.start_canary(current, chosen)
+    step(model, "canary", change, say, where)
 
 
-def transition(model: str, step: str, say=print) -> None:
-    """`promote` or `rollback` (the functions of kit.rollout), applied to the running server."""
-    current = live(model).current
-    try:
-        new = getattr(rollout, step)(current)
-    except ValueError as exc:
-        raise Exit(str(exc)) from None
-    apply(new, step, say)
+def transition(model: str, name: str, say=print, where: Target = LOCAL) -> None:
+    """`promote` or `rollback` (the functions of kit.rollout), applied to every replica."""
+    def change(current: rollout.Rollout) -> rollout.Rollout:
+        try:
+            return getattr(rollout, name)(current)
+        except ValueError as exc:
+            raise Exit(str(exc)) from None
+    step(model, name, change, say, where)
 
 
 def versions(model: str, say=print) -> None:
@@ -233,7 +304,7 @@ def remove(model: str, version: int, say=print) -> None:
         raise Exit(f"remove refused: version {version} is the only version of {model} on disk")
     running = serving.running()
     if running is not None:
-        available = _served(running, model)
+        available = _served(serving.rest_urls(running), model)
         if available == [version]:
             raise Exit(f"remove refused: version {version} is the only AVAILABLE version of {model}")
     path = rollout.remove_version(base, version)
