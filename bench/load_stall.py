@@ -44,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from kit.process import ServerProcess, free_port  # noqa: E402
+from kit.process import ServerProcess, free_ports  # noqa: E402
 from pyserving.version_dir import publish_version  # noqa: E402
 
 LARGE_ROWS, LARGE_COLS = 32768, 1024  # float32: 128 MiB of variables
@@ -205,7 +205,7 @@ def run_case(tmp: str, a_writer, label: str, args) -> dict:
     config.write_text("model_config_list {\n" + "".join(
         f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
         for name, path in (("A", base_a), ("B", base_b))) + "}\n")
-    rest_port, grpc_port = free_port(), free_port()
+    rest_port, grpc_port = free_ports(2)
     # -P and PYTHONPATH: the server runs the pyserving of --server-root (another revision's for a before/after)
     server = ServerProcess(
         [sys.executable, "-P", "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",

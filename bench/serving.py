@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from bench import c_load, wide_model  # noqa: E402
 from client import loadgen  # noqa: E402
-from kit.process import ServerProcess, free_port  # noqa: E402
+from kit.process import ServerProcess, free_ports  # noqa: E402
 
 # TF Serving's batching guide for online serving: max_batch_size near the expected concurrency,
 # a timeout of a few milliseconds. One batch thread: TensorFlow already spreads one call over
@@ -179,7 +179,7 @@ def measure_levels(client: Client, label: str, rest_port: int, grpc_port: int, a
 def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: dict,
                       server_root: Path = ROOT) -> tuple[dict, tuple]:
     model = client.model
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port = free_ports(2)
     flags = []
     if batching:
         Path(f"{tmp}/batching.txt").write_text(BATCHING)
@@ -203,7 +203,7 @@ def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: d
 
 def measure_null_servers(tmp: str, client: Client, answers: tuple, levels, bases: dict) -> dict:
     """The same client against the protocol stacks alone (bench/null_servers.py)."""
-    rest_port, grpc_port = free_port(), free_port()
+    rest_port, grpc_port = free_ports(2)
     Path(f"{tmp}/rest_answer.json").write_bytes(answers[0])
     Path(f"{tmp}/grpc_answer.bin").write_bytes(answers[1])
     server = ServerProcess(

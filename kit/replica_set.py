@@ -13,7 +13,7 @@ from typing import Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kit.process import ServerProcess, free_port
+from kit.process import ServerProcess, free_ports
 
 METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default path
 REQUEST_COUNT = ":tensorflow:serving:request_latency"  # a histogram: its _count is requests, by entrypoint
@@ -49,7 +49,8 @@ class ReplicaSet:
         monitoring.parent.mkdir(parents=True, exist_ok=True)
         monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
         self.monitoring = monitoring
-        self.replicas = [Replica(i, free_port(), free_port(), logs / f"replica-{i}.log") for i in range(size)]
+        ports = free_ports(2 * size)
+        self.replicas = [Replica(i, ports[2 * i], ports[2 * i + 1], logs / f"replica-{i}.log") for i in range(size)]
 
     def command(self, replica: Replica) -> list[str]:
         return [sys.executable, "-m", "pyserving", f"--port={replica.grpc_port}",

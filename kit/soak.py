@@ -148,7 +148,7 @@ class CountSampler(threading.Thread):
         self.rests, self.every = rests, every
         self.totals = [0.0] * len(rests)
         self._last: list[Optional[float]] = [None] * len(rests)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def read(self) -> None:
         for i, rest in enumerate(self.rests):
@@ -161,11 +161,11 @@ class CountSampler(threading.Thread):
             self._last[i] = now
 
     def run(self) -> None:
-        while not self._stop.wait(self.every):
+        while not self._halt.wait(self.every):
             self.read()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10)
         self.read()
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from kit.process import ServerFailed, ServerProcess, free_port
+from kit.process import ServerFailed, ServerProcess, free_port, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = ROOT.parent / "shared" / "testdata" / "tfserving"
@@ -77,7 +77,7 @@ class Server:
 
 def launch(log_dir: Path, args: Sequence[str], rest: bool = True, wait: bool = True, env=None) -> Server:
     """Start a live server on free loopback ports; waits until it listens unless wait=False."""
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port = free_ports(2)
     command = [sys.executable, "-m", "pyserving", f"--port={grpc_port}", *TEST_SERVER_FLAGS, *args]
     if rest:
         command.append(f"--rest_api_port={rest_port}")
@@ -169,7 +169,7 @@ class InProcessServer:
     def __init__(self, args: Sequence[str], rest: bool = True, grpc_port: Optional[int] = None):
         from pyserving import cli
 
-        self.grpc_port, self.rest_port = grpc_port or free_port(), free_port()
+        self.grpc_port, self.rest_port = (grpc_port, free_port()) if grpc_port else free_ports(2)
         self.rest = f"http://127.0.0.1:{self.rest_port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         argv = [f"--port={self.grpc_port}", *TEST_SERVER_FLAGS, *args]

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from kit.process import free_port, pid_alive, port_open
+from kit.process import free_ports, pid_alive, port_open
 from tests.helpers import ROOT
 
 SVM_DATA = ROOT / "models" / "svm" / "data"
@@ -59,7 +59,7 @@ def check_served_and_stopped(out: str, grpc_port: int, rest_port: int) -> None:
 
 def test_reproduce_trains_serves_queries_stops_and_reuses(tmp_path):
     build = tmp_path / "build"
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port = free_ports(2)
     args = ["reproduce", "--svm-epochs=5", "--mnist-iterations=200", "--num-tests=100",
             f"--grpc-port={grpc_port}", f"--rest-port={rest_port}"]
     first = inv(build, *args)

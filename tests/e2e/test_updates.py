@@ -16,7 +16,7 @@ import time
 from types import SimpleNamespace
 
 from kit import rollout, soak
-from kit.process import free_port, pid_alive
+from kit.process import free_port, free_ports, pid_alive
 from pyserving.examples import half_plus_two
 from tests.helpers import ROOT, rest_predict, wait_for
 
@@ -53,7 +53,7 @@ class Build:
 
     def serve(self):
         """`inv serve` on fresh ports (a killed server's ports may still be held for a moment)."""
-        grpc_port, rest_port = free_port(), free_port()
+        grpc_port, rest_port = free_ports(2)
         out = inv(self.root, "serve", f"--grpc-port={grpc_port}", f"--rest-port={rest_port}")
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         self.server = SimpleNamespace(rest=f"http://127.0.0.1:{rest_port}")

@@ -30,7 +30,7 @@ from kit import bazel_build as bb
 from kit import docker_backend as db
 from kit import docker_tasks
 from kit import pyserving_image as pi
-from kit.process import ServerProcess, free_port, stop_pid
+from kit.process import ServerProcess, free_port, free_ports, stop_pid
 from tests.helpers import (
     ROOT,
     TEST_SERVER_FLAGS,
@@ -218,7 +218,7 @@ def test_a_missing_pin_stops_the_derivation():
 def entrypoint(tmp_path: Path, env: dict, *args: str) -> tuple[Server, Path]:
     """docker/pyserving-entrypoint.sh with the venv's tensorflow_model_server first on PATH and
     free ports appended after the script's own 8500/8501 (the last occurrence of a flag wins)."""
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port = free_ports(2)
     log = tmp_path / "entrypoint.log"
     command = [str(ROOT / pi.ENTRYPOINT), f"--port={grpc_port}", f"--rest_api_port={rest_port}",
                *TEST_SERVER_FLAGS, "--pyserving_listen_address=127.0.0.1", *args]

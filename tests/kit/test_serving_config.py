@@ -44,11 +44,11 @@ def test_docker_twin_follows_every_rewrite(tmp_path, monkeypatch):
 
 def test_a_starting_server_says_what_it_waits_for(build, exported):
     from kit import pipeline
-    from kit.process import free_port, stop_pid
+    from kit.process import free_ports, stop_pid
 
     shutil.copytree(exported / "hp2", build / "models" / "svm")  # served as svm/1
     pipeline.model_config()
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port = free_ports(2)
     # A note at every look at the port rather than every 5 s (the server takes longer than one look).
     # In a process of its own, as `inv serve` runs it: the server outlives the Popen that started it.
     code = (f"from kit import serving\ntry:\n    serving.start('native', {grpc_port}, {rest_port}, note_every=0.0)\n"
