@@ -123,8 +123,9 @@ def _classify(replicas, url, model_dir, texts, labels, out):
                                            version))
         out("answered by: label %s = version %d" % (label, version))
     if len(replicas.base_urls) > 1:
-        out("replicas: %s; retried on another replica: %d"
-            % (", ".join("%s %d" % (base, n) for base, n in replicas.answered.items()), replicas.retries))
+        answered = [sum(r["replica"] == base for r in results) for base in replicas.base_urls]
+        out("texts per replica: %s; retried on another replica: %d"
+            % (", ".join("%s %d" % pair for pair in zip(replicas.base_urls, answered)), replicas.retries))
     if labels is not None and results:
         hits = sum(r["predicted"] == r["y_true"] for r in results)
         out("accuracy: %d/%d" % (hits, len(results)))

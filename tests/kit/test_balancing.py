@@ -15,8 +15,7 @@ import pytest
 
 from client import balancing
 from kit.process import free_port
-from tests.helpers import (metric, prediction_stub, predict_request, scrape, to_numpy, wait_for,
-                           write_gated_model)
+from tests.helpers import metric, predict_request, prediction_stub, scrape, to_numpy, wait_for, write_gated_model
 
 METRICS = "/monitoring/prometheus/metrics"
 
@@ -140,7 +139,7 @@ def test_a_call_on_a_killed_replica_is_retried_on_another_and_counted(replicas, 
         held = None
         for x in range(1, 11):  # round_robin: one of the first calls is A's
             future = stub.Predict.future(predict_request("m", [[float(x)]]), timeout=60)
-            wait_for(lambda: future.done() or any(gate.glob("started-*")), what="an answer or a held call")
+            wait_for(lambda f=future: f.done() or any(gate.glob("started-*")), what="an answer or a held call")
             if not future.done():
                 held = x, future
                 break
