@@ -3,7 +3,8 @@
 gRPC does the work: a multi-address target (`ipv4:a:p,b:p`, the static twin of a headless
 Service's `dns:///name:port`) gives one subchannel per replica, the `round_robin` policy takes
 each call to the next READY one, and a service-config `retryPolicy` sends a call that failed
-with UNAVAILABLE (a replica killed mid-call) again, to a replica picked anew.
+with UNAVAILABLE (a replica killed mid-call) or CANCELLED (see RETRYABLE_CODES) again, to a
+replica picked anew.
 
 How many retries gRPC made: gRFC A6 says the client sees `grpc-previous-rpc-attempts` in the
 response metadata, but grpcio (C-core, 1.85 checked by tests/kit/test_balancing.py) sends it to
@@ -11,7 +12,7 @@ the server only (grpc/grpc#32292, open). gRPC's channelz does count them: a chan
 each of its subchannels counts the attempts it carried, so attempts minus calls are the retries
 (policy and transparent ones) and the attempts per subchannel are the calls per replica.
 `stats(channel)` reads that through grpcio's channelz accessors (the ones the grpcio-channelz
-service wraps).
+service wraps); `SerialChannel` tells calls apart, for a channel that makes one call at a time.
 """
 from __future__ import annotations
 
@@ -76,15 +77,24 @@ def grpc_target(servers: Servers) -> str:
     return ("ipv6:" if 6 in families else "ipv4:") + ",".join(addresses)
 
 
+# UNAVAILABLE: the replica went away (killed, connection reset, refused). CANCELLED as well,
+# because a C-core server that shuts down gracefully ends the calls that reached it but no handler
+# yet with CANCELLED instead of UNAVAILABLE (grpc/grpc#41785, open; fix proposed in PR #41786): in
+# tests/kit/test_balancing.py's SIGTERM test, 2 of 8 runs lost one call so without it, 0 of 20
+# with it. A call the client cancels itself is never retried.
+RETRYABLE_CODES = ("UNAVAILABLE", "CANCELLED")
+
+
 def service_config(max_attempts: int = 4, initial_backoff_s: float = 0.05, max_backoff_s: float = 1.0,
-                   wait_for_ready: bool = False) -> dict:
-    """round_robin over the replicas; a call that failed UNAVAILABLE tried again, up to
-    `max_attempts` in all (gRPC caps it at 5). wait_for_ready: a call waits for a READY replica
-    instead of failing at once while none is (one replica restarting)."""
+                   wait_for_ready: bool = False, retryable_codes: Sequence[str] = RETRYABLE_CODES) -> dict:
+    """round_robin over the replicas; a call that failed with one of `retryable_codes` tried
+    again, up to `max_attempts` in all (gRPC caps it at 5), each attempt picked anew by
+    round_robin. wait_for_ready: a call waits for a READY replica instead of failing at once
+    while none is (a single replica restarting)."""
     method = {"name": list(RETRIED_METHODS),
               "retryPolicy": {"maxAttempts": max_attempts, "initialBackoff": f"{initial_backoff_s}s",
                               "maxBackoff": f"{max_backoff_s}s", "backoffMultiplier": 2,
-                              "retryableStatusCodes": ["UNAVAILABLE"]}}
+                              "retryableStatusCodes": list(retryable_codes)}}
     if wait_for_ready:
         method["waitForReady"] = True
     return {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]}
@@ -178,3 +188,46 @@ def stats(chan) -> ChannelStats:
         result.attempts[name] = result.attempts.get(name, 0) + int(sub.get("callsStarted", 0))
         result.answered[name] = result.answered.get(name, 0) + int(sub.get("callsSucceeded", 0))
     return result
+
+
+@dataclass(frozen=True)
+class Traced:
+    result: object
+    replica: str | None  # "host:port" that answered; None when no replica answered
+    retries: int
+
+
+class SerialChannel:
+    """A balanced channel whose calls are made one at a time (one load thread's), each told
+    apart by the channelz counts before and after it: which replica answered, how many retries.
+    gRPC's Python client says neither per call (no peer(), no grpc-previous-rpc-attempts)."""
+
+    def __init__(self, servers: Servers, config: dict | None = None, options: Sequence[tuple] = ()):
+        self.channel = channel(servers, config, options)
+        self._seen = stats(self.channel)
+
+    def call(self, rpc) -> Traced:
+        """rpc() makes one call on self.channel and returns its result. A call that failed
+        raises its grpc.RpcError, with the retries it took set on it as `.retries`."""
+        try:
+            result = rpc()
+        except grpc.RpcError as err:
+            err.retries = self._delta()[1]
+            raise
+        return Traced(result, *self._delta())
+
+    def _delta(self) -> tuple[str | None, int]:
+        now, before = stats(self.channel), self._seen
+        self._seen = now
+        answered = [r for r, n in now.answered.items() if n > before.answered.get(r, 0)]
+        attempts = sum(now.attempts.values()) - sum(before.attempts.values())
+        return (answered[0] if answered else None), max(0, attempts - (now.calls - before.calls))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "SerialChannel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -35,17 +35,75 @@ def test_one_server_is_passed_through_and_several_make_one_static_target():
             balancing.grpc_target(bad)
 
 
-def test_service_config_is_round_robin_with_retries_on_unavailable_only():
+def test_service_config_is_round_robin_with_retries_on_unavailable_and_cancelled():
     config = balancing.service_config(max_attempts=3)
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     [method] = config["methodConfig"]
-    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
     assert method["retryPolicy"]["maxAttempts"] == 3 and "waitForReady" not in method
+    assert balancing.service_config(wait_for_ready=True)["methodConfig"][0]["waitForReady"] is True
     assert {"service": "tensorflow.serving.PredictionService"} in method["name"]
     assert not any(n.get("method") == "HandleReloadConfigRequest" for n in method["name"])
     options = dict(balancing.channel_options())
     assert json.loads(options["grpc.service_config"]) == balancing.service_config()
     assert options["grpc.enable_retries"] == 1
+
+
+@pytest.fixture
+def stand_ins():
+    """stand_ins(*codes) -> "host:port" of one in-process gRPC server per code: each answers every
+    Predict with that status (None: an empty PredictResponse). Peers misbehaving on purpose."""
+    from concurrent import futures
+
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    servers = []
+
+    def start(*codes):
+        targets = []
+        for code in codes:
+            class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+                def Predict(self, request, context, code=code):
+                    if code is not None:
+                        context.abort(code, "stand-in says %s" % code.name)
+                    return predict_pb2.PredictResponse()
+
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+            targets.append("127.0.0.1:%d" % server.add_insecure_port("127.0.0.1:0"))
+            server.start()
+            servers.append(server)
+        return targets
+
+    yield start
+    for server in servers:
+        server.stop(grace=None)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
+def test_a_retryable_status_is_retried_on_another_replica_and_others_are_not(stand_ins, code):
+    failing, answering, invalid = stand_ins(code, None, grpc.StatusCode.INVALID_ARGUMENT)
+    with balancing.SerialChannel([failing, answering]) as serial:
+        stub = prediction_stub(serial.channel)
+        traced = [serial.call(lambda: stub.Predict(predict_request("m", [[1.0]]), timeout=30)) for _ in range(10)]
+        seen = balancing.stats(serial.channel)
+    # Each call whose first pick was `failing` was retried once, on `answering`, and said so.
+    assert {t.replica for t in traced} == {answering} and {t.retries for t in traced} <= {0, 1}
+    assert sum(t.retries for t in traced) == seen.retries == seen.attempts[failing] >= 1
+    assert seen.answered == {failing: 0, answering: 10} and seen.failed == 0
+    with balancing.SerialChannel([invalid, answering]) as serial:
+        stub = prediction_stub(serial.channel)
+        outcomes = []
+        for _ in range(6):
+            try:
+                outcomes.append(serial.call(lambda: stub.Predict(predict_request("m", [[1.0]]), timeout=30)).retries)
+            except grpc.RpcError as err:
+                outcomes.append((err.code(), err.retries))
+        seen = balancing.stats(serial.channel)
+    # INVALID_ARGUMENT is an answer: the call fails with it, and `answering` never sees that call.
+    errors = [o for o in outcomes if o != 0]
+    assert errors == [(grpc.StatusCode.INVALID_ARGUMENT, 0)] * seen.attempts[invalid] and errors
+    assert seen.retries == 0 and seen.failed == len(errors) and seen.answered[answering] == 6 - len(errors)
 
 
 @pytest.fixture
@@ -78,17 +136,20 @@ def test_round_robin_spreads_calls_evenly_and_skips_an_address_nothing_listens_o
     a, b = replicas(2)
     nothing = f"127.0.0.1:{free_port()}"
     calls = 200
-    with balancing.channel([a.grpc_target, b.grpc_target, nothing]) as channel:
-        stub = prediction_stub(channel)
-        answers = [predict(stub, float(i)) for i in range(calls)]
-        seen = balancing.stats(channel)
-    assert answers == [0.5 * i + 2.0 for i in range(calls)]  # every call answered, none failed
+    with balancing.SerialChannel([a.grpc_target, b.grpc_target, nothing]) as serial:
+        stub = prediction_stub(serial.channel)
+        traced = [serial.call(lambda x=float(i): predict(stub, x)) for i in range(calls)]
+        seen = balancing.stats(serial.channel)
+    assert [t.result for t in traced] == [0.5 * i + 2.0 for i in range(calls)]  # every call answered
     counts = [served(a), served(b)]
     assert sum(counts) == calls
     assert all(abs(n - calls / 2) <= 0.25 * calls / 2 for n in counts), counts
-    # The client's channelz view is the replicas' own: calls per replica, no retry, none failed.
+    # The client's channelz view is the replicas' own: calls per replica, no retry, none failed;
+    # and call by call, which replica answered.
     assert seen.calls == calls and seen.failed == 0 and seen.retries == 0
     assert seen.attempts == seen.answered == {a.grpc_target: counts[0], b.grpc_target: counts[1], nothing: 0}
+    assert [sum(t.replica == r for t in traced) for r in (a.grpc_target, b.grpc_target)] == counts
+    assert {t.retries for t in traced} == {0}
 
 
 def test_a_replica_stopped_gracefully_loses_no_call(replicas):
@@ -119,6 +180,8 @@ def test_a_replica_stopped_gracefully_loses_no_call(replicas):
             for t in threads:
                 t.join(60)
         seen = balancing.stats(channel)
+    # No call failed. A call that reached `a` as it began to stop may have been retried on `b`
+    # (CANCELLED by the stopping server, grpc/grpc#41785: see balancing.RETRYABLE_CODES).
     assert errors == [] and all(results)
     assert seen.failed == 0 and sum(seen.answered.values()) == len(results)
     assert seen.answered[b.grpc_target] == served(b)
