@@ -161,6 +161,7 @@ class ChannelStats:
     failed: int = 0  # calls that ended with an error status
     attempts: dict = field(default_factory=dict)  # replica "host:port" -> attempts sent to it
     answered: dict = field(default_factory=dict)  # replica -> attempts it answered with OK
+    states: dict = field(default_factory=dict)  # replica -> connectivity state now: READY, CONNECTING, ...
 
     @property
     def retries(self) -> int:
@@ -187,6 +188,7 @@ def stats(chan) -> ChannelStats:
         name = _replica(sub.get("target", ref["subchannelId"]))
         result.attempts[name] = result.attempts.get(name, 0) + int(sub.get("callsStarted", 0))
         result.answered[name] = result.answered.get(name, 0) + int(sub.get("callsSucceeded", 0))
+        result.states[name] = sub.get("state", {}).get("state", "UNKNOWN")
     return result
 
 
