@@ -155,7 +155,8 @@ def aio_channel(servers: Servers, config: dict | None = None, options: Sequence[
 
 @dataclass
 class ChannelStats:
-    """What gRPC counted on one channel since it was made (channelz)."""
+    """What gRPC counted on one channel since it was made (channelz), over the subchannels it has
+    now: with a static ipv4:/ipv6: target they live as long as the channel."""
 
     calls: int = 0  # calls the application made
     failed: int = 0  # calls that ended with an error status
@@ -202,7 +203,8 @@ class Traced:
 class SerialChannel:
     """A balanced channel whose calls are made one at a time (one load thread's), each told
     apart by the channelz counts before and after it: which replica answered, how many retries.
-    gRPC's Python client says neither per call (no peer(), no grpc-previous-rpc-attempts)."""
+    gRPC's Python client says neither per call (no peer(), no grpc-previous-rpc-attempts).
+    The channelz reads cost about 0.7 ms per call here: time the call inside rpc()."""
 
     def __init__(self, servers: Servers, config: dict | None = None, options: Sequence[tuple] = ()):
         self.channel = channel(servers, config, options)
