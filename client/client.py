@@ -14,6 +14,11 @@ ending in /labels/<label> asks the server which version the label points at, use
 version's transformer and POSTs to <URL>/labels/<label>:predict, then checks that the label
 did not move. --print_request prints the request body for --text instead of sending it: the
 text's TF-IDF vector over that version's vocabulary, ready for curl.
+
+Several replicas of one model (comma-separated URLs with the same path, e.g.
+http://127.0.0.1:8501/v1/models/svm,http://127.0.0.1:8511/v1/models/svm) share the requests
+round-robin; a request whose connection failed goes to the next replica (client.rest.Replicas),
+and a label must point at the same version on every replica that answered.
 """
 import argparse
 import json
@@ -39,12 +44,14 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
                             "models", "svm", "data", "sample_dev.csv")
 
 
-def resolve_version(url, timeout=30.0):
-    """(model_url, version): the pinned one, or the highest AVAILABLE one."""
+def resolve_version(url, timeout=30.0, replicas=None):
+    """(model_url, version): the pinned one, or the highest AVAILABLE one (on the next replica)."""
     model_url, pinned = rest.split_model_url(url)
     if pinned is not None:
         return model_url, pinned
-    return model_url, rest.pick_version(rest.http_json(model_url, timeout=timeout))
+    if replicas is None:
+        return model_url, rest.pick_version(rest.http_json(model_url, timeout=timeout))
+    return model_url, rest.pick_version(replicas.request(rest.split_base_url(model_url)[1]).answer)
 
 
 def load_transformer(model_dir, version):
@@ -55,30 +62,49 @@ def load_transformer(model_dir, version):
     return TextTransformer.load(path)
 
 
-def target(url, timeout=30.0):
-    """(model URL, label or None, version, predict endpoint) for a model, version or label URL."""
+def _label_version(replicas, model_path, label):
+    return int(replicas.request("%s/labels/%s/metadata" % (model_path, label)).answer["model_spec"]["version"])
+
+
+def target(url, timeout=30.0, replicas=None):
+    """(model URL, label or None, version, predict endpoint) for a model, version or label URL;
+    with `replicas`, `url` is one of them and the version is asked of the next one."""
     model_url, label = rest.split_label_url(url)
     if label is None:
-        model_url, version = resolve_version(url, timeout)
+        model_url, version = resolve_version(url, timeout, replicas)
         return model_url, None, version, rest.predict_url(model_url, version)
-    return model_url, label, rest.label_version(model_url, label, timeout), rest.label_predict_url(model_url, label)
+    version = (rest.label_version(model_url, label, timeout) if replicas is None
+               else _label_version(replicas, rest.split_base_url(model_url)[1], label))
+    return model_url, label, version, rest.label_predict_url(model_url, label)
 
 
 def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
-    """Send each text, print the answer tutorial-style; return a list of result dicts."""
-    model_url, label, version, endpoint = target(url, timeout)
+    """Send each text, print the answer tutorial-style; return a list of result dicts.
+
+    `url` may name several replicas of one model ('http://a/v1/models/svm,http://b/v1/models/svm'
+    or a list): requests are spread over them (client.rest.Replicas) and each result says which
+    one answered."""
+    bases, path = rest.split_replica_urls(url)
+    with rest.Replicas(bases, timeout=timeout) as replicas:
+        return _classify(replicas, bases[0] + path, model_dir, texts, labels, out)
+
+
+def _classify(replicas, url, model_dir, texts, labels, out):
+    model_url, label, version, endpoint = target(url, replicas=replicas)
+    endpoint_path = rest.split_base_url(endpoint)[1]
     transformer = load_transformer(model_dir, version)
     out("model version: %d%s (%d features, %d classes)"
         % (version, " (label %s)" % label if label else "", transformer.n_features, len(transformer.classes)))
     results = []
     for i, text in enumerate(texts):
         body = rest.build_predict_request(transformer.transform([text]))
-        answer = rest.http_json(endpoint, body, timeout=timeout)
+        reply = replicas.predict(endpoint_path, body)
+        answer = reply.answer
         prediction = answer["predictions"][0]
         predicted = int(prediction["predictClass"])
         result = {"text": text, "answer": answer, "predictClass": predicted,
                   "predicted": transformer.class_name(predicted),
-                  "y_true": labels[i] if labels is not None else None}
+                  "y_true": labels[i] if labels is not None else None, "replica": reply.replica}
         out("text: %s" % text)
         out(json.dumps(answer, ensure_ascii=False))
         if labels is not None:
@@ -87,12 +113,19 @@ def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
         results.append(result)
     if label is not None:
         # Labels move only when the model config changes: the same version before and after the
-        # requests is the version that answered them.
-        now = rest.label_version(model_url, label, timeout)
-        if now != version:
-            raise rest.ServingError("label %s moved from version %d to %d while the texts were sent; run again"
-                                    % (label, version, now))
+        # requests, on every replica that answered, is the version that answered them.
+        model_path = rest.split_base_url(model_url)[1]
+        for base in sorted({r["replica"] for r in results}):
+            now = rest.label_version(base + model_path, label, replicas.timeout, session=replicas.session)
+            if now != version:
+                raise rest.ServingError("label %s %sis at version %d, not %d as when the texts were sent; run again"
+                                        % (label, "on %s " % base if len(replicas.base_urls) > 1 else "", now,
+                                           version))
         out("answered by: label %s = version %d" % (label, version))
+    if len(replicas.base_urls) > 1:
+        answered = [sum(r["replica"] == base for r in results) for base in replicas.base_urls]
+        out("texts per replica: %s; retried on another replica: %d"
+            % (", ".join("%s %d" % pair for pair in zip(replicas.base_urls, answered)), replicas.retries))
     if labels is not None and results:
         hits = sum(r["predicted"] == r["y_true"] for r in results)
         out("accuracy: %d/%d" % (hits, len(results)))
@@ -101,7 +134,8 @@ def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
 
 def build_parser():
     p = argparse.ArgumentParser(description="Query the SVM text classifier over TF Serving's REST API.")
-    p.add_argument("url", help="model URL, e.g. http://localhost:8501/v1/models/svm")
+    p.add_argument("url", help="model URL, e.g. http://localhost:8501/v1/models/svm; several replicas of it "
+                               "comma-separated (the same path on each): requests are spread over them")
     p.add_argument("--model_dir", default=DEFAULT_MODEL_DIR,
                    help="export base holding <version>/assets.extra/transformer.json")
     p.add_argument("--data", default=DEFAULT_DATA, help="CSV (text,label) to take rows from")
@@ -115,7 +149,9 @@ def build_parser():
 
 def request_body(url, model_dir, text, timeout=30.0):
     """The predict request `classify` would send for `text`, as JSON text."""
-    version = target(url, timeout)[2]
+    bases, path = rest.split_replica_urls(url)
+    with rest.Replicas(bases, timeout=timeout) as replicas:
+        version = target(bases[0] + path, replicas=replicas)[2]
     return json.dumps(rest.build_predict_request(load_transformer(model_dir, version).transform([text])))
 
 
@@ -128,7 +164,7 @@ def main(argv=None):
             return 2
         try:
             print(request_body(args.url, args.model_dir, args.text, args.timeout))
-        except (rest.ServingError, FileNotFoundError) as err:
+        except (rest.ServingError, FileNotFoundError, ValueError) as err:
             print("error: %s" % err, file=sys.stderr)
             return 1
         return 0
@@ -139,7 +175,7 @@ def main(argv=None):
         texts, labels = texts[:args.num], labels[:args.num]
     try:
         classify(args.url, args.model_dir, texts, labels, args.timeout)
-    except (rest.ServingError, FileNotFoundError) as err:
+    except (rest.ServingError, FileNotFoundError, ValueError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,10 @@ Sends --num_tests test images to the `predict_images` signature over gRPC, at
 most --concurrency requests in flight, and prints the inference error rate.
 
     python client/mnist_client.py --num_tests=1000 --server=localhost:8500 --concurrency=4
+    python client/mnist_client.py --server=127.0.0.1:8500,127.0.0.1:8510   # replicas, round_robin
+
+Several servers (replicas) share one channel that gRPC balances round_robin, retrying a call
+that failed UNAVAILABLE on another replica (client.balancing).
 """
 import argparse
 import os
@@ -18,11 +22,11 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     sys.path.insert(0, os.path.dirname(_HERE))
 
-import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from client import balancing  # noqa: E402
 from models.mnist import input_data  # noqa: E402
 
 SIGNATURE_NAME = "predict_images"
@@ -111,10 +115,11 @@ def _create_rpc_callback(label, result_counter):
 
 
 def do_inference(hostport, test_set, concurrency, num_tests, model_name="mnist", timeout=5.0):
-    """Send num_tests requests (cycling over test_set); return (error_rate, failed_rpcs)."""
+    """Send num_tests requests (cycling over test_set) to one server or several ('a:1,b:2' or a
+    list, balanced round_robin); return (error_rate, failed_rpcs)."""
     if num_tests <= 0 or concurrency <= 0:
         raise ValueError("num_tests and concurrency must be positive")
-    with grpc.insecure_channel(hostport) as channel:
+    with balancing.channel(hostport) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         counter = ResultCounter(num_tests, concurrency)
         for i in range(num_tests):
@@ -129,7 +134,8 @@ def do_inference(hostport, test_set, concurrency, num_tests, model_name="mnist",
 def build_parser():
     p = argparse.ArgumentParser(description="MNIST gRPC client for TensorFlow Serving.")
     p.add_argument("--num_tests", type=int, default=100, help="number of test images")
-    p.add_argument("--server", default="", help="PredictionService host:port")
+    p.add_argument("--server", default="",
+                   help="PredictionService host:port; several comma-separated replicas are balanced round_robin")
     p.add_argument("--concurrency", type=int, default=1, help="maximum number of concurrent inference requests")
     p.add_argument("--model_name", default="mnist")
     p.add_argument("--data_dir", default=None,

@@ -1,9 +1,24 @@
-"""TF Serving REST API helpers (standard library only): status, version choice, predict."""
-import json
+"""TF Serving REST API helpers on `requests`: status, version choice, predict, and replicas.
+
+Connections come from a requests Session whose adapter carries urllib3's `Retry` for connection
+failures only: a connection refused or timed out before the request went out is tried again;
+nothing is tried again once the request was sent, and no answer (whatever its status) is.
+`Replicas` spreads requests over several servers of one model, round-robin, and sends a request
+to the next replica when the connection failed before any answer (refused, reset, closed).
+"""
+from __future__ import annotations
+
+import itertools
 import logging
 import re
-import urllib.error
-import urllib.request
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -12,7 +27,12 @@ _LABEL_SUFFIX = re.compile(r"^(?P<base>.*?)/labels/(?P<label>[^/:]+)/?$")
 
 
 class ServingError(RuntimeError):
-    """The server answered with an error or with no usable version."""
+    """The server answered with an error (`status`: its HTTP status), no server answered
+    (`status` None), or no version is usable."""
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
 
 
 def split_model_url(url):
@@ -31,9 +51,9 @@ def split_label_url(url):
     return url.rstrip("/"), None
 
 
-def label_version(model_url, label, timeout=30.0):
+def label_version(model_url, label, timeout=30.0, session=None):
     """The version a label points at now: GET <model_url>/labels/<label>/metadata, its model_spec.version."""
-    answer = http_json("%s/labels/%s/metadata" % (model_url.rstrip("/"), label), timeout=timeout)
+    answer = http_json("%s/labels/%s/metadata" % (model_url.rstrip("/"), label), timeout=timeout, session=session)
     return int(answer["model_spec"]["version"])
 
 
@@ -66,20 +86,150 @@ def build_predict_request(instances, signature_name="serving_default"):
     return {"signature_name": signature_name, "instances": rows}
 
 
-def http_json(url, payload=None, timeout=30.0):
+CONNECT_RETRIES = 2  # a refused connection is tried this many more times (a server restarting)
+
+
+def session(connect_retries: int = CONNECT_RETRIES, backoff_s: float = 0.1) -> requests.Session:
+    """A Session retrying connection failures only (urllib3 `Retry`): read, status and other
+    errors are 0, so a request that went out, or got any answer, is never sent again."""
+    retry = Retry(total=None, connect=connect_retries, read=0, status=0, other=0, redirect=0,
+                  backoff_factor=backoff_s, raise_on_status=False)
+    s = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    return s
+
+
+_default: Optional[requests.Session] = None
+_default_lock = threading.Lock()
+
+
+def default_session() -> requests.Session:
+    """One Session for the module's plain functions, so their connections are reused."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = session()
+        return _default
+
+
+def retries_made(response: requests.Response) -> int:
+    """The connection retries urllib3 made before this answer (its Retry history)."""
+    retries = getattr(response.raw, "retries", None)
+    return len(retries.history) if retries is not None else 0
+
+
+def _send(s: requests.Session, url: str, payload, timeout: float) -> requests.Response:
+    if payload is None:
+        return s.get(url, timeout=timeout, headers={"Accept": "application/json"})
+    return s.post(url, json=payload, timeout=timeout, headers={"Accept": "application/json"})
+
+
+def _decode(response: requests.Response, method: str, url: str):
+    if not response.ok:
+        raise ServingError("%s %s -> HTTP %d: %s" % (method, url, response.status_code, response.text),
+                           status=response.status_code)
+    return response.json()
+
+
+def http_json(url, payload=None, timeout=30.0, session=None):
     """GET (payload None) or POST JSON; return the decoded answer or raise ServingError."""
-    data = None
-    headers = {"Accept": "application/json"}
-    if payload is not None:
-        data = json.dumps(payload).encode("utf-8")
-        headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(url, data=data, headers=headers,
-                                     method="POST" if data is not None else "GET")
+    method = "GET" if payload is None else "POST"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as err:
-        body = err.read().decode("utf-8", "replace")
-        raise ServingError("%s %s -> HTTP %d: %s" % (request.get_method(), url, err.code, body)) from None
-    except urllib.error.URLError as err:
-        raise ServingError("%s %s failed: %s" % (request.get_method(), url, err.reason)) from None
+        response = _send(session or default_session(), url, payload, timeout)
+    except requests.RequestException as err:
+        raise ServingError("%s %s failed: %s" % (method, url, err)) from None
+    return _decode(response, method, url)
+
+
+def split_base_url(url: str) -> tuple[str, str]:
+    """'http://h:8501/v1/models/svm' -> ('http://h:8501', '/v1/models/svm')."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if not parts.scheme or not parts.netloc:
+        raise ValueError("not an http(s) URL: %r" % url)
+    return "%s://%s" % (parts.scheme, parts.netloc), parts.path.rstrip("/")
+
+
+def split_replica_urls(urls) -> tuple[list[str], str]:
+    """Several URLs of one model path on different servers ('a,b' or a list) -> (base URLs, path)."""
+    items = [u.strip() for u in (urls.split(",") if isinstance(urls, str) else urls) if u.strip()]
+    if not items:
+        raise ValueError("no URL given")
+    split = [split_base_url(u) for u in items]
+    paths = {path for _, path in split}
+    if len(paths) > 1:
+        raise ValueError("the replicas' URLs must name the same path, not %s" % sorted(paths))
+    return [base for base, _ in split], paths.pop()
+
+
+@dataclass(frozen=True)
+class Reply:
+    answer: object  # the decoded JSON
+    replica: str  # the base URL that answered
+    retries: int  # other replicas tried first (their connections failed) + urllib3's connection retries
+
+
+class Replicas:
+    """Several servers of one model (replicas), requests spread round-robin over them.
+
+    A request whose connection fails before any answer (requests.ConnectionError: refused,
+    reset, closed without a response) goes to the next replica, each tried once; an answer is
+    final, whatever its status. One Session for all: its pools are per host:port anyway. With
+    several replicas urllib3 makes no connection retry of its own (`connect_retries` 0): the
+    next replica is the retry. Thread-safe; counts answers per replica and retries.
+    """
+
+    def __init__(self, base_urls: Sequence[str], timeout: float = 30.0, connect_retries: Optional[int] = None):
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        if not self.base_urls:
+            raise ValueError("no replica given")
+        if connect_retries is None:
+            connect_retries = CONNECT_RETRIES if len(self.base_urls) == 1 else 0
+        self.timeout = timeout
+        self.session = session(connect_retries)
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+        self.answered = {u: 0 for u in self.base_urls}  # answers (any status) per replica
+        self.retries = 0
+
+    def request(self, path: str, payload=None, timeout: Optional[float] = None) -> Reply:
+        """GET (payload None) or POST `path` on the next replica; a ServingError for an error
+        answer (never retried) or when no replica could be reached."""
+        method = "GET" if payload is None else "POST"
+        first = next(self._next)
+        failures = []
+        for i in range(len(self.base_urls)):
+            base = self.base_urls[(first + i) % len(self.base_urls)]
+            url = base + path
+            try:
+                response = _send(self.session, url, payload, timeout or self.timeout)
+            except requests.ConnectionError as err:  # no answer came: the next replica
+                failures.append("%s: %s" % (base, err))
+                continue
+            except requests.RequestException as err:  # e.g. a read timeout: it may be running
+                self._count(None, len(failures))
+                raise ServingError("%s %s failed: %s" % (method, url, err)) from None
+            retries = len(failures) + retries_made(response)
+            self._count(base, retries)
+            return Reply(_decode(response, method, url), base, retries)
+        self._count(None, len(failures) - 1)
+        raise ServingError("%s %s: no replica answered: %s" % (method, path, "; ".join(failures)))
+
+    def predict(self, path: str, payload, timeout: Optional[float] = None) -> Reply:
+        return self.request(path, payload, timeout)
+
+    def _count(self, base: Optional[str], retries: int) -> None:
+        with self._lock:
+            self.retries += retries
+            if base is not None:
+                self.answered[base] += 1
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "Replicas":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

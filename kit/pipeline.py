@@ -9,7 +9,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 from kit import paths, serving
 from kit.paths import ROOT
@@ -19,6 +19,11 @@ PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"
 SVM_SAMPLE_DEV = ROOT / "models" / "svm" / "data" / "sample_dev.csv"
 Runner = Callable[[str], object]
+Ports = Union[int, Sequence[int]]  # one server's port, or one port per replica
+
+
+def _ports(ports: Ports) -> list[int]:
+    return [ports] if isinstance(ports, int) else list(ports)
 
 
 def _cmd(*parts) -> str:
@@ -116,17 +121,21 @@ def model_config() -> Path:
     return config
 
 
-def query_svm(run: Runner, rest_port: int, num: int = 5, data: Optional[Path] = None,
+def query_svm(run: Runner, rest_port: Ports, num: int = 5, data: Optional[Path] = None,
               label: Optional[str] = None) -> None:
-    """The tutorial's REST client on the SVM: its latest version, or the version `label` points at."""
+    """The tutorial's REST client on the SVM: its latest version, or the version `label` points at;
+    several REST ports (replicas) share the requests."""
     data = data or SVM_SAMPLE_DEV
-    url = f"http://127.0.0.1:{rest_port}/v1/models/svm" + (f"/labels/{label}" if label else "")
+    path = "/v1/models/svm" + (f"/labels/{label}" if label else "")
+    url = ",".join(f"http://127.0.0.1:{port}{path}" for port in _ports(rest_port))
     run(_cmd(PY, ROOT / "client" / "client.py", url,
              "--model_dir", paths.MODELS / "svm", "--data", data, "--num", num))
 
 
-def query_mnist(run: Runner, grpc_port: int, num_tests: int = 1000, concurrency: int = 8,
+def query_mnist(run: Runner, grpc_port: Ports, num_tests: int = 1000, concurrency: int = 8,
                 data_dir: Optional[str] = None) -> None:
+    """The MNIST gRPC client; several gRPC ports (replicas) are balanced round_robin."""
     extra = ["--data_dir", data_dir] if data_dir else []
+    servers = ",".join(f"127.0.0.1:{port}" for port in _ports(grpc_port))
     run(_cmd(PY, ROOT / "client" / "mnist_client.py", f"--num_tests={num_tests}",
-             f"--server=127.0.0.1:{grpc_port}", f"--concurrency={concurrency}", *extra))
+             f"--server={servers}", f"--concurrency={concurrency}", *extra))

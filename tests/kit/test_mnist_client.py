@@ -103,6 +103,24 @@ def test_main_prints_error_rate(grpc_server, capsys):
     assert "Inference error rate: 25.0%" in out
 
 
+def test_several_servers_share_the_requests(grpc_server):
+    target, first, test_set = grpc_server
+    second = LookupServicer(test_set)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(second, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        seen_before = len(first.seen)
+        error_rate, failed = mnist_client.do_inference("%s,127.0.0.1:%d" % (target, port), test_set,
+                                                       concurrency=2, num_tests=40)
+    finally:
+        server.stop(grace=None)
+    assert failed == 0 and error_rate == pytest.approx(10 / 40)
+    shares = [len(first.seen) - seen_before, len(second.seen)]
+    assert sum(shares) == 40 and min(shares) >= 15  # round_robin, not one server for all
+
+
 def test_failed_rpcs_count_as_errors():
     test_set = input_data.read_data_sets().test
     # Nothing listens on this port: every RPC fails, fast.

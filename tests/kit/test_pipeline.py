@@ -189,3 +189,20 @@ def test_each_step_s_inputs_cover_every_project_file_its_program_imports(build, 
     assert {str(build / "data" / "svm_200x4_train.csv"), str(build / "data" / "svm_200x4_dev.csv")} <= set(svm_inputs)
     mnist_inputs = json.loads((build / ".stamps" / "train-mnist.json").read_text())["inputs"]
     assert {str(p) for p in mnist_data.iterdir()} <= set(mnist_inputs)
+
+
+def test_queries_take_one_port_or_one_per_replica():
+    """The commands query_svm and query_mnist run, read back by the clients' own parsers."""
+    from client import balancing, client, mnist_client, rest
+
+    commands = []
+    pipeline.query_svm(commands.append, 8501, label="stable")
+    pipeline.query_svm(commands.append, [8501, 8511])
+    pipeline.query_mnist(commands.append, 8500)
+    pipeline.query_mnist(commands.append, (8500, 8510))
+    one, several = (client.build_parser().parse_args(shlex.split(c)[2:]).url for c in commands[:2])
+    assert one == "http://127.0.0.1:8501/v1/models/svm/labels/stable"
+    assert rest.split_replica_urls(several) == (["http://127.0.0.1:8501", "http://127.0.0.1:8511"], "/v1/models/svm")
+    one, several = (mnist_client.build_parser().parse_args(shlex.split(c)[2:]).server for c in commands[2:])
+    assert balancing.grpc_target(one) == "127.0.0.1:8500"
+    assert balancing.grpc_target(several) == "ipv4:127.0.0.1:8500,127.0.0.1:8510"

@@ -4,6 +4,7 @@ The stand-in answers like TF Serving's REST API (status + row-format predict) by
 running the exported SavedModel; tests against the real server are the lead's.
 """
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -180,3 +181,34 @@ def test_a_label_url_is_answered_by_the_label_s_version_with_its_vocabulary(serv
         oldest.n_features, len(oldest.classes))
     assert "answered by: label stable = version 1" in lines and len(results) == 5
     assert all(r["predicted"] == oldest.class_name(r["predictClass"]) for r in results)
+
+
+def test_several_replicas_share_the_texts_and_the_label_is_checked_on_each(served, tmp_path):
+    """Two replicas with label stable -> 1 share the texts; a third whose stable label points at
+    version 2 (a copy of version 1, so its answers fit) fails the label check, by name."""
+    _, base, _ = served
+    oldest = TextTransformer.load_from_version_dir(str(base / "1"))
+    other = tmp_path / "other"
+    for version in (1, 2):
+        shutil.copytree(base / "1", other / str(version))
+    body = 'model_version_policy { specific { versions: 1 versions: 2 } } version_labels { key: "stable" value: %d }'
+    same = write_config(tmp_path / "same.config", {"svm": (base, body % 1)})
+    moved = write_config(tmp_path / "moved.config", {"svm": (other, body % 2)})
+    servers = [InProcessServer([f"--model_config_file={config}"]) for config in (same, same, moved)]
+    try:
+        for server in servers:
+            server.start()
+        a, b, c = (f"{s.rest}/v1/models/svm/labels/stable" for s in servers)
+        texts, labels = zip(*corpus.generate(6, 6, seed=7))
+        lines = []
+        results = client.classify(f"{a},{b}", str(base), list(texts), list(labels), out=lines.append)
+        with pytest.raises(rest.ServingError, match="label stable on %s is at version 2, not 1" % servers[2].rest):
+            client.classify([a, c], str(base), list(texts), out=lambda line: None)
+    finally:
+        for server in servers:
+            server.stop()
+    # Round-robin: the label's version was asked of the first replica, so the texts start at the second.
+    assert [r["replica"] for r in results] == [servers[1].rest, servers[0].rest] * 3
+    assert all(r["predicted"] == oldest.class_name(r["predictClass"]) for r in results)
+    assert "answered by: label stable = version 1" in lines
+    assert "texts per replica: %s 3, %s 3; retried on another replica: 0" % (servers[0].rest, servers[1].rest) in lines
