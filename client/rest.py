@@ -14,7 +14,7 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -180,7 +180,11 @@ class Replicas:
     next replica is the retry. Thread-safe; counts answers per replica and retries.
     """
 
-    def __init__(self, base_urls: Sequence[str], timeout: float = 30.0, connect_retries: Optional[int] = None):
+    def __init__(self, base_urls: Sequence[str], timeout: float = 30.0, connect_retries: Optional[int] = None,
+                 ready: Optional[Callable[[], Sequence[str]]] = None):
+        # `ready`: which of base_urls are in rotation now (as a Service's endpoints drop a
+        # terminating pod and add a ready one); all of them when not given.
+        self.ready = ready
         self.base_urls = [u.rstrip("/") for u in base_urls]
         if not self.base_urls:
             raise ValueError("no replica given")
@@ -199,8 +203,9 @@ class Replicas:
         method = "GET" if payload is None else "POST"
         first = next(self._next)
         failures = []
-        for i in range(len(self.base_urls)):
-            base = self.base_urls[(first + i) % len(self.base_urls)]
+        bases = [u.rstrip("/") for u in self.ready()] if self.ready is not None else self.base_urls
+        for i in range(len(bases)):
+            base = bases[(first + i) % len(bases)]
             url = base + path
             try:
                 response = _send(self.session, url, payload, timeout or self.timeout)

@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import signal
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from kit.process import ServerProcess, free_ports
-
-METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default path
-REQUEST_COUNT = ":tensorflow:serving:request_latency"  # a histogram: its _count is requests, by entrypoint
 
 
 @dataclass
@@ -45,10 +39,6 @@ class ReplicaSet:
 
     def __init__(self, size: int, config: Path, logs: Path, extra_flags: tuple = ()):
         self.config, self.extra_flags = config, tuple(extra_flags)
-        monitoring = logs / "monitoring.config"
-        monitoring.parent.mkdir(parents=True, exist_ok=True)
-        monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
-        self.monitoring = monitoring
         ports = free_ports(2 * size)
         self.replicas = [Replica(i, ports[2 * i], ports[2 * i + 1], logs / f"replica-{i}.log") for i in range(size)]
 
@@ -56,7 +46,7 @@ class ReplicaSet:
         return [sys.executable, "-m", "pyserving", f"--port={replica.grpc_port}",
                 f"--rest_api_port={replica.rest_port}",
                 f"--model_config_file={self.config}", "--model_config_file_poll_wait_seconds=1",
-                "--file_system_poll_wait_seconds=1", f"--monitoring_config_file={self.monitoring}",
+                "--file_system_poll_wait_seconds=1",
                 "--pyserving_listen_address=127.0.0.1", *self.extra_flags]
 
     def start(self, index: int, timeout: float = 120.0) -> Replica:
@@ -98,22 +88,3 @@ class ReplicaSet:
         except (OSError, TypeError):
             return None
         return None
-
-
-def request_counts(rest: str, model: str, timeout: float = 2.0) -> Optional[dict[str, float]]:
-    """The replica's own count of answered requests for `model`, by entrypoint ({"GRPC": n, "REST": m}),
-    from its Prometheus metrics; None when it cannot be read (the replica is down)."""
-    try:
-        with urllib.request.urlopen(rest + METRICS_PATH, timeout=timeout) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != REQUEST_COUNT:
-            continue
-        for sample in family.samples:
-            if sample.name == REQUEST_COUNT + "_count" and sample.labels.get("model_name") == model:
-                entry = sample.labels.get("entrypoint", "")
-                counts[entry] = counts.get(entry, 0.0) + sample.value
-    return counts

@@ -17,13 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
 from kit import agreement
 from kit import rollout as ro
-from kit.replica_set import ReplicaSet, request_counts
+from kit.replica_set import ReplicaSet
 from kit.soak_report import Answer, report, summarize  # noqa: F401  (report: what tasks.soak prints)
 
 MODEL = "soak"
@@ -93,21 +93,20 @@ class Traffic:
             y, replica, retries = call()
             self.answers.append(Answer(started, time.monotonic(), protocol, round(y - 0.5, 3), "", replica, retries))
         except Exception as exc:  # counted as a failed request
-            self.answers.append(Answer(started, time.monotonic(), protocol, None, repr(exc)[:200]))
+            self.answers.append(Answer(started, time.monotonic(), protocol, None, repr(exc)[:200],
+                                       retries=getattr(exc, "retries", 0)))
 
     def _rest(self) -> None:
-        from client.balancing import RestReplicas
+        from client import rest
 
-        clients = RestReplicas(self.endpoints.ready)
-        path = f"/v1/models/{MODEL}/labels/stable:predict"
-        body = {"instances": [[1.0]]}
+        path, body = f"/v1/models/{MODEL}/labels/stable:predict", {"instances": [[1.0]]}
+        with rest.Replicas(self.endpoints.all, ready=self.endpoints.ready) as replicas:
+            def call():
+                reply = replicas.predict(path, body, timeout=30)
+                return reply.answer["predictions"][0][0], self.endpoints.all.index(reply.replica), reply.retries
 
-        def call():
-            answer = clients.post(path, body, timeout=30)
-            return answer.json["predictions"][0][0], self.endpoints.all.index(answer.replica), answer.retries
-
-        while not self._stop.is_set():
-            self._record("rest", call)
+            while not self._stop.is_set():
+                self._record("rest", call)
 
     def _grpc(self, addresses: list[str]) -> None:
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -119,12 +118,12 @@ class Traffic:
         request.model_spec.name = MODEL
         request.model_spec.version_label = "stable"
         request.inputs["x"].CopyFrom(from_numpy(np.array([[1.0]], np.float32)))
-        with balancing.channel(addresses) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with balancing.SerialChannel(addresses) as channel:  # round_robin over every replica
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel.channel)
 
             def call():
-                response, rpc = stub.Predict.with_call(request, timeout=30)
-                return response.outputs["y"].float_val[0], None, balancing.retries(rpc)
+                traced = channel.call(lambda: stub.Predict(request, timeout=30))
+                return traced.result.outputs["y"].float_val[0], addresses.index(traced.replica), traced.retries
 
             while not self._stop.is_set():
                 self._record("grpc", call)
@@ -137,37 +136,6 @@ class Traffic:
         self._stop.set()
         for t in self._threads:
             t.join(60)
-
-
-class CountSampler(threading.Thread):
-    """Each replica's own count of gRPC requests answered (its Prometheus metrics), read every
-    `every` s; a restarted replica starts from 0, so growth is summed between readings."""
-
-    def __init__(self, rests: list[str], every: float = 0.5):
-        super().__init__(daemon=True)
-        self.rests, self.every = rests, every
-        self.totals = [0.0] * len(rests)
-        self._last: list[Optional[float]] = [None] * len(rests)
-        self._halt = threading.Event()
-
-    def read(self) -> None:
-        for i, rest in enumerate(self.rests):
-            counts = request_counts(rest, MODEL)
-            if counts is None:
-                continue
-            now = counts.get("GRPC", 0.0)
-            last = self._last[i]
-            self.totals[i] += now if last is None or now < last else now - last
-            self._last[i] = now
-
-    def run(self) -> None:
-        while not self._halt.wait(self.every):
-            self.read()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-        self.read()
 
 
 def _labels_answered(labels: dict[str, int]) -> agreement.Check:
@@ -205,13 +173,11 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
     rests = [r.rest for r in servers.replicas]
     endpoints = Endpoints(rests)
     traffic = Traffic(endpoints, [r.grpc for r in servers.replicas], rest_clients, grpc_clients)
-    sampler = CountSampler(rests)
     events, kills = [], []  # rollout steps; stops and kills (seconds since t0)
     t0 = time.monotonic()
     try:
         servers.start_all()
         traffic.start()
-        sampler.start()
         time.sleep(1.0)
         next_b, made = 2, 0
         for action in actions:
@@ -252,11 +218,9 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
     finally:
         duration = time.monotonic() - t0
         traffic.stop()
-        sampler.stop()
         rss = {str(i): servers.rss_mb(i) for i in range(replicas)}
         servers.stop_all()
-    return summarize(out, traffic.answers, events, b_of, t0, kills, replicas,
-                     grpc_per_replica=sampler.totals, rss_mb=rss, duration=duration)
+    return summarize(out, traffic.answers, events, b_of, t0, kills, replicas, rss_mb=rss, duration=duration)
 
 
 def _kill(servers: ReplicaSet, lost: dict, t0: float) -> None:

@@ -20,8 +20,8 @@ class Answer:
     protocol: str
     b: Optional[float]  # the version's offset b (0.5 * x + b); None: failed
     error: str = ""
-    replica: Optional[int] = None  # which replica answered (REST: known to the client; gRPC: not)
-    retries: int = 0  # attempts beyond the first (REST: on another replica; gRPC: its retry policy)
+    replica: Optional[int] = None  # which replica answered
+    retries: int = 0  # attempts beyond the first (REST: on another replica; gRPC: its retry policy, by channelz)
 
 
 def _pct(values, q) -> Optional[float]:
@@ -42,8 +42,7 @@ def spread(counts: list[float]) -> dict:
 
 
 def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float, kills: Optional[list] = None,
-              replicas: int = 1, grpc_per_replica: Optional[list] = None, rss_mb: Optional[dict] = None,
-              duration: Optional[float] = None) -> dict:
+              replicas: int = 1, rss_mb: Optional[dict] = None, duration: Optional[float] = None) -> dict:
     """`events`: rollout steps {"action", "started", "acknowledged", "stable", ...} in seconds since t0;
     `kills`: {"signal", "replica", "at", "back"} (seconds since t0: the kill, the replica serving again)."""
     kills = kills or []
@@ -67,7 +66,8 @@ def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float, kil
 
     near = _ms([a for a in answers if near_switch(a)])
     latencies = _ms(answers)
-    rest_per_replica = [sum(1 for a in answers if a.protocol == "rest" and a.replica == i) for i in range(replicas)]
+    per_replica = {p: [sum(1 for a in ok if a.protocol == p and a.replica == i) for i in range(replicas)]
+                   for p in ("rest", "grpc")}
     summary = {
         "replicas": replicas,
         "requests": len(answers), "failed": len(failed), "wrong_version_after_ack": wrong,
@@ -78,8 +78,8 @@ def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float, kil
         "latency_ms": {"p50": _pct(latencies, 50) or 0.0, "p99": _pct(latencies, 99) or 0.0},
         "latency_around_switches_ms": {"p50": _pct(near, 50), "p99": _pct(near, 99)},
         "agreement_s": [e.get("agreement_s") for e in events],
-        "requests_per_replica": {"rest": rest_per_replica, "grpc": grpc_per_replica},
-        "grpc_spread": spread(grpc_per_replica) if grpc_per_replica and replicas > 1 else None,
+        "requests_per_replica": per_replica,
+        "grpc_spread": spread(per_replica["grpc"]) if replicas > 1 else None,
         "kills": [_kill_window(k, answers, t0) for k in kills],
         "rss_mb": rss_mb or {},
         "rss_mb_after_each_switch": [e["rss_mb"] for e in events if "rss_mb" in e],

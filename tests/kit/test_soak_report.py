@@ -83,19 +83,19 @@ KILLS = [{"signal": "SIGTERM", "replica": 1, "at": 1.5, "back": 2.0},
 
 
 def test_replicas_are_counted_apart_and_each_kill_gets_its_window(tmp_path):
-    answers = [answer(1.0, 1.0, replica=0), answer(1.2, 1.0, replica=1), answer(2.7, 1.0, "grpc"),
-               answer(4.3, 1.0, replica=0, retries=1, ms=30.0), answer(5.0, 2.0, replica=1), answer(9.0, 2.0, "grpc")]
-    summary = soak_report.summarize(tmp_path, answers, EVENTS, B_OF, T0, KILLS, replicas=3,
-                                    grpc_per_replica=[100, 90, 110], duration=10.0)
-    assert summary["requests_per_replica"] == {"rest": [2, 2, 0], "grpc": [100, 90, 110]}
-    assert summary["retries"] == {"rest": 1, "grpc": 0} and summary["throughput_rps"] == 0.6
-    assert summary["grpc_spread"] == {"mean": 100.0, "deviation": [0.0, -0.1, 0.1], "max_deviation": 0.1,
+    grpc = [answer(9.0 + i / 100, 2.0, "grpc", replica=r) for i, r in enumerate([0] * 10 + [1] * 9 + [2] * 11)]
+    answers = [answer(1.0, 1.0, replica=0), answer(1.2, 1.0, replica=1), answer(2.7, 1.0, "grpc", replica=2),
+               answer(4.3, 1.0, replica=0, retries=1, ms=30.0), answer(5.0, 2.0, replica=1), *grpc]
+    summary = soak_report.summarize(tmp_path, answers, EVENTS, B_OF, T0, KILLS, replicas=3, duration=10.0)
+    assert summary["requests_per_replica"] == {"rest": [2, 2, 0], "grpc": [10, 9, 12]}
+    assert summary["retries"] == {"rest": 1, "grpc": 0} and summary["throughput_rps"] == 3.5
+    assert summary["grpc_spread"] == {"mean": 10.3, "deviation": [-0.032, -0.129, 0.161], "max_deviation": 0.161,
                                       "within_limit": True}
     term, lost = summary["kills"]
     assert (term["requests"], term["retries"], term["failed"]) == (3, 0, 0)  # 0.5 s to 3.0 s
     assert (lost["requests"], lost["retries"], lost["p99_ms"]) == (2, 1, pytest.approx(29.8))  # 3.2 s to 7.0 s
     line, failure = soak_report.report(summary, tmp_path, wanted=2)
-    assert failure is None and line.startswith("replicas 3, requests 6, failed 0, retries 1,")
+    assert failure is None and line.startswith("replicas 3, requests 35, failed 0, retries 1,")
     assert "latency.png" in line and (tmp_path / "latency.png").stat().st_size > 1000
 
 
@@ -107,11 +107,11 @@ def test_a_retry_around_a_graceful_stop_fails_the_soak(tmp_path):
 
 
 def test_grpc_spread_beyond_a_quarter_of_the_mean_fails_the_soak(tmp_path):
-    summary = soak_report.summarize(tmp_path, [answer(1.0, 1.0)], EVENTS, B_OF, T0, replicas=3,
-                                    grpc_per_replica=[130, 100, 70])
+    answers = [answer(1.0, 1.0, "grpc", replica=r) for r in [0] * 13 + [1] * 10 + [2] * 7]
+    summary = soak_report.summarize(tmp_path, answers, EVENTS, B_OF, T0, replicas=3)
     assert summary["grpc_spread"]["max_deviation"] == 0.3
     assert soak_report.report(summary, tmp_path)[1] == (
-        "soak: gRPC requests per replica [130, 100, 70] deviate up to 30% from the mean (limit 25%)")
+        "soak: gRPC requests per replica [13, 10, 7] deviate up to 30% from the mean (limit 25%)")
 
 
 def test_a_wrong_version_is_counted_against_the_replica_that_answered(tmp_path):
