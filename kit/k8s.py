@@ -70,7 +70,6 @@ def cluster_flags(cpu_limit: int) -> dict[str, Optional[str]]:
         "monitoring_config_file": f"{CONFIG_DIR}/monitoring.config",  # Prometheus metrics; also the readiness URL
         "enable_batching": None,  # many clients share a pod: merge their concurrent requests
         "batching_parameters_file": f"{CONFIG_DIR}/batching.config",
-        "enable_grpc_healthcheck_service": None,  # the liveness probe's grpc.health.v1
         # GOAWAY after 30 s: clients of the headless Service re-resolve and find new pods.
         "grpc_channel_arguments": "grpc.max_connection_age_ms=30000,grpc.max_connection_age_grace_ms=10000",
         **thread_flags(cpu_limit),

@@ -46,7 +46,7 @@ class ReplicaSet:
         return [sys.executable, "-m", "pyserving", f"--port={replica.grpc_port}",
                 f"--rest_api_port={replica.rest_port}",
                 f"--model_config_file={self.config}", "--model_config_file_poll_wait_seconds=1",
-                "--file_system_poll_wait_seconds=1",
+                "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service",
                 "--pyserving_listen_address=127.0.0.1", *self.extra_flags]
 
     def start(self, index: int, timeout: float = 120.0) -> Replica:

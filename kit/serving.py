@@ -25,6 +25,9 @@ WAIT_NOTE_EVERY = 5.0  # seconds between "still waiting" lines while a server st
 # minutes (and a bad model at start-up from failing for as long); the kit's server retries once,
 # 2 s later, so a bad version ends in END with its error within seconds. Every backend takes them.
 LOAD_RETRY_FLAGS = ("--max_num_load_retries=1", "--load_retry_interval_micros=2000000")
+# grpc.health.v1, for the kit's balancing clients (client/balancing.py: client-side health
+# checking) and Kubernetes' grpc probe; TF Serving has it since 2.15.1.
+HEALTH_FLAG = "--enable_grpc_healthcheck_service"
 LOOPBACK, EVERY_INTERFACE = "127.0.0.1", "0.0.0.0"
 HOSTS = (LOOPBACK, EVERY_INTERFACE)  # the kit's own clients connect to 127.0.0.1: either works for them
 
@@ -75,7 +78,7 @@ def serve_command(backend: str, config_file: Optional[Path] = None, grpc_port: i
         raise ValueError(f"host must be {LOOPBACK} (this machine only) or {EVERY_INTERFACE} (every interface), "
                          f"got {host!r}: the kit's own clients connect to {LOOPBACK}")
     config_file = config_file or paths.MODEL_CONFIG
-    flags = ["--model_config_file_poll_wait_seconds=1", *LOAD_RETRY_FLAGS, *extra_flags]
+    flags = ["--model_config_file_poll_wait_seconds=1", *LOAD_RETRY_FLAGS, HEALTH_FLAG, *extra_flags]
     if backend == "native":
         # pyserving's own flag; without it pyserving binds every interface, as TF Serving does
         listen = [f"--pyserving_listen_address={host}"] if host != EVERY_INTERFACE else []

@@ -155,44 +155,42 @@ def comparison(summaries: dict, path: Path) -> list[str]:
 
 
 def plot(path: Path, answers: list, events: list, t0: float, kills: Optional[list] = None, replicas: int = 1) -> None:
+    """Latency over time, one panel per replica (the requests it answered), rollout steps as lines,
+    each stop or kill shaded from the signal until the replica served again."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    colours = plt.get_cmap("tab10")
-    series = [("grpc", None, "tab:gray", "gRPC (round_robin over every replica)")]
-    if replicas > 1:
-        series += [("rest", i, colours(i), f"REST, replica {i}") for i in range(replicas)]
-    else:
-        series = [("rest", None, "tab:blue", "REST"), ("grpc", None, "tab:green", "gRPC")]
-    for protocol, replica, colour, label in series:
-        pts = [(a.started - t0, (a.ended - a.started) * 1000) for a in answers
-               if a.protocol == protocol and a.b is not None and (replica is None or a.replica == replica)]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.scatter(xs, ys, s=2, alpha=0.4, color=colour, label=f"{label} (label stable)")
-    bad = [(a.started - t0, (a.ended - a.started) * 1000) for a in answers if a.b is None]
-    if bad:
-        ax.scatter(*zip(*bad), s=12, color="red", marker="x", label="failed")
+    fig, axes = plt.subplots(replicas, 1, figsize=(11, 1.2 + 2.3 * replicas), sharex=True, squeeze=False)
     step_colours = {"canary": "orange", "promote": "purple", "rollback": "black"}
-    for e in events:
-        ax.axvline(e["acknowledged"], color=step_colours[e["action"]], lw=0.8, alpha=0.7)
-    for action, colour in step_colours.items():
-        ax.plot([], [], color=colour, label=f"{action} acknowledged")
-    for k in kills or []:
-        colour = "tab:red" if k["signal"] == "SIGKILL" else "tab:cyan"
-        ax.axvspan(k["at"], k["back"], color=colour, alpha=0.15)
-        ax.annotate(f"{k['signal']} r{k['replica']}", (k["at"], 1.02), xycoords=("data", "axes fraction"),
-                    fontsize=7, color=colour)
-    ax.set_yscale("log")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("latency (ms)")
-    title = f"Soak: {len(answers)} requests, {len(events)} switches"
-    ax.set_title(title + (f", {replicas} replicas (shaded: a replica stopped until it serves again)"
-                          if replicas > 1 else ""), fontsize=10)
-    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    for index, ax in enumerate(axes[:, 0]):
+        mine = [a for a in answers if replicas == 1 or a.replica == index]
+        for protocol, colour in (("rest", "tab:blue"), ("grpc", "tab:green")):
+            pts = [(a.started - t0, (a.ended - a.started) * 1000) for a in mine if a.protocol == protocol and a.b]
+            if pts:
+                ax.scatter(*zip(*pts), s=2, alpha=0.35, color=colour, label=f"{protocol} (label stable)")
+        bad = [(a.started - t0, (a.ended - a.started) * 1000) for a in answers
+               if a.b is None and (replicas == 1 or a.replica in (index, None))]
+        if bad:
+            ax.scatter(*zip(*bad), s=14, color="red", marker="x", label="failed")
+        for e in events:
+            ax.axvline(e["acknowledged"], color=step_colours[e["action"]], lw=0.7, alpha=0.6)
+        for k in kills or []:
+            if k["replica"] == index:
+                colour = "tab:red" if k["signal"] == "SIGKILL" else "tab:cyan"
+                ax.axvspan(k["at"], k["back"], color=colour, alpha=0.2, label=f"{k['signal']}, until serving again")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(f"replica {index}: {len(mine)} requests answered" if replicas > 1 else
+                     f"Soak: {len(answers)} requests, {len(events)} switches", fontsize=9, loc="left")
+        for action, colour in step_colours.items():
+            ax.plot([], [], color=colour, label=f"{action} acknowledged")
+        ax.legend(loc="upper right", fontsize=6, markerscale=4, ncol=2)
+    if replicas > 1:
+        fig.suptitle(f"Soak over {replicas} replicas: {len(answers)} requests, {len(events)} switches "
+                     "(gRPC round_robin; REST spread over the replicas in rotation)", fontsize=10)
+    axes[-1, 0].set_xlabel("seconds since start")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

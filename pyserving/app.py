@@ -7,6 +7,7 @@ finish, and unloads. cli.main runs it as a process, with TF Serving's exit codes
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from pyserving import config_files, gc_policy
@@ -21,6 +22,7 @@ from pyserving.runtime.loader import Loader, SessionOptions
 from pyserving.settings import Settings
 
 logger = logging.getLogger("pyserving")
+HEALTH_NOTICE_S = 0.5  # NOT_SERVING before the edges stop: a health watch hears it within milliseconds
 
 
 class ModelServer:
@@ -113,6 +115,11 @@ class ModelServer:
         logger.info("Exporting HTTP/REST API at:localhost:%d ...", s.rest_api_port)
 
     def stop(self, grace_s: float = 10.0) -> None:
+        # Health-checking gRPC clients hear NOT_SERVING first and move to other replicas while this
+        # one still answers: once it stops accepting, calls that had reached it but no handler yet
+        # would end CANCELLED (grpc/grpc#41785), and such clients send none by then.
+        if self.grpc_server is not None and self.grpc_server.not_serving():
+            time.sleep(min(HEALTH_NOTICE_S, grace_s))
         # Both edges stop accepting at once and drain side by side: one after the other, the
         # second would keep accepting new requests while the first drained.
         edges = [edge for edge in (self.grpc_server, self.rest) if edge is not None]

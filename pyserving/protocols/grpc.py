@@ -11,6 +11,7 @@ other handlers run on a pool thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -255,14 +256,51 @@ def channel_arguments(text: str) -> list[tuple[str, object]]:
     return args
 
 
+HEALTH_SERVICES = ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService",
+                   "ModelService", "PredictionService")
+
+
+def draining_health():
+    """The health servicer of --enable_grpc_healthcheck_service (grpc_health imported only then)."""
+    from grpc_health.v1 import health
+
+    class DrainingHealth(health.aio.HealthServicer):
+        """grpc.health.v1 on the server's loop, whose Watch streams end once the server is going
+        away (after they said NOT_SERVING): open ones would otherwise hold the drain for its whole
+        grace period, as the stop waits for every RPC."""
+
+        def __init__(self):
+            super().__init__()
+            self._draining = asyncio.Event()
+
+        async def Watch(self, request, context):
+            watch = asyncio.ensure_future(super().Watch(request, context))
+            draining = asyncio.ensure_future(self._draining.wait())
+            await asyncio.wait({watch, draining}, return_when=asyncio.FIRST_COMPLETED)
+            draining.cancel()
+            if not watch.done():
+                await asyncio.sleep(0.05)  # its NOT_SERVING is written first
+                watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+        async def enter_graceful_shutdown(self) -> None:
+            await super().enter_graceful_shutdown()
+            self._draining.set()
+
+    return DrainingHealth()
+
+
 class LoopServer:
     """A grpc.aio server on an event loop thread of its own, driven from plain threads.
 
     The app calls listen() (binds, starts, logs as TF Serving does) and stop(grace).
     """
 
-    def __init__(self, make_server: Callable[[], "grpc.aio.Server"], pool: futures.ThreadPoolExecutor):
+    def __init__(self, make_server: Callable[[], "grpc.aio.Server"], pool: futures.ThreadPoolExecutor,
+                 health=None):
         self._pool = pool
+        self.health = health  # the grpc.health.v1 servicer, when --enable_grpc_healthcheck_service
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=run_until_stopped, args=(self._loop,), name="grpc-loop", daemon=True)
         self._thread.start()
@@ -304,6 +342,18 @@ class LoopServer:
     def start(self) -> None:
         asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result()
 
+    def run(self, coroutine):
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def not_serving(self) -> bool:
+        """Tell health-checking clients (gRPC client-side health checking, a `grpc:` probe) that this
+        server is going away: every service NOT_SERVING from now on. False without a health service."""
+        if self.health is None:
+            return False
+        self.run(self.health.enter_graceful_shutdown())
+        return True
+
     def stop(self, grace: Optional[float]) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to `grace` s, then end and close the loop."""
         asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result()
@@ -331,6 +381,7 @@ def build_server(
         *channel_args,
     ]
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
+    health_servicer = draining_health() if health else None
 
     def make_server():
         server = grpc.aio.server(migration_thread_pool=pool, options=options)
@@ -339,15 +390,20 @@ def build_server(
                                tensor_content_outputs, max_elements=max_message_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane, metrics), server)
-        if health:
-            from grpc_health.v1 import health as health_mod
-            from grpc_health.v1 import health_pb2, health_pb2_grpc
+        if health_servicer is not None:
+            from grpc_health.v1 import health_pb2_grpc
 
-            servicer = health_mod.HealthServicer()
-            for service in ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService",
-                            "ModelService", "PredictionService"):
-                servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-            health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         return server
 
-    return LoopServer(make_server, pool)
+    if health_servicer is not None:
+        from grpc_health.v1 import health_pb2
+
+        serving_now = [(service, health_pb2.HealthCheckResponse.SERVING) for service in HEALTH_SERVICES]
+    loop_server = LoopServer(make_server, pool, health_servicer)
+    if health_servicer is not None:
+        for service, status in serving_now:
+            loop_server.run(health_servicer.set(service, status))
+    return loop_server
+
+

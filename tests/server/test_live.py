@@ -39,7 +39,7 @@ from tests.helpers import (
 # need are started when the module begins, all at once, so that their start-ups overlap; each
 # test then waits for its own.
 SLOW = ("cannot_load", "warmup_fails", "tf_serving_bad_model", "parity_server", "empty_base_server", "drain_server",
-        "gated_server")
+        "gated_server", "health_server")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -121,6 +121,14 @@ def empty_base_server(tmp_path_factory, stopped_at_end):
 def drain_server(exported, tmp_path_factory, stopped_at_end):
     server = launch(tmp_path_factory.mktemp("drain"), [f"--model_base_path={exported / 'hp2'}", "--model_name=m"],
                     wait=False)
+    stopped_at_end.append(server)
+    return server
+
+
+@pytest.fixture(scope="module")
+def health_server(exported, tmp_path_factory, stopped_at_end):
+    server = launch(tmp_path_factory.mktemp("health"), [f"--model_base_path={exported / 'hp2'}", "--model_name=m",
+                                                         "--enable_grpc_healthcheck_service"], wait=False)
     stopped_at_end.append(server)
     return server
 
@@ -298,3 +306,25 @@ def test_request_on_a_connection_opened_before_sigterm_is_answered(drain_server)
     assert resp.getheader("Connection") == "close"
     conn.close()
     assert server.process.proc.wait(30) == 0
+
+
+@pytest.mark.flags("enable_grpc_healthcheck_service")
+def test_sigterm_says_not_serving_to_health_watchers_first_and_their_watch_does_not_hold_the_exit(health_server):
+    """gRPC clients that health-check (client-side health checking, Envoy, a grpc probe) hear
+    NOT_SERVING while the server still answers, so they stop sending before it stops accepting;
+    their open Watch streams then end, rather than holding the drain for its whole grace period."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = health_server
+    server.wait_ready()
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        server.process.proc.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert grpc_predict(server, [[1.0]]) == [[2.5]]  # still answering while watchers move away
+        assert list(watch) == []  # the stream ends (OK), it is not left open
+        assert watch.code() == grpc.StatusCode.OK
+    assert server.process.proc.wait(30) == 0
+    log = server.process.log()
+    assert "Shutting down: finishing in-flight requests" in log and "Server stopped" in log
