@@ -82,3 +82,34 @@ def test_each_inv_deploy_step_runs_with_dry_run(job, tmp_path):
         overlay = next(a for a in argv if a.startswith("--overlay=")).split("=")[1]
         assert f"kubectl apply -f {tmp_path / 'build' / 'deploy' / overlay}.yaml" in proc.stdout
         assert "0 problems" in proc.stdout
+
+
+def rollout_steps(job: dict) -> list[list[str]]:
+    return [shlex.split(line.split("#")[0]) for line in run_lines(job)
+            if re.match(r"^\.venv/bin/inv (publish|canary|promote|rollback)\b", line)]
+
+
+def test_each_rollout_step_goes_to_the_cluster_and_runs_with_dry_run(job, tmp_path):
+    from kit import rollout
+    from pyserving.examples import half_plus_two
+
+    steps = rollout_steps(job)
+    assert [argv[1] for argv in steps] == ["publish", "canary", "promote", "rollback"]
+    assert all("--target=k8s" in argv and "--namespace=kit-py" in argv for argv in steps)  # publish pins there too
+    build = tmp_path / "build"
+    for v in (1, 2):
+        half_plus_two.write_tf1(str(build / "models" / "svm"), v)
+    config = build / "models" / "models.config"
+    env = {**os.environ, "KIT_BUILD_DIR": str(build), "KUBECONFIG": os.devnull}
+    # Each step from the state the one before it leaves (a dry run changes nothing itself).
+    states = {"canary": rollout.Rollout("svm", str(build / "models" / "svm"), stable=1),
+              "promote": rollout.Rollout("svm", str(build / "models" / "svm"), stable=1, canary=2),
+              "rollback": rollout.Rollout("svm", str(build / "models" / "svm"), stable=2, previous=1)}
+    for argv in steps[1:]:
+        rollout.write_config(config, [], states[argv[1]])
+        rollout.save_state(config, states[argv[1]])
+        proc = subprocess.run([str(VENV_BIN / "inv"), *argv[1:], "--dry-run"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{argv[1]}: (dry run) svm " in proc.stdout and "on k8s namespace kit-py:" in proc.stdout
+        assert proc.stdout.count("apply --namespace kit-py -f -") == 2  # step 1 and step 2 ConfigMaps
