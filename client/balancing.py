@@ -131,11 +131,13 @@ def _top_channels() -> list[dict]:
 def _register(make, target: str):
     # channelz names a channel by its target only, so the new channel is the id that appears for
     # that target while it is made; a lock keeps two of our channels from appearing at once.
+    # A target without a scheme is named with gRPC's default resolver's: dns:///127.0.0.1:8500.
+    names = {target} if target.startswith(_SCHEMES) else {target, f"dns:///{target}"}
     with _creating:
-        before = {c["ref"]["channelId"] for c in _top_channels() if c["data"].get("target") == target}
+        before = {c["ref"]["channelId"] for c in _top_channels() if c["data"].get("target") in names}
         made = make()
         new = [int(c["ref"]["channelId"]) for c in _top_channels()
-               if c["data"].get("target") == target and c["ref"]["channelId"] not in before]
+               if c["data"].get("target") in names and c["ref"]["channelId"] not in before]
         if new:
             _channelz_ids[made] = max(new)
         return made

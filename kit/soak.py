@@ -83,9 +83,19 @@ class Traffic:
         self.answers: list[Answer] = []
         self._stop = threading.Event()
         self.endpoints = endpoints
-        self._threads = [threading.Thread(target=self._rest, daemon=True) for _ in range(rest_clients)]
-        self._threads += [threading.Thread(target=self._grpc, args=(grpc_addresses,), daemon=True)
+        self._threads = [threading.Thread(target=self._client, args=("rest", self._rest), daemon=True)
+                         for _ in range(rest_clients)]
+        self._threads += [threading.Thread(target=self._client, args=("grpc", self._grpc, grpc_addresses), daemon=True)
                           for _ in range(grpc_clients)]
+
+    def _client(self, protocol: str, loop, *args) -> None:
+        """A client thread; one that cannot even start its loop counts as a failed request, so a
+        soak never passes on one protocol alone."""
+        try:
+            loop(*args)
+        except Exception as exc:
+            now = time.monotonic()
+            self.answers.append(Answer(now, now, protocol, None, f"client did not start: {exc!r}"[:200]))
 
     def _record(self, protocol: str, call: Callable[[], tuple]) -> None:
         started = time.monotonic()

@@ -1,6 +1,7 @@
 """`inv serve --replicas=3`: three live servers sharing one models.config, driven by the kit's tasks
 as an operator would; rollout steps return once every replica answers the new labels, and a
-replica that is down is named, not counted as agreeing. The soak over replicas is in test_soak_task.py."""
+replica that is down is named, not counted as agreeing. Then the soak over three replicas, one
+stopped gracefully and one killed mid-step."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+from kit import soak
 from kit.process import free_port, pid_alive, port_open
 from pyserving.examples import half_plus_two
 from tests.helpers import ROOT, rest_predict, wait_for
@@ -81,3 +83,21 @@ def test_three_replicas_agree_on_every_step_and_a_dead_one_is_named(tmp_path):
         inv(build, "serve", "--stop")
     assert not (build / "server.json").exists()
     assert not any(pid_alive(r["pid"]) for r in state["replicas"])
+
+
+def test_a_soak_over_three_replicas_loses_nothing_when_one_is_stopped_and_one_killed(tmp_path):
+    summary = soak.run(tmp_path / "soak", switches=6, max_seconds=150, replicas=3, say=lambda _m: None)
+    assert summary["switches"] == 6
+    assert summary["failed"] == 0, summary["first_errors"]
+    assert summary["wrong_version_after_ack"] == 0  # the restarted replicas too: counted by replica
+    term, lost = summary["kills"]
+    assert (term["signal"], term["replica"], term["exit_code"], term["failed"]) == ("SIGTERM", 1, 0, 0)
+    assert (lost["signal"], lost["replica"], lost["failed"]) == ("SIGKILL", 2, 0)
+    assert lost["back"] > lost["at"] > term["back"] > term["at"]
+    killed_step = next(e for e in summary["events"] if e["down"])  # the step replica 2 died in
+    assert killed_step["agreed"] == 2 and len(killed_step["down"]) == 1
+    assert all(e["agreed"] == 3 for e in summary["events"] if e is not killed_step)
+    # Every replica answered both protocols, and gRPC's round_robin spread its calls evenly.
+    assert all(n > 0 for p in ("rest", "grpc") for n in summary["requests_per_replica"][p])
+    assert summary["grpc_spread"]["within_limit"], summary["grpc_per_replica_all_up"]
+    assert (tmp_path / "soak" / "latency.png").stat().st_size > 10_000

@@ -22,5 +22,7 @@ def test_inv_soak_reports_and_fails_when_it_made_no_switch(tmp_path, monkeypatch
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "build" / "soak" / "summary.json").read_text())
     assert summary["switches"] == 0 and summary["requests"] > 0 and summary["failed"] == 0
-    assert f"requests {summary['requests']}, failed 0, wrong version after ack 0, switches 0 of 1, " in out
+    assert (f"replicas 1, requests {summary['requests']}, failed 0, retries 0, wrong version after ack 0, "
+            "switches 0 of 1, ") \
+        in out
     assert "no switch made" in out and "[soak] time limit of 0 s reached" in out

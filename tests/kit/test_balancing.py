@@ -114,6 +114,15 @@ def test_a_retryable_status_is_retried_on_another_replica_and_others_are_not(sta
     assert seen.retries == 0 and seen.failed == 3 and seen.answered == {invalid: 0, answering: 3}
 
 
+def test_one_server_is_traced_too(stand_ins):
+    """A lone host:port is passed through as its target, which channelz names dns:///host:port."""
+    [answering] = stand_ins(None)
+    with balancing.SerialChannel([answering]) as serial:
+        stub = prediction_stub(serial.channel)
+        traced = [serial.call(lambda: stub.Predict(predict_request("m", [[1.0]]), timeout=30)) for _ in range(3)]
+    assert [(t.replica, t.retries) for t in traced] == [(answering, 0)] * 3
+
+
 @pytest.fixture
 def replicas(exported, tmp_path, start_server):
     """start(n, **per-index args) -> n live servers of model "m" (hp2) with Prometheus metrics,
