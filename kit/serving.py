@@ -207,10 +207,15 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
         state["replicas"].append(replica)
         server_state.write_text(json.dumps(state))  # recorded at once: a failure later still stops it
     _wait_serving(state, timeout, note_every, run, say)
-    for replica in state["replicas"]:
-        say(f"serving ({backend}) on gRPC 127.0.0.1:{replica['grpc_port']} and REST "
-            f"http://127.0.0.1:{replica['rest_port']}" + (f", pid {replica['pid']}" if "pid" in replica else ""))
-    say(listening_note(backend, host) + (f"; {replicas} replicas share {paths.MODEL_CONFIG}" if replicas > 1 else ""))
+    lines = [f"serving ({backend}) on gRPC 127.0.0.1:{replica['grpc_port']} and REST "
+             f"http://127.0.0.1:{replica['rest_port']}" + (f", pid {replica['pid']}" if "pid" in replica else "")
+             for replica in state["replicas"]]
+    if replicas == 1:
+        say(f"{lines[0]}; {listening_note(backend, host)}")
+    else:
+        for line in lines:
+            say(line)
+        say(f"{listening_note(backend, host)}; {replicas} replicas share {paths.MODEL_CONFIG}")
     return state
 
 

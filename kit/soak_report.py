@@ -88,7 +88,8 @@ def summarize(out: Path, answers: list, events: list, b_of: dict, t0: float, kil
         "grpc_spread": spread(steady_grpc) if replicas > 1 else None,
         "kills": [_kill_window(k, answers, t0) for k in kills],
         "rss_mb": rss_mb or {},
-        "rss_mb_after_each_switch": [e["rss_mb"] for e in events if "rss_mb" in e],
+        # every replica's resident memory added up, after each switch (events keep it per replica)
+        "rss_mb_after_each_switch": [_total(e["rss_mb"]) for e in events if "rss_mb" in e],
         "events": events,
         "first_errors": [a.error for a in failed[:5]],
     }
@@ -106,6 +107,10 @@ def _kill_window(kill: dict, answers: list, t0: float) -> dict:
             "retries": sum(a.retries for a in inside), "p50_ms": _pct(ms, 50), "p99_ms": _pct(ms, 99)}
 
 
+def _total(rss) -> float:
+    return round(sum(v for v in rss.values() if v), 1) if isinstance(rss, dict) else rss
+
+
 def report(summary: dict, out: Path, wanted: int | None = None) -> tuple[str, str | None]:
     """What `inv soak` prints, and why the soak failed (None when it passed): a request that failed,
     an answer from another version than the stable one once a switch was acknowledged, no switch
@@ -113,10 +118,7 @@ def report(summary: dict, out: Path, wanted: int | None = None) -> tuple[str, st
     graceful stop (SIGTERM must need none), or gRPC requests spread unevenly over the replicas."""
     rss = summary["rss_mb_after_each_switch"]
     first, last = (rss[0], rss[-1]) if rss else (None, None)
-    rss_text = "no switch made"
-    if rss:
-        total = lambda r: sum(v for v in r.values() if v) if isinstance(r, dict) else r  # noqa: E731
-        rss_text = f"rss after switches {total(first):.0f} -> {total(last):.0f} MB"
+    rss_text = f"rss after switches {first:.0f} -> {last:.0f} MB" if rss else "no switch made"
     line = (f"replicas {summary.get('replicas', 1)}, requests {summary['requests']}, failed {summary['failed']}, "
             f"retries {sum(summary.get('retries', {}).values())}, wrong version after ack "
             f"{summary['wrong_version_after_ack']}, switches {summary['switches']}"

@@ -13,8 +13,8 @@ from kit import soak_report
 T0 = 100.0
 B_OF = {1: 1.0, 2: 2.0}  # version -> the b its answers carry
 EVENTS = [  # times in seconds since T0, as run() records them
-    {"action": "canary", "started": 2.0, "acknowledged": 2.5, "stable": 1, "rss_mb": 300.0},
-    {"action": "promote", "started": 4.0, "acknowledged": 4.6, "stable": 2, "rss_mb": 310.0},
+    {"action": "canary", "started": 2.0, "acknowledged": 2.5, "stable": 1, "rss_mb": {"0": 200.0, "1": 100.0}},
+    {"action": "promote", "started": 4.0, "acknowledged": 4.6, "stable": 2, "rss_mb": {"0": 210.0, "1": 100.0}},
 ]
 
 
