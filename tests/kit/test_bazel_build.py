@@ -264,20 +264,6 @@ def test_unexpected_build_is_refused_and_not_retried(tmp_path):
 # --- tasks -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """Point the tasks at an empty repository root; fail if they probe docker."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    monkeypatch.setattr(bb, "REPO_ROOT", root)
-
-    def no_probe():
-        raise AssertionError("the engine must not be probed here")
-
-    monkeypatch.setattr(docker_tasks, "engine_status", no_probe)
-    return root
-
-
 def all_files(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*"))
 

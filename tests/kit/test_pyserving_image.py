@@ -26,7 +26,6 @@ from invoke import Collection, Context, MockContext, Program
 from invoke.runners import Result
 from packaging.utils import canonicalize_name
 
-from kit import bazel_build as bb
 from kit import docker_backend as db
 from kit import docker_tasks
 from kit import pyserving_image as pi
@@ -282,20 +281,6 @@ def test_entrypoint_with_a_model_config_file_ignores_the_image_defaults(exported
 
 
 # --- inv image --target=pyserving ---------------------------------------------------------------
-
-
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """Point the tasks at an empty repository root; fail if they probe docker."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    monkeypatch.setattr(bb, "REPO_ROOT", root)
-
-    def no_probe():
-        raise AssertionError("the engine must not be probed here")
-
-    monkeypatch.setattr(docker_tasks, "engine_status", no_probe)
-    return root
 
 
 def program(*argv: str) -> int:
