@@ -64,13 +64,16 @@ def unavailable(namespace: str, run: Run = k8s.run_kubectl) -> Optional[str]:
     return k8s.cluster_unavailable(run)
 
 
-def dry_run(config_file: Path, namespace: str, say: Callable[[str], None] = print) -> None:
-    """The commands a step runs on the cluster, and the ConfigMap it would apply (`config_file` as
-    written for the step, mapped to the pods' paths)."""
+def dry_run_pods(namespace: str, say: Callable[[str], None] = print) -> None:
+    """The commands a step runs first on the cluster: the ready pods, a port-forward to each."""
     say(f"$ {shlex.join([k8s.kubectl(), 'get', 'pods', '--namespace', namespace, '--selector', k8s.SELECTOR])}"
         "  # the ready pods")
     say(f"$ {shlex.join([k8s.kubectl(), 'port-forward', '--namespace', namespace, 'pod/<pod>', f':{k8s.REST_PORT}'])}"
-        "  # one per ready pod, stopped by pid afterwards")
+        "  # one per ready pod, for the whole step, stopped by pid afterwards")
+
+
+def dry_run_apply(config_file: Path, namespace: str, say: Callable[[str], None] = print) -> None:
+    """The ConfigMap a step applies: `config_file` as written for it, mapped to the pods' paths."""
     argv, manifest = configmap_command(config_file, namespace)
     say(f"$ {shlex.join(argv)}  # with this ConfigMap's models.config:")
     for line in json.loads(manifest)["data"][k8s.MODELS_CONFIG_KEY].splitlines():

@@ -120,13 +120,14 @@ def _dry_run(model: str, label: str, change, say, where: Target) -> None:
             f"shown here as the newest on disk, {now.current.stable}")
     say(f"{label}: (dry run) {model} {_roles(now.current)} -> {_roles(new)}; on {where.name}:")
     keep = sorted(set(now.current.versions()) | set(new.versions()))
+    k8s_rollout.dry_run_pods(where.namespace, say)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "models.config"
         for number, (versions, labels) in enumerate([(keep, now.current.labels()), (new.versions(), None)], 1):
             rollout.write_config(config, now.others, new, versions, labels)
             say(f"# step {number}: " + ("load versions %s, labels unchanged" % keep if number == 1 else
                                         "move the labels %s, retire the rest" % new.labels()))
-            k8s_rollout.dry_run(config, where.namespace, say)
+            k8s_rollout.dry_run_apply(config, where.namespace, say)
             say(f"# then wait until every ready pod answers ({'versions AVAILABLE' if number == 1 else 'each label'})"
                 f", at most {where.timeout:.0f} s")
 
