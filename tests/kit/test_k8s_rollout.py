@@ -83,10 +83,10 @@ def cluster(tmp_path, monkeypatch):
                                                               for i, p in enumerate(pods)}}))
         kubelet.start()
         yield SimpleNamespace(build=build, state=state, pods=pods)
-    finally:
-        kubelet.stop()
+    finally:  # the pods first, by their pids: nothing in the kubelet's stop may keep them alive
         for pod in pods:
             pod.stop()
+        kubelet.stop()
 
 
 def answers(pods, label: str) -> list[float]:
