@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kit import serving
 from kit.process import ServerProcess, free_ports
 
 
@@ -43,22 +44,24 @@ class ReplicaSet:
         self.replicas = [Replica(i, ports[2 * i], ports[2 * i + 1], logs / f"replica-{i}.log") for i in range(size)]
 
     def command(self, replica: Replica) -> list[str]:
-        return [sys.executable, "-m", "pyserving", f"--port={replica.grpc_port}",
-                f"--rest_api_port={replica.rest_port}",
-                f"--model_config_file={self.config}", "--model_config_file_poll_wait_seconds=1",
-                "--file_system_poll_wait_seconds=1", "--enable_grpc_healthcheck_service",
-                "--pyserving_listen_address=127.0.0.1", *self.extra_flags]
+        """`inv serve`'s native command and flags, run by this interpreter (`-m pyserving`: this
+        tree's code), with a 1-second file-system poll so published versions are seen at once."""
+        flags = serving.serve_command("native", self.config, replica.grpc_port, replica.rest_port)[1:]
+        return [sys.executable, "-m", "pyserving", *flags, "--file_system_poll_wait_seconds=1", *self.extra_flags]
+
+    def _spawn(self, replica: Replica) -> None:
+        replica.process = ServerProcess(self.command(replica), replica.log, ready_port=replica.rest_port).start()
 
     def start(self, index: int, timeout: float = 120.0) -> Replica:
         """Start replica `index` and wait until it serves (its ports open once its models are loaded)."""
         replica = self.replicas[index]
-        replica.process = ServerProcess(self.command(replica), replica.log, ready_port=replica.rest_port).start()
+        self._spawn(replica)
         replica.process.wait_ready(timeout)
         return replica
 
     def start_all(self, timeout: float = 120.0) -> None:
         for replica in self.replicas:  # started together, then waited for: they load side by side
-            replica.process = ServerProcess(self.command(replica), replica.log, ready_port=replica.rest_port).start()
+            self._spawn(replica)
         for replica in self.replicas:
             replica.process.wait_ready(timeout)
 

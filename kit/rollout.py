@@ -197,7 +197,7 @@ def _versions_loaded(model: str, versions: list[int]) -> agreement.Check:
     return check
 
 
-def _labels_moved(model: str, labels: dict[str, int]) -> agreement.Check:
+def labels_answered(model: str, labels: dict[str, int]) -> agreement.Check:
     """True once the replica answers every label with its version, else what it answers."""
     def check(rest: str):
         answers = {label: fetch_label(rest, model, label) for label in labels}
@@ -221,6 +221,14 @@ def _restore(saved: dict[Path, Optional[bytes]]) -> None:
             tmp.replace(path)  # atomic: a polling server never reads half a file
 
 
+def config_steps(current: Optional[Rollout], new: Rollout) -> list[tuple[list[int], dict[str, int]]]:
+    """The (versions, labels) of `new`'s model in the two configs a step writes. Step 1: the old
+    labels stay valid while new versions load, so both sets of versions are aspired; step 2: the
+    labels move and the versions no longer named retire."""
+    keep = sorted(set(current.versions() if current else []) | set(new.versions()))
+    return [(keep, current.labels() if current else {}), (new.versions(), new.labels())]
+
+
 def apply(config_file: Path, rollout: Rollout, others: list[Rollout], replicas: Sequence[str],
           timeout: float = 60.0, say: Optional[Callable[[str], None]] = None, every: float = 3.0,
           config_written: Callable[[], None] = lambda: None, down_after: float = 5.0) -> agreement.Agreement:
@@ -242,15 +250,14 @@ def apply(config_file: Path, rollout: Rollout, others: list[Rollout], replicas: 
     saved = _snapshot(config_file, rollout.model)
     versions = rollout.versions()
     try:
-        # Step 1: the old labels stay valid while new versions load, so keep both sets aspired.
-        keep = sorted(set(current.versions() if current else []) | set(versions))
-        write_config(config_file, others, rollout, keep, current.labels() if current else {})
+        (keep, old_labels), _ = config_steps(current, rollout)
+        write_config(config_file, others, rollout, keep, old_labels)
         config_written()
         agreement.wait(replicas, _versions_loaded(rollout.model, versions), timeout,
                        f"versions {versions} of {rollout.model} to be AVAILABLE", say, every, down_after)
         write_config(config_file, others, rollout)  # step 2: labels move, unnamed versions retire
         config_written()
-        agreed = agreement.wait(replicas, _labels_moved(rollout.model, rollout.labels()), timeout,
+        agreed = agreement.wait(replicas, labels_answered(rollout.model, rollout.labels()), timeout,
                                 f"labels {rollout.labels()} of {rollout.model}", say, every, down_after)
         save_state(config_file, rollout)
     except BaseException:  # a failure, a timeout or Ctrl-C: the replicas go back to what they served

@@ -25,8 +25,8 @@ WAIT_NOTE_EVERY = 5.0  # seconds between "still waiting" lines while a server st
 # minutes (and a bad model at start-up from failing for as long); the kit's server retries once,
 # 2 s later, so a bad version ends in END with its error within seconds. Every backend takes them.
 LOAD_RETRY_FLAGS = ("--max_num_load_retries=1", "--load_retry_interval_micros=2000000")
-# grpc.health.v1, for the kit's balancing clients (client/balancing.py: client-side health
-# checking) and Kubernetes' grpc probe; TF Serving has it since 2.15.1.
+# grpc.health.v1, for Kubernetes' grpc probe and health-checking gRPC clients (pyserving says
+# NOT_SERVING on SIGTERM before it stops accepting); TF Serving has it since 2.15.1.
 HEALTH_FLAG = "--enable_grpc_healthcheck_service"
 LOOPBACK, EVERY_INTERFACE = "127.0.0.1", "0.0.0.0"
 HOSTS = (LOOPBACK, EVERY_INTERFACE)  # the kit's own clients connect to 127.0.0.1: either works for them
@@ -137,10 +137,6 @@ def replica_ports(grpc_port: int, rest_port: int, replicas: int) -> list[tuple[i
 def rest_urls(state: dict) -> list[str]:
     """Every replica's REST base URL, in replica order."""
     return [f"http://127.0.0.1:{r['rest_port']}" for r in state["replicas"]]
-
-
-def grpc_addresses(state: dict) -> list[str]:
-    return [f"127.0.0.1:{r['grpc_port']}" for r in state["replicas"]]
 
 
 def replica_up(replica: dict) -> bool:
@@ -265,6 +261,8 @@ def stop(run=None, say=print) -> bool:
             say(f"stopped server pid {pid}")
     paths.SERVER_STATE.unlink(missing_ok=True)
     return True
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -83,11 +83,9 @@ def _served(replicas: list[str], model: str) -> list[int]:
 
 
 def live(model: str, replicas: Optional[list[str]] = None) -> Live:
-    """`model`'s rollout: its state, or on the first step the version the replicas serve now (with no
-    replicas to ask, a dry run: the newest on disk)."""
+    """`model`'s rollout (a trained model: step() checked): its state, or on the first step the
+    version the replicas serve now (with no replicas to ask, a dry run: the newest on disk)."""
     models = pipeline.kit_models()
-    if model not in models:
-        raise Exit(f"unknown model {model!r}: trained models are {', '.join(models)}")
     config = paths.MODEL_CONFIG
     current = rollout.load_state(config, model)
     if current is None:  # first rollout: the version being served now is the stable one
@@ -119,14 +117,13 @@ def _dry_run(model: str, label: str, change, say, where: Target) -> None:
         say(f"{label}: (dry run) {model} has no rollout yet: its stable version is asked of the pods at run time; "
             f"shown here as the newest on disk, {now.current.stable}")
     say(f"{label}: (dry run) {model} {_roles(now.current)} -> {_roles(new)}; on {where.name}:")
-    keep = sorted(set(now.current.versions()) | set(new.versions()))
     k8s_rollout.dry_run_pods(where.namespace, say)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "models.config"
-        for number, (versions, labels) in enumerate([(keep, now.current.labels()), (new.versions(), None)], 1):
+        for number, (versions, labels) in enumerate(rollout.config_steps(now.current, new), 1):
             rollout.write_config(config, now.others, new, versions, labels)
-            say(f"# step {number}: " + ("load versions %s, labels unchanged" % keep if number == 1 else
-                                        "move the labels %s, retire the rest" % new.labels()))
+            say(f"# step {number}: " + ("load versions %s, labels unchanged" % versions if number == 1 else
+                                        "move the labels %s, retire the rest" % labels))
             k8s_rollout.dry_run_apply(config, where.namespace, say)
             say(f"# then wait until every ready pod answers ({'versions AVAILABLE' if number == 1 else 'each label'})"
                 f", at most {where.timeout:.0f} s")

@@ -456,3 +456,27 @@ def interpolate(value, env):
     if isinstance(value, dict):
         return {k: interpolate(v, env) for k, v in value.items()}
     return value
+
+
+def exit_codes_listening_then_closed(run_check: Callable[[int], int]) -> tuple[int, int]:
+    """run_check(port)'s exit code while a loopback port accepts connections, then once it is
+    closed: a healthcheck command must give (0, non-zero)."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        listening = run_check(port)
+    return listening, run_check(port)
+
+
+def serve_with_method_check(check: bool, tmp: Path, build, serve_module):
+    """A TF1 SavedModel of build(check)'s signatures as model m, served over gRPC with
+    --enable_signature_method_name_check=<check> (the ported classifier and regressor tests)."""
+    base = tmp / "m"
+    export_tf1(base, 1, build(check))
+    server = serve_module([f"--model_base_path={base}", "--model_name=m",
+                           f"--enable_signature_method_name_check={str(check).lower()}"], rest=False)
+    server.check = check
+    return server

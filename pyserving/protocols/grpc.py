@@ -340,7 +340,7 @@ class LoopServer:
             return 0
 
     def start(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result()
+        self.run(self._server.start())
 
     def run(self, coroutine):
         """Run a coroutine on the server's loop and return its result."""
@@ -356,7 +356,7 @@ class LoopServer:
 
     def stop(self, grace: Optional[float]) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to `grace` s, then end and close the loop."""
-        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result()
+        self.run(self._server.stop(grace))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._pool.shutdown(wait=False)

@@ -33,7 +33,7 @@ from kit.docker_backend import (
     docker_stop_command,
     engine_status,
 )
-from tests.helpers import COMPOSE_VAR, interpolate
+from tests.helpers import COMPOSE_VAR, exit_codes_listening_then_closed, interpolate
 
 REPO = Path(__file__).resolve().parents[2]
 NO_DAEMON = (
@@ -279,8 +279,6 @@ def test_compose_defaults_serve_build_models_on_8500_8501():
 def test_compose_healthcheck_passes_once_the_rest_port_accepts(tmp_path):
     # `up --wait` waits for this check; TF Serving opens its REST port only after every model of
     # the config is AVAILABLE. Run the check's own command here, against a loopback port.
-    import socket
-
     check = load_compose()["services"][db.COMPOSE_SERVICE]["healthcheck"]["test"]
     assert check[0] == "CMD" and check[-1].endswith(f"/dev/tcp/127.0.0.1/{db.REST_PORT}")
 
@@ -288,12 +286,8 @@ def test_compose_healthcheck_passes_once_the_rest_port_accepts(tmp_path):
         argv = [*check[1:-1], check[-1].replace(f"/{db.REST_PORT}", f"/{port}")]
         return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        assert run_check(port) == 0
-    assert run_check(port) != 0  # closed: nothing listens there any more
+    listening, closed = exit_codes_listening_then_closed(run_check)
+    assert listening == 0 and closed != 0  # closed: nothing listens there any more
 
 
 def test_compose_header_and_docker_readme_give_the_same_commands():

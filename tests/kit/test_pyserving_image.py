@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -34,6 +33,7 @@ from tests.helpers import (
     ROOT,
     TEST_SERVER_FLAGS,
     Server,
+    exit_codes_listening_then_closed,
     interpolate,
     rest_predict,
     wait_for,
@@ -385,12 +385,8 @@ def test_compose_pyserving_healthcheck_passes_once_the_rest_port_accepts():
         code = check[3].replace(f", {db.REST_PORT})", f", {port})")
         return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, check=False).returncode
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        assert run_check(port) == 0
-    assert run_check(port) != 0  # closed: nothing listens there any more
+    listening, closed = exit_codes_listening_then_closed(run_check)
+    assert listening == 0 and closed != 0  # closed: nothing listens there any more
 
 
 # --- the image itself, where a Docker engine is reachable --------------------------------------

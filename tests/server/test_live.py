@@ -117,20 +117,22 @@ def empty_base_server(tmp_path_factory, stopped_at_end):
     return server
 
 
-@pytest.fixture(scope="module")
-def drain_server(exported, tmp_path_factory, stopped_at_end):
-    server = launch(tmp_path_factory.mktemp("drain"), [f"--model_base_path={exported / 'hp2'}", "--model_name=m"],
+def hp2_server(name, exported, tmp_path_factory, stopped_at_end, *flags):
+    """half_plus_two as model m, started now and waited for by the test that uses it."""
+    server = launch(tmp_path_factory.mktemp(name), [f"--model_base_path={exported / 'hp2'}", "--model_name=m", *flags],
                     wait=False)
     stopped_at_end.append(server)
     return server
 
 
 @pytest.fixture(scope="module")
+def drain_server(exported, tmp_path_factory, stopped_at_end):
+    return hp2_server("drain", exported, tmp_path_factory, stopped_at_end)
+
+
+@pytest.fixture(scope="module")
 def health_server(exported, tmp_path_factory, stopped_at_end):
-    server = launch(tmp_path_factory.mktemp("health"), [f"--model_base_path={exported / 'hp2'}", "--model_name=m",
-                                                         "--enable_grpc_healthcheck_service"], wait=False)
-    stopped_at_end.append(server)
-    return server
+    return hp2_server("health", exported, tmp_path_factory, stopped_at_end, "--enable_grpc_healthcheck_service")
 
 
 @pytest.fixture(scope="module")

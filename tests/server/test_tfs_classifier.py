@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import classification_pb2
 
-from tests.helpers import export_tf1, fill_input, prediction_stub
+from tests.helpers import fill_input, prediction_stub, serve_with_method_check
 
 CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
 
@@ -75,13 +75,7 @@ def build_classifier(check: bool):
 
 @pytest.fixture(scope="module", params=[False, True], ids=["method_name_check=false", "method_name_check=true"])
 def server(request, tmp_path_factory, serve_module):
-    check = request.param
-    base = tmp_path_factory.mktemp("classifier") / "m"
-    export_tf1(base, 1, build_classifier(check))
-    server = serve_module([f"--model_base_path={base}", "--model_name=m",
-                           f"--enable_signature_method_name_check={str(check).lower()}"], rest=False)
-    server.check = check
-    return server
+    return serve_with_method_check(request.param, tmp_path_factory.mktemp("classifier"), build_classifier, serve_module)
 
 
 def example(*class_scores) -> example_pb2.Example:

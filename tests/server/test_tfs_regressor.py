@@ -14,7 +14,7 @@ import pytest
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from tests.helpers import export_tf1, fill_input, prediction_stub
+from tests.helpers import fill_input, prediction_stub, serve_with_method_check
 
 CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
 
@@ -61,13 +61,7 @@ def build_regressor(check: bool):
 
 @pytest.fixture(scope="module", params=[False, True], ids=["method_name_check=false", "method_name_check=true"])
 def server(request, tmp_path_factory, serve_module):
-    check = request.param
-    base = tmp_path_factory.mktemp("regressor") / "m"
-    export_tf1(base, 1, build_regressor(check))
-    server = serve_module([f"--model_base_path={base}", "--model_name=m",
-                           f"--enable_signature_method_name_check={str(check).lower()}"], rest=False)
-    server.check = check
-    return server
+    return serve_with_method_check(request.param, tmp_path_factory.mktemp("regressor"), build_regressor, serve_module)
 
 
 def example_with_output(value: float) -> example_pb2.Example:
