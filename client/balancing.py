@@ -100,6 +100,9 @@ def service_config(max_attempts: int = 4, initial_backoff_s: float = 0.05, max_b
     return {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [method]}
 
 
+MAX_RECONNECT_BACKOFF_MS = 1000
+
+
 def channel_options(config: dict | None = None, extra: Sequence[tuple] = ()) -> list[tuple]:
     return [
         ("grpc.service_config", json.dumps(config or service_config())),
@@ -109,6 +112,9 @@ def channel_options(config: dict | None = None, extra: Sequence[tuple] = ()) -> 
         # Subchannels of its own: gRPC otherwise shares one per address among all channels of the
         # process, and channelz would count every channel's calls on it (stats() below).
         ("grpc.use_local_subchannel_pool", 1),
+        # A replica that went away is tried again every second at most: gRPC's default backoff
+        # grows to 120 s, and a restarted replica would get no calls for many seconds.
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         *extra,
     ]
 

@@ -148,13 +148,6 @@ class Traffic:
             t.join(60)
 
 
-def _labels_answered(labels: dict[str, int]) -> agreement.Check:
-    def check(rest: str):
-        answers = {k: ro.fetch_label(rest, MODEL, k) for k in labels}
-        return answers == labels or str(answers)
-    return check
-
-
 def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients: int = 2, grpc_clients: int = 2,
         replicas: int = 1, say=print) -> dict:
     import shutil
@@ -205,16 +198,14 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
                 kills.append(_rolling_restart(servers, endpoints, kill[1], state, t0, say))
             new = (ro.start_canary(state, max(b_of)) if action == "canary"
                    else ro.promote(state) if action == "promote" else ro.rollback(state))
-            timer = None
-            if kill and kill[0] == "SIGKILL":  # during this step: a node lost
-                lost = {"signal": "SIGKILL", "replica": kill[1]}
-                timer = threading.Timer(0.2, _kill, (servers, lost, t0))
-                timer.start()
+            lost = {"signal": "SIGKILL", "replica": kill[1]} if kill and kill[0] == "SIGKILL" else None
             started = time.monotonic()
-            agreed = ro.apply(config, new, [], rests, down_after=DOWN_AFTER_S)
+            # A node lost mid-step: the replica dies once the step's first config is written,
+            # before any replica acknowledged it.
+            agreed = ro.apply(config, new, [], rests, down_after=DOWN_AFTER_S,
+                              config_written=_kill_once(servers, lost, t0) if lost else lambda: None)
             state = new
-            if timer is not None:
-                timer.join()
+            if lost is not None:
                 kills.append(_reschedule(servers, endpoints, lost, state, t0, say))
             events.append({"action": action, "started": started - t0, "acknowledged": agreed.at - t0,
                            "stable": state.stable, "agreement_s": round(agreed.at - started, 3),
@@ -233,9 +224,13 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
     return summarize(out, traffic.answers, events, b_of, t0, kills, replicas, rss_mb=rss, duration=duration)
 
 
-def _kill(servers: ReplicaSet, lost: dict, t0: float) -> None:
-    servers.kill(lost["replica"])
-    lost["at"] = time.monotonic() - t0
+def _kill_once(servers: ReplicaSet, lost: dict, t0: float) -> Callable[[], None]:
+    """A config_written hook that SIGKILLs the replica at its first call and notes when."""
+    def kill() -> None:
+        if "at" not in lost:
+            servers.kill(lost["replica"])
+            lost["at"] = time.monotonic() - t0
+    return kill
 
 
 def _ready_again(servers: ReplicaSet, endpoints: Endpoints, index: int, state: ro.Rollout) -> None:
@@ -243,7 +238,7 @@ def _ready_again(servers: ReplicaSet, endpoints: Endpoints, index: int, state: r
     (its readiness; gRPC's round_robin reaches it as soon as its ports open, which is after its
     models, the current config's, are loaded)."""
     replica = servers.start(index)
-    agreement.wait([replica.rest], _labels_answered(state.labels()), 60, f"labels {state.labels()}")
+    agreement.wait([replica.rest], ro.labels_answered(MODEL, state.labels()), 60, f"labels {state.labels()}")
     endpoints.add(replica.rest)
 
 

@@ -47,6 +47,7 @@ def test_service_config_is_round_robin_with_retries_on_unavailable_and_cancelled
     options = dict(balancing.channel_options())
     assert json.loads(options["grpc.service_config"]) == balancing.service_config()
     assert options["grpc.enable_retries"] == 1
+    assert options["grpc.max_reconnect_backoff_ms"] == 1000  # a restarted replica is reached again within a second
 
 
 @pytest.fixture
