@@ -6,6 +6,7 @@ by name), also when something fails half-way.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,9 +20,51 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+_PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
 def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports: held open together while chosen (one at a time, the OS
-    may offer the port it just released again)."""
+    """`n` distinct loopback ports that are free now and not handed out before by this process.
+
+    Chosen below the kernel's ephemeral range: a port from bind(0) lies inside it, where any
+    outgoing connection may take it before the server binds (CI saw "Address already in use"
+    once). Only a bind that names the port can take one below."""
+    candidates = _below_ephemeral_range()
+    if not candidates:  # no such range known here: let the OS pick
+        return _os_chosen_ports(n)
+    if len(_handed_out) > len(candidates) // 2:
+        _handed_out.clear()
+    chosen: list[int] = []
+    for port in random.sample(candidates, len(candidates)):
+        if port not in _handed_out and _bindable(port):
+            chosen.append(port)
+            _handed_out.add(port)
+            if len(chosen) == n:
+                return chosen
+    raise RuntimeError(f"no {n} free ports below the ephemeral range")
+
+
+def _below_ephemeral_range() -> range:
+    try:
+        low = int(_PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(max(1024, low - 16384), low) if low - 1024 >= 2048 else range(0)
+
+
+def _bindable(port: int) -> bool:
+    # The wildcard address, as the servers listen: it also clashes with a 127.0.0.1 listener.
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _os_chosen_ports(n: int) -> list[int]:
+    # Held open together while chosen: one at a time, the OS may offer the port it just released.
     sockets = [socket.socket() for _ in range(n)]
     try:
         for s in sockets:
