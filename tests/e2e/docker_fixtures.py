@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -37,18 +36,12 @@ from kit.docker_backend import (
     compose_env,
     compose_status,
 )
+from kit.process import free_ports
 
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 180.0  # first start pulls the image and loads SavedModels
 MODELS_DIR_ENV = "KIT_MODELS_DIR"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def model_names(config_text: str) -> list[str]:
@@ -128,8 +121,8 @@ def compose_tfserving(
     except ValueError as err:
         pytest.fail(f"{config}: {err}")
 
-    grpc_port = grpc_port or free_port()
-    rest_port = rest_port or free_port()
+    ports = free_ports(2)
+    grpc_port, rest_port = grpc_port or ports[0], rest_port or ports[1]
     project = project or f"kit-tfserving-{os.getpid()}"
     env = compose_env(models_dir, grpc_port, rest_port, base_env={})
     with _environ(env), get_docker_services(
