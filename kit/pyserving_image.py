@@ -31,8 +31,9 @@ MODEL_NAME = "model"
 MODEL_BASE_PATH = "/models"
 
 # Never in requirements.txt (pip freeze leaves them out) and imported by nothing at run time:
-# tensorflow lists setuptools (its own setup.py uses it), astunparse lists wheel. The image's
-# venv brings its own setuptools; both are installed with --no-deps, so neither is fetched.
+# tensorflow lists setuptools (its own setup.py uses it), astunparse lists wheel. Everything is
+# installed with --no-deps, so neither is fetched as a dependency; building the project fetches
+# the setuptools that pyproject.toml's build-system pins.
 NOT_PINNED = frozenset({"setuptools", "wheel"})
 
 
