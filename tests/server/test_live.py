@@ -7,6 +7,7 @@ against in-process servers (tests/server/conftest.py), which pay no process star
 """
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import shutil
@@ -298,15 +299,22 @@ def test_request_on_a_connection_opened_before_sigterm_is_answered(drain_server)
     server = drain_server
     server.wait_ready()
     conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
-    conn.connect()
-    server.process.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: not port_open(server.rest_port), what="REST listener closed", timeout=30)
-    conn.request("POST", "/v1/models/m:predict", body=json.dumps({"instances": [[1.0]]}),
-                 headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    assert resp.status == 200 and json.loads(resp.read())["predictions"] == [[2.5]]
+    # The request must follow the listener's close within the server's drain (rest.DRAIN_S, 1 s):
+    # no full collection over this process's TensorFlow objects may stall it (one failed so).
+    gc.disable()
+    try:
+        conn.connect()
+        server.process.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: not port_open(server.rest_port), what="REST listener closed", timeout=30, interval=0.02)
+        conn.request("POST", "/v1/models/m:predict", body=json.dumps({"instances": [[1.0]]}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        gc.enable()
+        conn.close()  # also on failure: an unclosed socket would fail a later test with a ResourceWarning
+    assert resp.status == 200 and json.loads(body)["predictions"] == [[2.5]]
     assert resp.getheader("Connection") == "close"
-    conn.close()
     assert server.process.proc.wait(30) == 0
 
 
