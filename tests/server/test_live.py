@@ -328,11 +328,19 @@ def test_sigterm_says_not_serving_to_health_watchers_first_and_their_watch_does_
     server = health_server
     server.wait_ready()
     with grpc.insecure_channel(server.grpc_target) as channel:
+        def predict():
+            reply = prediction_stub(channel).Predict(predict_request("m", [[1.0]]), timeout=60)
+            return to_numpy(reply.outputs["y"]).tolist()
+
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
-        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        server.process.proc.send_signal(signal.SIGTERM)
-        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert grpc_predict(server, [[1.0]]) == [[2.5]]  # still answering while watchers move away
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING and predict() == [[2.5]]
+        gc.disable()  # the predict must fall within the notice (app.HEALTH_NOTICE_S, 0.5 s): no GC stall here
+        try:
+            server.process.proc.send_signal(signal.SIGTERM)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert predict() == [[2.5]]  # still answering while watchers move away
+        finally:
+            gc.enable()
         assert list(watch) == []  # the stream ends (OK), it is not left open
         assert watch.code() == grpc.StatusCode.OK
     assert server.process.proc.wait(30) == 0
