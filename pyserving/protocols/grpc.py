@@ -396,14 +396,10 @@ def build_server(
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         return server
 
+    loop_server = LoopServer(make_server, pool, health_servicer)
     if health_servicer is not None:
         from grpc_health.v1 import health_pb2
 
-        serving_now = [(service, health_pb2.HealthCheckResponse.SERVING) for service in HEALTH_SERVICES]
-    loop_server = LoopServer(make_server, pool, health_servicer)
-    if health_servicer is not None:
-        for service, status in serving_now:
-            loop_server.run(health_servicer.set(service, status))
+        for service in HEALTH_SERVICES:  # set on the loop: the aio servicer's state lives there
+            loop_server.run(health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING))
     return loop_server
-
-
