@@ -44,13 +44,11 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
                             "models", "svm", "data", "sample_dev.csv")
 
 
-def resolve_version(url, timeout=30.0, replicas=None):
-    """(model_url, version): the pinned one, or the highest AVAILABLE one (on the next replica)."""
+def resolve_version(replicas, url):
+    """(model_url, version): the pinned one, or the highest AVAILABLE one (asked of the next replica)."""
     model_url, pinned = rest.split_model_url(url)
     if pinned is not None:
         return model_url, pinned
-    if replicas is None:
-        return model_url, rest.pick_version(rest.http_json(model_url, timeout=timeout))
     return model_url, rest.pick_version(replicas.request(rest.split_base_url(model_url)[1]).answer)
 
 
@@ -66,15 +64,14 @@ def _label_version(replicas, model_path, label):
     return int(replicas.request("%s/labels/%s/metadata" % (model_path, label)).answer["model_spec"]["version"])
 
 
-def target(url, timeout=30.0, replicas=None):
-    """(model URL, label or None, version, predict endpoint) for a model, version or label URL;
-    with `replicas`, `url` is one of them and the version is asked of the next one."""
+def target(replicas, url):
+    """(model URL, label or None, version, predict endpoint) for a model, version or label URL on
+    one of `replicas`; the version is asked of the next replica."""
     model_url, label = rest.split_label_url(url)
     if label is None:
-        model_url, version = resolve_version(url, timeout, replicas)
+        model_url, version = resolve_version(replicas, url)
         return model_url, None, version, rest.predict_url(model_url, version)
-    version = (rest.label_version(model_url, label, timeout) if replicas is None
-               else _label_version(replicas, rest.split_base_url(model_url)[1], label))
+    version = _label_version(replicas, rest.split_base_url(model_url)[1], label)
     return model_url, label, version, rest.label_predict_url(model_url, label)
 
 
@@ -90,7 +87,7 @@ def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
 
 
 def _classify(replicas, url, model_dir, texts, labels, out):
-    model_url, label, version, endpoint = target(url, replicas=replicas)
+    model_url, label, version, endpoint = target(replicas, url)
     endpoint_path = rest.split_base_url(endpoint)[1]
     transformer = load_transformer(model_dir, version)
     out("model version: %d%s (%d features, %d classes)"
@@ -151,7 +148,7 @@ def request_body(url, model_dir, text, timeout=30.0):
     """The predict request `classify` would send for `text`, as JSON text."""
     bases, path = rest.split_replica_urls(url)
     with rest.Replicas(bases, timeout=timeout) as replicas:
-        version = target(bases[0] + path, replicas=replicas)[2]
+        version = target(replicas, bases[0] + path)[2]
     return json.dumps(rest.build_predict_request(load_transformer(model_dir, version).transform([text])))
 
 
