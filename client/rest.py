@@ -204,6 +204,8 @@ class Replicas:
         first = next(self._next)
         failures = []
         bases = [u.rstrip("/") for u in self.ready()] if self.ready is not None else self.base_urls
+        if not bases:
+            raise ServingError("%s %s: no replica in rotation" % (method, path))
         for i in range(len(bases)):
             base = bases[(first + i) % len(bases)]
             url = base + path

@@ -84,6 +84,18 @@ def test_a_stopped_replica_s_requests_go_to_the_other_and_are_counted(serve_m):
     assert served(a) == 10
 
 
+def test_requests_go_only_to_the_replicas_in_rotation_and_none_in_rotation_is_an_error(serve_m):
+    a, b = serve_m(), serve_m()
+    rotation = [b.rest]
+    with rest.Replicas([a.rest, b.rest], ready=lambda: rotation) as replicas:
+        replies = [replicas.predict(PREDICT, body(1.0)) for _ in range(3)]
+        rotation = []
+        with pytest.raises(rest.ServingError, match="no replica in rotation"):
+            replicas.predict(PREDICT, body(1.0))
+    assert [r.replica for r in replies] == [b.rest] * 3 and (served(a), served(b)) == (0, 3)
+    assert replicas.retries == 0 and replicas.answered == {a.rest: 0, b.rest: 3}
+
+
 def test_an_error_answer_is_final_and_not_sent_to_another_replica(serve_m, tmp_path):
     gate = tmp_path / "gate"
     gate.mkdir()
