@@ -16,7 +16,7 @@ import contextlib
 import json
 import shlex
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 from kit import deploy, k8s
 
@@ -58,10 +58,6 @@ def pod_replicas(namespace: str, run: Run = k8s.run_kubectl, forward=k8s.port_fo
         say(f"asking {len(pods)} ready pod(s) through port-forwards: "
             + ", ".join(f"{pod} -> {url}" for pod, url in zip(pods, urls)))
         yield urls
-
-
-def unavailable(namespace: str, run: Run = k8s.run_kubectl) -> Optional[str]:
-    return k8s.cluster_unavailable(run)
 
 
 def dry_run_pods(namespace: str, say: Callable[[str], None] = print) -> None:

@@ -65,7 +65,7 @@ def target(name: str = "local", namespace: str = k8s.DEFAULT_NAMESPACE, dry_run:
     if name != "k8s":
         raise Exit(f"--target must be local or k8s, got {name!r}")
     if not dry_run:
-        reason = k8s_rollout.unavailable(namespace)
+        reason = k8s.cluster_unavailable()
         if reason:
             raise Exit(f"--target=k8s: {reason}")
     return Target(f"k8s namespace {namespace}", lambda: k8s_rollout.pod_replicas(namespace, say=say),
