@@ -81,6 +81,10 @@ class ReplicaSet:
             if replica.process is not None:
                 replica.process.stop()
 
+    def rss_mb_each(self) -> dict[str, Optional[float]]:
+        """Each replica's resident memory in MB, by replica number (as summary.json keys it)."""
+        return {str(replica.index): self.rss_mb(replica.index) for replica in self.replicas}
+
     def rss_mb(self, index: int) -> Optional[float]:
         pid = self.replicas[index].pid
         try:

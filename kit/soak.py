@@ -24,7 +24,7 @@ import numpy as np
 from kit import agreement
 from kit import rollout as ro
 from kit.replica_set import ReplicaSet
-from kit.soak_report import Answer, report, summarize  # noqa: F401  (report: what tasks.soak prints)
+from kit.soak_report import Answer, summarize
 
 MODEL = "soak"
 DOWN_AFTER_S = 2.0  # a killed replica is reported down by a rollout step after 2 s unreachable
@@ -210,7 +210,7 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
             events.append({"action": action, "started": started - t0, "acknowledged": agreed.at - t0,
                            "stable": state.stable, "agreement_s": round(agreed.at - started, 3),
                            "agreed": len(agreed.agreed), "down": sorted(agreed.down),
-                           "rss_mb": {str(i): servers.rss_mb(i) for i in range(replicas)}})
+                           "rss_mb": servers.rss_mb_each()})
             say(f"[soak] {len(events):2d} {action:<8} stable={state.stable} canary={state.canary} "
                 f"{agreed.describe()}" + (f"; {kills[-1]['signal']} replica {kills[-1]['replica']}, serving again "
                                           f"{kills[-1]['back'] - kills[-1]['at']:.1f} s later" if kill else ""))
@@ -219,7 +219,7 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
     finally:
         duration = time.monotonic() - t0
         traffic.stop()
-        rss = {str(i): servers.rss_mb(i) for i in range(replicas)}
+        rss = servers.rss_mb_each()
         servers.stop_all()
     return summarize(out, traffic.answers, events, b_of, t0, kills, replicas, rss_mb=rss, duration=duration)
 
