@@ -21,10 +21,11 @@ from typing import Callable, Optional
 
 import yaml
 
-from kit import docker_backend, k8s, manifest_checks, paths, pipeline, serving
+from kit import docker_backend, k8s, manifest_checks, paths, pipeline, pyserving_image, serving
 
 MIN_K8S_VERSION = "1.30"  # lifecycle.preStop.sleep: beta and on by default from 1.30 (alpha, gated, in 1.29)
-DEFAULT_IMAGES = {"tfserving": docker_backend.SERVING_IMAGE, "pyserving": None}  # pyserving: see pyserving_image()
+# pyserving: the tag `inv image --target=pyserving` builds, kit-pyserving:<pyproject version>
+DEFAULT_IMAGES = {"tfserving": docker_backend.SERVING_IMAGE, "pyserving": pyserving_image.DEFAULT_TAG}
 DEFAULT_MODELS_URI = {"gcs": "gs://kit-models/models", "s3": "s3://kit-models/models"}
 DEFAULT_REPLICAS, DEFAULT_MAX_REPLICAS = 2, 6
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -33,18 +34,6 @@ IMAGE_RE = re.compile(r"^(?P<name>[^@]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?P<dig
 
 class DeployError(RuntimeError):
     """A deploy that cannot go on; the message is one line (or one line per problem)."""
-
-
-def pyserving_image() -> str:
-    """kit-pyserving:<pyproject version>, the tag `inv image --target=pyserving` builds."""
-    import tomllib
-
-    version = tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["project"]["version"]
-    return f"kit-pyserving:{version}"
-
-
-def default_image(overlay: str) -> str:
-    return DEFAULT_IMAGES[overlay] or pyserving_image()
 
 
 def k8s_versions() -> tuple[str, str]:
@@ -118,7 +107,7 @@ def kustomization(overlay: str, storage: str, workdir: Path, image: str, replica
         return os.path.relpath(path, workdir)  # kustomize refuses absolute paths for resources
 
     name, tag, digest = IMAGE_RE.match(image).group("name", "tag", "digest")
-    image_entry = {"name": IMAGE_RE.match(default_image(overlay)).group("name"), "newName": name}
+    image_entry = {"name": IMAGE_RE.match(DEFAULT_IMAGES[overlay]).group("name"), "newName": name}
     if digest:
         image_entry["digest"] = digest.removeprefix("@")
     else:
@@ -151,7 +140,7 @@ def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
            out: Optional[Path] = None) -> Rendered:
     """Render, check and write build/deploy/<overlay>.yaml (or `out`); DeployError on any problem."""
     check_options(overlay, storage, image, replicas, namespace, models_uri)
-    image = image or default_image(overlay)
+    image = image or DEFAULT_IMAGES[overlay]
     models_uri = models_uri or DEFAULT_MODELS_URI.get(storage, "")
     workdir = paths.BUILD / "deploy" / f"{overlay}-{storage}"
     shutil.rmtree(workdir, ignore_errors=True)

@@ -169,7 +169,8 @@ def plot(path: Path, answers: list, events: list, t0: float, kills: Optional[lis
     for index, ax in enumerate(axes[:, 0]):
         mine = [a for a in answers if replicas == 1 or a.replica == index]
         for protocol, colour in (("rest", "tab:blue"), ("grpc", "tab:green")):
-            pts = [(a.started - t0, (a.ended - a.started) * 1000) for a in mine if a.protocol == protocol and a.b]
+            pts = [(a.started - t0, (a.ended - a.started) * 1000)
+                   for a in mine if a.protocol == protocol and a.b is not None]
             if pts:
                 ax.scatter(*zip(*pts), s=2, alpha=0.35, color=colour, label=f"{protocol} (label stable)")
         bad = [(a.started - t0, (a.ended - a.started) * 1000) for a in answers
