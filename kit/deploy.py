@@ -29,7 +29,6 @@ DEFAULT_IMAGES = {"tfserving": docker_backend.SERVING_IMAGE, "pyserving": pyserv
 DEFAULT_MODELS_URI = {"gcs": "gs://kit-models/models", "s3": "s3://kit-models/models"}
 DEFAULT_REPLICAS, DEFAULT_MAX_REPLICAS = 2, 6
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-IMAGE_RE = re.compile(r"^(?P<name>[^@]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?P<digest>@sha256:[0-9a-f]{64})?$")
 
 
 class DeployError(RuntimeError):
@@ -62,8 +61,7 @@ def check_options(overlay: str, storage: str, image: str, replicas: int, namespa
     if overlay == "pyserving" and storage == "gcs":
         raise DeployError("--storage=gcs needs --overlay=tfserving: only TF Serving reads gs:// itself "
                           "(pyserving: --storage=pvc or s3)")
-    match = IMAGE_RE.match(image) if image else None
-    if image and (match is None or not (match.group("tag") or match.group("digest")) or match.group("tag") == "latest"):
+    if image and not manifest_checks.image_pinned(image):
         raise DeployError(f"--image {image!r} must be pinned: name:tag (not latest) or name@sha256:...")
     if replicas < 1:
         raise DeployError(f"--replicas must be at least 1, got {replicas}")
@@ -106,8 +104,8 @@ def kustomization(overlay: str, storage: str, workdir: Path, image: str, replica
     def rel(path: Path) -> str:
         return os.path.relpath(path, workdir)  # kustomize refuses absolute paths for resources
 
-    name, tag, digest = IMAGE_RE.match(image).group("name", "tag", "digest")
-    image_entry = {"name": IMAGE_RE.match(DEFAULT_IMAGES[overlay]).group("name"), "newName": name}
+    name, tag, digest = manifest_checks.IMAGE.match(image).group("name", "tag", "digest")
+    image_entry = {"name": manifest_checks.IMAGE.match(DEFAULT_IMAGES[overlay]).group("name"), "newName": name}
     if digest:
         image_entry["digest"] = digest.removeprefix("@")
     else:

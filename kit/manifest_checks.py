@@ -198,12 +198,10 @@ def check_config(docs: list[dict], models: Optional[Iterable[str]] = None) -> Pr
         if not any(model.base_path == m or model.base_path.startswith(m.rstrip("/") + "/") for m in mounts):
             problems.append(f"ConfigMap/{k8s.CONFIGMAP_NAME}: model {model.name}'s base_path {model.base_path} "
                             "is on no mounted volume")
-    from pyserving.config_protos import BatchingParameters, MonitoringConfig
-
     try:
-        monitoring = config_protos.parse_text(data.get("monitoring.config", ""), MonitoringConfig(),
+        monitoring = config_protos.parse_text(data.get("monitoring.config", ""), config_protos.MonitoringConfig(),
                                               "monitoring.config")
-        batching = config_protos.parse_text(data.get("batching.config", ""), BatchingParameters(),
+        batching = config_protos.parse_text(data.get("batching.config", ""), config_protos.BatchingParameters(),
                                             "batching.config")
     except ServingError as exc:
         return [*problems, f"ConfigMap/{k8s.CONFIGMAP_NAME}: {exc}"]
@@ -272,7 +270,15 @@ def check_config_mount(docs: list[dict]) -> Problems:
     return problems
 
 
-IMAGE = re.compile(r"^(?P<repo>[^@]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@sha256:[0-9a-f]{64})?$")
+# An image reference: name, then an optional :tag, then an optional @sha256 digest.
+IMAGE = re.compile(r"^(?P<name>[^@]+?)(?::(?P<tag>[\w][\w.-]{0,127}))?(?P<digest>@sha256:[0-9a-f]{64})?$")
+
+
+def image_pinned(image: str) -> bool:
+    """A tag or a digest, and never the tag `latest` (False for no valid reference at all)."""
+    match = IMAGE.match(image)
+    return (match is not None and bool(match.group("tag") or match.group("digest"))
+            and match.group("tag") != "latest")
 
 
 def check_images(docs: list[dict]) -> Problems:
@@ -282,10 +288,9 @@ def check_images(docs: list[dict]) -> Problems:
         for pod_spec in _pod_specs(obj):
             for container in containers(pod_spec):
                 image = container.get("image", "")
-                match = IMAGE.match(image)
-                if not image or match is None:
+                if not image or IMAGE.match(image) is None:
                     problems.append(f"{_name(obj)} container {container.get('name')}: no valid image {image!r}")
-                elif "@sha256:" not in image and match.group("tag") in (None, "latest"):
+                elif not image_pinned(image):
                     problems.append(f"{_name(obj)} container {container.get('name')}: image {image!r} is not pinned "
                                     "(no tag, or :latest)")
     return problems

@@ -367,6 +367,25 @@ def test_image_check(rendered, image):
     assert len(manifest_checks.check_images(docs)) == 1
 
 
+DIGEST = "@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize("image,pinned", [
+    ("tensorflow/serving:2.20.0", True), ("tensorflow/serving" + DIGEST, True),
+    ("tensorflow/serving:2.20.0" + DIGEST, True), ("registry:5000/kit-pyserving:0.1.0", True),
+    ("tensorflow/serving", False), ("tensorflow/serving:latest", False),
+    ("tensorflow/serving:latest" + DIGEST, False), ("registry:5000/kit-pyserving", False), ("", False),
+])
+def test_one_pinning_rule_for_deploy_s_image_option_and_the_manifest_check(image, pinned):
+    assert manifest_checks.image_pinned(image) is pinned
+    options = ("tfserving", "pvc", image, 1, "kit-serving", "")
+    if pinned or not image:  # no --image: the overlay's own, pinned, image
+        deploy.check_options(*options)
+    else:
+        with pytest.raises(deploy.DeployError, match="must be pinned"):
+            deploy.check_options(*options)
+
+
 def test_non_root_check(rendered):
     docs = broken(rendered["pyserving", "s3"])
     spec = find(docs, "Deployment")["spec"]["template"]["spec"]
