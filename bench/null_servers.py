@@ -36,7 +36,7 @@ async def serve(rest_port: int, grpc_port: int, rest_answer: bytes, grpc_answer:
     runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=True)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", rest_port).start()
-    # The same grpc.aio server pyserving's gRPC API runs (protocols/grpc.py).
+    # The same grpc.aio server pyserving's gRPC API runs (protocols/grpc/server.py).
     server = grpc.aio.server()
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         NullPrediction(predict_pb2.PredictResponse.FromString(grpc_answer)), server)

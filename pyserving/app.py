@@ -17,7 +17,7 @@ from pyserving.core.dataplane import DataPlane
 from pyserving.core.runners import PoolRunner
 from pyserving.core.server_core import ServerCore
 from pyserving.errors import Code, ServingError
-from pyserving.protocols.metrics import NullMetrics, ServingMetrics
+from pyserving.metrics import NullMetrics, ServingMetrics
 from pyserving.runtime.loader import Loader, SessionOptions
 from pyserving.settings import Settings
 
@@ -68,7 +68,8 @@ class ModelServer:
         gc_policy.configure()
         # Import TensorFlow and the protocol stacks now, and freeze what they built: before any
         # model version exists, so that no version is frozen with them (pyserving/gc_policy.py).
-        from pyserving.protocols import grpc, rest  # noqa: F401
+        from pyserving.protocols import rest  # noqa: F401
+        from pyserving.protocols.grpc import server  # noqa: F401
         from pyserving.runtime import savedmodel  # noqa: F401
         gc_policy.freeze_imports()
         if s.model_config_file:
@@ -87,12 +88,12 @@ class ModelServer:
         return max(configured, 256) if self.batcher is not None else max(configured, 1)
 
     def _start_grpc(self) -> None:
-        from pyserving.protocols import grpc as grpc_protocol
+        from pyserving.protocols.grpc.server import build_server, channel_arguments
 
         s = self.settings
-        self.grpc_server = grpc_protocol.build_server(
+        self.grpc_server = build_server(
             self.data_plane, self.metrics, max_workers=self._workers(s.grpc_max_threads),
-            channel_args=grpc_protocol.channel_arguments(s.grpc_channel_arguments),
+            channel_args=channel_arguments(s.grpc_channel_arguments),
             tensor_content_outputs=s.enable_serialization_as_tensor_content,
             health=s.enable_grpc_healthcheck_service, max_message_bytes=s.max_request_size_bytes,
             nonblocking_predict=self.batcher is not None)

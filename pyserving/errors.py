@@ -1,6 +1,6 @@
 """One error type for the whole server; codes are gRPC canonical codes, never HTTP.
 
-The protocol edges map a code to their own status (rest.py: HTTP, grpc.py: grpc.StatusCode).
+The protocol edges map a code to their own status (rest.py: HTTP, grpc/servicers.py: grpc.StatusCode).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one run seam: `submit(request, inline=False) -> Future` of the run's outputs.
 
 Two runners implement it: PoolRunner here (one servable call per request) and the Batcher
-(batching.py); the metrics wrap either (protocols/metrics.py). `inline` says the caller is a
+(batching.py); the metrics wrap either (pyserving/metrics.py). `inline` says the caller is a
 thread that may block: a run that would be handed to a pool thread runs in the caller instead,
 which saves a thread hand-off (an event loop passes False and awaits the Future).
 """

@@ -1,24 +1,25 @@
-"""TF Serving's REST API on aiohttp: path routing, JSON codecs, errors as {"error": ...}.
+"""TF Serving's REST API on aiohttp: a route table, JSON codecs, errors as {"error": ...}.
 
-Handlers only translate: JSON -> data plane -> JSON. A predict is decoded against the served
-signature and handed to the runner, and the loop awaits its Future, so no thread sits parked
-while a request waits for its batch. Where the decoding runs is the one choice: on the event
-loop for small bodies (a thread hop costs more than decoding a few kilobytes of JSON), in the
-thread pool for large ones, so the loop never stalls. Status, metadata, classify and regress
+Every request goes through one route table (routes.py): TF Serving's /v1 routes, the monitoring
+path and CORS preflight are entries in it, and another API joins them on the same port with
+add_route. Handlers only translate: JSON -> data plane -> JSON. A predict is decoded against the
+served signature and handed to the runner, and the loop awaits its Future, so no thread sits
+parked while a request waits for its batch. Where the decoding runs is the one choice: on the
+event loop for small bodies (a thread hop costs more than decoding a few kilobytes of JSON), in
+the thread pool for large ones, so the loop never stalls. Status, metadata, classify and regress
 run whole in the pool.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Optional
-from urllib.parse import unquote
+from typing import Awaitable, Iterable, Optional, Union
 
 from aiohttp import web
 
@@ -30,19 +31,10 @@ from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols import messages
 from pyserving.protocols.completions import Completions
 from pyserving.protocols.loops import run_until_stopped
+from pyserving.protocols.routes import V1_RE, V1_ROUTES, Handler, Route, RouteTable, malformed
 from pyserving.types import ModelSpec
 
 logger = logging.getLogger(__name__)
-
-# ---- routes (http_rest_api_handler.cc) ------------------------------------------------------
-# re.ASCII: RE2's \d is [0-9] only, Python's would take any Unicode digit.
-PREDICTION_RE = re.compile(
-    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.ASCII
-)
-STATUS_RE = re.compile(
-    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.ASCII
-)
-V1_RE = re.compile(r"(?i)/v1/.*")
 
 # ServingError code -> HTTP status (http_server.cc ToHTTPStatusCode).
 HTTP_STATUS = {
@@ -69,44 +61,6 @@ CORS_HEADERS = {
 }
 # Exactly the header http_rest_api_util.cc AddHeaders sets (no charset parameter).
 JSON_HEADERS = {"Content-Type": "application/json"}
-INT64_MAX = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class Route:
-    kind: str  # predict | classify | regress | status | metadata
-    name: str
-    version: Optional[int] = None
-    label: Optional[str] = None
-
-
-def _version(text: Optional[str]) -> Optional[int]:
-    if not text:
-        return None
-    digits = text.lstrip("0") or "0"
-    if len(digits) > 19 or int(digits) > INT64_MAX:  # absl::SimpleAtoi into an int64 fails
-        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
-    return int(digits)
-
-
-def parse_path(method: str, path: str) -> Route:
-    """A /v1 request's method and path -> Route; ServingError when TF Serving would refuse it."""
-    match = None
-    if method == "POST":
-        match = PREDICTION_RE.fullmatch(path)
-        if match:
-            name, version, label, verb = match.groups()
-            return Route(verb.lower(), unquote(name), _version(version), unquote(label) if label else None)
-    elif method == "GET":
-        match = STATUS_RE.fullmatch(path)
-        if match:
-            name, version, label, metadata = match.groups()
-            version = _version(version)  # ParseModelInfo converts it before the name is checked
-            if not name:
-                raise invalid_argument("Missing model name in request.")
-            return Route("metadata" if metadata else "status", unquote(name),
-                         version, unquote(label) if label else None)
-    raise invalid_argument(f"Malformed request: {method} {path}")
 
 
 class RestApi:
@@ -122,7 +76,6 @@ class RestApi:
     ):
         self._data = data_plane
         self._metrics = metrics  # ServingMetrics, or NullMetrics when monitoring is off
-        self._metrics_path = metrics_path  # where Prometheus scrapes, when monitoring is on
         self._pool = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="rest")
         self._timeout_s = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self._cors = enable_cors
@@ -132,9 +85,47 @@ class RestApi:
         self._runner: Optional[web.ServerRunner] = None
         self._thread: Optional[threading.Thread] = None
         self._draining = False  # set at shutdown: every answer then closes its connection
+        self._routes = RouteTable(self._not_found)
+        if metrics_path:  # where Prometheus scrapes; first, as it answers GET even under /v1
+            self.add_route("GET", re.escape(metrics_path), self._exposition)
+        for method, pattern, to_route in V1_ROUTES:  # POST predict first: the hot path
+            self.add_route(method, pattern, functools.partial(self._v1, to_route))
+        self.add_route("OPTIONS", V1_RE, self._preflight)
+        self.add_route(None, V1_RE, self._malformed)  # any other /v1 request: TF Serving's 400
 
-    # ---- request handling ----------------------------------------------------------------
-    def _json_response(self, status: int, text: str) -> web.Response:
+    # ---- routing ------------------------------------------------------------------------
+    def add_route(self, methods: Union[str, Iterable[str], None], pattern: Union[str, re.Pattern],
+                  handler: Handler) -> None:
+        """Answer a request whose method is in `methods` ("POST", several, or None for any) and
+        whose whole raw path matches `pattern` with `await handler(request, match)`, a
+        web.StreamResponse. Routes are tried in the order added, so a new API takes paths the
+        ones before leave (TF Serving's take the monitoring path and every /v1/... path)."""
+        self._routes.add(methods, pattern, handler)
+
+    def handle(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        """Every request: the answer of the first route that takes it, or TF Serving's 404 page.
+        The handler's coroutine is handed to aiohttp to await: no coroutine of handle's own."""
+        return self._routes.dispatch(request.method, request.rel_url.raw_path, request)
+
+    async def _not_found(self, request: web.BaseRequest, match: None) -> web.Response:
+        return web.Response(status=404, text=NOT_FOUND_PAGE, content_type="text/html")
+
+    async def _exposition(self, request: web.BaseRequest, match: re.Match) -> web.Response:
+        return web.Response(body=self._metrics.exposition(), headers={"Content-Type": PROMETHEUS_TYPE})
+
+    async def _preflight(self, request: web.BaseRequest, match: re.Match) -> web.Response:
+        origin = request.headers.get("Origin", "")
+        if not re.match(r"https?://", origin):
+            return self._error(invalid_argument("Origin header is missing in CORS preflight"))
+        return web.Response(status=200, headers=CORS_HEADERS if self._cors else None)
+
+    async def _malformed(self, request: web.BaseRequest, match: re.Match) -> web.Response:
+        return self._error(malformed(request.method, match.string))
+
+    # ---- /v1 request handling ---------------------------------------------------------------
+    def json_response(self, status: int, text: str) -> web.Response:
+        """A JSON answer as every /v1 answer is sent: CORS headers when enabled, and closing its
+        connection while the server drains."""
         headers = {**CORS_HEADERS, **JSON_HEADERS} if self._cors else JSON_HEADERS
         response = web.Response(status=status, body=text.encode(), headers=headers)
         if self._draining:
@@ -142,21 +133,15 @@ class RestApi:
         return response
 
     def _error(self, error: ServingError) -> web.Response:
-        return self._json_response(HTTP_STATUS.get(error.code, 500), json.dumps({"error": error.message}))
+        return self.json_response(HTTP_STATUS.get(error.code, 500), json.dumps({"error": error.message}))
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.rel_url.raw_path
-        if path == self._metrics_path and request.method == "GET":
-            return web.Response(body=self._metrics.exposition(), headers={"Content-Type": PROMETHEUS_TYPE})
-        if not V1_RE.fullmatch(path):
-            return web.Response(status=404, text=NOT_FOUND_PAGE, content_type="text/html")
-        if request.method == "OPTIONS":
-            return self._preflight(request)
+    async def _v1(self, to_route, request: web.BaseRequest, match: re.Match) -> web.Response:
+        """A /v1 request V1_ROUTES take: to_route(match) -> the data plane -> JSON, every error
+        answered as {"error": ...}."""
         started = time.perf_counter()
         route = None
-        response = None
         try:
-            route = parse_path(request.method, path)
+            route = to_route(match)
             body = b""
             if request.method == "POST":
                 if request.content_length is not None and request.content_length > self._max_body:
@@ -166,14 +151,14 @@ class RestApi:
                 text = await self._predict(route, body)
             else:
                 text = await asyncio.get_running_loop().run_in_executor(self._pool, self._process, route, body)
-            response, code = self._json_response(200, text), Code.OK
+            response, code = self.json_response(200, text), Code.OK
         except web.HTTPRequestEntityTooLarge as exc:
             error = ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(exc.actual_size))
             response, code = self._error(error), error.code
         except ServingError as exc:
             response, code = self._error(exc), exc.code
         except Exception as exc:  # a bug must cost one request, not the server
-            logger.exception("REST handler failed for %s %s", request.method, path)
+            logger.exception("REST handler failed for %s %s", request.method, match.string)
             response, code = self._error(ServingError(Code.INTERNAL, f"Internal error: {exc}")), Code.INTERNAL
         if route is not None:
             self._metrics.observe_request(route.name, route.kind, "REST", code.name, time.perf_counter() - started)
@@ -181,12 +166,6 @@ class RestApi:
 
     def _too_large(self, size) -> str:
         return f"Request body of {size} bytes exceeds the limit of {self._max_body} bytes"
-
-    def _preflight(self, request: web.Request) -> web.Response:
-        origin = request.headers.get("Origin", "")
-        if not re.match(r"https?://", origin):
-            return self._error(invalid_argument("Origin header is missing in CORS preflight"))
-        return web.Response(status=200, headers=CORS_HEADERS if self._cors else None)
 
     def _process(self, route: Route, body: bytes) -> str:
         """Runs in the thread pool: status, metadata, classify and regress, start to end."""
@@ -242,7 +221,7 @@ class RestApi:
             self._completions = Completions(loop)
             asyncio.set_event_loop(loop)
             try:
-                # aiohttp's low-level server: handle() routes every path itself, so the
+                # aiohttp's low-level server: handle() routes every path by its own table, so the
                 # Application's router and middleware chain would only add per-request work.
                 def make_request(message, payload, protocol, writer, task):
                     return web.BaseRequest(message, payload, protocol, writer, task, loop,

@@ -15,7 +15,7 @@ from pyserving.core.runners import PoolRunner, wait
 from pyserving.core.server_core import ServerCore
 from pyserving.core.signatures import SignatureNotFound
 from pyserving.errors import Code, ServingError
-from pyserving.protocols.metrics import NullMetrics, ServingMetrics
+from pyserving.metrics import NullMetrics, ServingMetrics
 from pyserving.types import (
     CLASSIFY_METHOD,
     PREDICT_METHOD,

@@ -54,11 +54,11 @@ def test_predict(stub, model):
 
 
 def test_large_requests_are_decoded_in_the_pool_with_the_same_answers(stub):
-    from pyserving.protocols import grpc as grpc_protocol
+    from pyserving.protocols.grpc import servicers
 
     x = np.arange(30000, dtype=np.float32).reshape(-1, 1)
     req = predict_request("hp2tf2", x)
-    assert req.ByteSize() > grpc_protocol.INLINE_REQUEST_BYTES
+    assert req.ByteSize() > servicers.INLINE_REQUEST_BYTES
     np.testing.assert_allclose(to_numpy(stub.Predict(req, timeout=30).outputs["y"]), x * 0.5 + 2)
 
 

@@ -189,3 +189,45 @@ def test_cors_headers_and_preflight(server):
     assert status == 200 and text == ""
     status, _h, text = call(server, "OPTIONS", "/v1/models/hp2:predict")
     assert status == 400 and json.loads(text) == {"error": "Origin header is missing in CORS preflight"}
+
+
+@pytest.mark.flags("monitoring_config_file")
+def test_an_added_route_answers_beside_v1_and_monitoring_whose_answers_stay(exported, tmp_path, serve):
+    """A second API registers a route on the live REST port (the Open Inference Protocol's
+    readiness, say): it answers, and every answer the port gave before stays byte for byte,
+    with the monitoring path under /v1, where it takes GET before /v1's routes do."""
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text('prometheus_config { enable: true path: "/v1/models/prometheus" }')
+    server = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2",
+                    f"--monitoring_config_file={monitoring}", "--rest_api_enable_cors_support=true"])
+    requests = [
+        ("POST", "/v1/models/hp2:predict", b'{"instances": [[1.0]]}'),
+        ("GET", "/v1/models/hp2", None),
+        ("GET", "/v1/models/hp2/versions/1/metadata", None),
+        ("POST", "/v1/models/prometheus", b"{}"),  # the monitoring path takes GET only
+        ("DELETE", "/v1/models/hp2", None),
+        ("GET", "/v1/foo", None),
+        ("OPTIONS", "/v1/models/hp2:predict", None),
+        ("GET", "/healthz", None),
+        ("POST", "/v2/models/hp2/ready", b"{}"),
+    ]
+
+    def answers():
+        return [(status, dict(headers, Date=None), text)
+                for status, headers, text in (call(server, m, p, raw=b) for m, p, b in requests)]
+
+    before = answers()
+    assert call(server, "GET", "/v2/models/hp2/ready")[0] == 404
+    api = server.model_server.rest
+
+    async def ready(request, match):
+        return api.json_response(200, json.dumps({"name": match["name"], "ready": True}))
+
+    api.add_route("GET", r"/v2/models/(?P<name>[^/:]+)/ready", ready)
+    status, headers, text = call(server, "GET", "/v2/models/hp2/ready")
+    assert (status, json.loads(text)) == (200, {"name": "hp2", "ready": True})
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert answers() == before
+    assert [status for status, _h, _t in before] == [200, 200, 200, 400, 400, 400, 400, 404, 404]
+    status, headers, text = call(server, "GET", "/v1/models/prometheus")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain") and ":tensorflow:serving:" in text

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from pyserving.protocols import rest
+from pyserving.protocols import routes
 from tests.helpers import SHARED_TESTDATA, call, write_config
 
 pytestmark = pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
@@ -48,7 +48,7 @@ def process_request(server, method: str, path: str, body: str = ""):
     pytest.param("/index", False, id="kPathRegex-3"),
 ])
 def test_path_regex(server, path, matches):
-    assert bool(rest.V1_RE.fullmatch(path)) == matches
+    assert bool(routes.V1_RE.fullmatch(path)) == matches
     # What the regex decides on the wire: /v1 paths reach the handler (JSON), others get libevent's 404 page.
     status, headers, text = call(server, "GET", path)
     assert (headers["Content-Type"] == "application/json") == matches

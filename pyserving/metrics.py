@@ -1,5 +1,8 @@
 """Prometheus metrics, named after TF Serving's (`/tensorflow/serving/x` -> `:tensorflow:serving:x`).
 
+The observer the app hands to the data plane, the loader and the batcher (NullMetrics when
+monitoring is off); it knows no protocol.
+
 Exported through prometheus-client on the REST port when --monitoring_config_file enables
 `prometheus_config` (default path /monitoring/prometheus/metrics). Counters keep TF Serving's
 exact sample names (no `_total` suffix), so queries written for TF Serving read them unchanged;
