@@ -108,14 +108,14 @@ bench-ab: $(STAMP)  ## before/after serving benchmark against BASE=<git revision
 # silent bug hurts most, against their fast in-process unit tests; not part of `make test`. A full
 # run starts from a fresh mutants/ (mutmut does not retest a mutant when only the tests changed)
 # and is cut off after MUTATE_TIMEOUT seconds; ARGS='<mutant name or glob>' retests only those
-# mutants and keeps the other results. Then kit/mutation_report.py prints the table per module.
+# mutants and keeps the other results. Then kit/devtools/mutation_report.py prints the table per module.
 MUTATE_TIMEOUT ?= 1800
 MUTATE_CHILDREN ?= 2
 
-mutate: $(STAMP)  ## mutation testing of core, codecs, kit/steps.py, kit/rollout.py (~20 min)
+mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{pipeline/steps,rollout/plan,model_config}.py (~20 min)
 	$(if $(ARGS),,rm -rf mutants)
 	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \
-	  status=$$?; $(VENV)/bin/python -m kit.mutation_report; exit $$status
+	  status=$$?; $(VENV)/bin/python -m kit.devtools.mutation_report; exit $$status
 
 clean:  ## remove build/
 	rm -rf build

@@ -6,9 +6,7 @@ tensorflow_model_server built by `inv build-server`).
 """
 from __future__ import annotations
 
-import io
 import os
-import sys
 import time
 
 from invoke import Collection, Context
@@ -16,35 +14,20 @@ from invoke.exceptions import Exit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kit import deploy as deploy_mod  # noqa: E402
-from kit import k8s, output, paths, pipeline, serving, updates  # noqa: E402
-from kit.cli import task  # noqa: E402
-from kit.docker_tasks import build_server, image  # noqa: E402
+from kit import model_config, paths, targets  # noqa: E402
+from kit.images import bazel_build as bb  # noqa: E402
+from kit.images import build, pyserving_image  # noqa: E402
+from kit.k8s import cluster as k8s  # noqa: E402
+from kit.k8s import deploy as deploy_mod  # noqa: E402
+from kit.pipeline import query, train  # noqa: E402
+from kit.pipeline import reproduce as steps
+from kit.rollout import updates  # noqa: E402
+from kit.serve import backends, flags  # noqa: E402
+from kit.serve import server as serving  # noqa: E402
+from kit.task import runner, show, task  # noqa: E402
 
-BACKEND_HELP = "native (pyserving, default) | docker (tensorflow/serving image) | binary (build/bin)"
+BACKEND_HELP = steps.HELP
 VERBOSE_HELP = "show TensorFlow's start-up log lines (CUDA errors on a machine without a GPU)"
-
-
-def _runner(c: Context, verbose: bool = False):
-    def run(command: str):
-        print(f"$ {command}", flush=True)
-        stderr = sys.stderr if verbose else output.QuietLines(sys.stderr)
-        try:
-            # An empty in_stream: the child reads EOF at once (in_stream=False left its stdin pipe open).
-            result = c.run(command, warn=True, pty=False, in_stream=io.StringIO(), env=output.child_env(verbose),
-                           err_stream=stderr)
-        finally:
-            if stderr is not sys.stderr:
-                stderr.close()
-        if result.exited != 0:
-            raise Exit(f"command failed (exit {result.exited}): {command}")
-        return result
-    return run
-
-
-def _show(command: str) -> None:
-    """The runner of a dry run: print the command, run nothing."""
-    print(f"$ {command}", flush=True)
 
 
 @task(help={
@@ -58,7 +41,7 @@ def train_svm(c: Context, rows: int = 0, classes: int = 124, epochs: int = 20, b
               regulation_rate: float = 1e-4, version: int = 1, seed: int = 0, dry_run: bool = False,
               verbose: bool = False) -> None:
     """Train the Chinese-text linear SVM (squared hinge) and export build/models/svm/<version>."""
-    pipeline.train_svm(_show if dry_run else _runner(c, verbose), rows, classes, epochs, batch_size,
+    train.train_svm(show if dry_run else runner(c, verbose), rows, classes, epochs, batch_size,
                        regulation_rate, version, seed, dry_run=dry_run)
 
 
@@ -71,7 +54,7 @@ def train_svm(c: Context, rows: int = 0, classes: int = 124, epochs: int = 20, b
 def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: str = "",
                 download: bool = False, seed: int = 0, dry_run: bool = False, verbose: bool = False) -> None:
     """Train the MNIST softmax regression and export build/models/mnist/<version>."""
-    pipeline.train_mnist(_show if dry_run else _runner(c, verbose), iterations, version, data_dir or None, download,
+    train.train_mnist(show if dry_run else runner(c, verbose), iterations, version, data_dir or None, download,
                          seed, dry_run=dry_run)
 
 
@@ -81,29 +64,26 @@ def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: 
             "replicas": "servers sharing build/models and its models.config, as pods share a volume and a ConfigMap",
             "stop": "stop the running server (every replica) instead", "dry_run": "print the serve command(s) only"})
 def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port: int = 8501,
-          host: str = serving.LOOPBACK, replicas: int = 1, stop: bool = False, dry_run: bool = False) -> None:
+          host: str = flags.LOOPBACK, replicas: int = 1, stop: bool = False, dry_run: bool = False) -> None:
     """Serve build/models (svm, mnist) in the background, or stop the server (--stop); --replicas=N
     starts N servers on loopback, replica i on ports +10*i."""
     if stop:
         if not serving.stop(run=c.run):
             print("no server is running")
         return
-    if backend not in serving.BACKENDS:
-        raise Exit(f"unknown backend {backend!r}: {BACKEND_HELP}")
-    if host not in serving.HOSTS:
-        raise Exit(f"--host must be {' or '.join(serving.HOSTS)}, got {host!r}: the kit's clients connect to "
-                   f"{serving.LOOPBACK}")
+    steps.check_backend(backend, here=False)
+    if host not in flags.HOSTS:
+        raise Exit(f"--host must be {' or '.join(flags.HOSTS)}, got {host!r}: the kit's clients connect to "
+                   f"{flags.LOOPBACK}")
     try:
         ports = serving.replica_ports(grpc_port, rest_port, replicas)
     except ValueError as exc:
         raise Exit(str(exc)) from None
-    config = pipeline.model_config()
+    config = model_config.served()
     if dry_run:
-        if backend == "docker":
-            serving.write_docker_config()  # the container-path config the printed command reads
+        backends.get(backend).prepare()  # what the printed command reads besides models.config
         for i, (grpc, rest) in enumerate(ports):
-            command = serving.serve_command(backend, config, grpc, rest, host=host, name=serving.container_name(i))
-            print("$ " + " ".join(command))
+            show(" ".join(serving.serve_command(backend, config, grpc, rest, host=host, index=i)))
         return
     try:
         serving.start(backend, grpc_port, rest_port, run=c.run, host=host, replicas=replicas)
@@ -122,7 +102,7 @@ def _ports(kind: str, given: str) -> list[int]:
             raise Exit(f"--{kind.replace('_', '-')} takes port numbers separated by commas, got {given!r}") from None
     state = serving.running()
     if state is None:
-        raise Exit(updates.NO_SERVER)
+        raise Exit(serving.NO_SERVER)
     return [r[kind] for r in state["replicas"]]
 
 
@@ -134,7 +114,7 @@ def test_svm(c: Context, num: int = 5, verbose: bool = False, rest_port: str = "
     label = updates.svm_label()
     if label:
         print(f"[test-svm] a rollout is active: asking for labels/{label}")
-    pipeline.query_svm(_runner(c, verbose), _ports("rest_port", rest_port), num, label=label)
+    query.query_svm(runner(c, verbose), _ports("rest_port", rest_port), num, label=label)
 
 
 @task(help={"num_tests": "test images to send", "concurrency": "requests in flight",
@@ -143,7 +123,7 @@ def test_svm(c: Context, num: int = 5, verbose: bool = False, rest_port: str = "
 def test_mnist(c: Context, num_tests: int = 1000, concurrency: int = 8, data_dir: str = "",
                verbose: bool = False, grpc_port: str = "") -> None:
     """Query the served MNIST model over gRPC with the mnist_client; prints the error rate."""
-    pipeline.query_mnist(_runner(c, verbose), _ports("grpc_port", grpc_port), num_tests, concurrency,
+    query.query_mnist(runner(c, verbose), _ports("grpc_port", grpc_port), num_tests, concurrency,
                          data_dir or None)
 
 
@@ -158,43 +138,17 @@ def reproduce(c: Context, backend: str = "native", svm_rows: int = 0, svm_epochs
               rest_port: int = 8501, num_tests: int = 1000, dry_run: bool = False, verbose: bool = False) -> None:
     """Everything: train both models, serve them, query them over REST and gRPC, stop the server."""
     started = time.monotonic()
+    options = steps.Options(backend, svm_rows, svm_epochs, mnist_iterations, mnist_data_dir, grpc_port, rest_port,
+                            num_tests)
+    steps.check_backend(backend, here=not dry_run)
     if dry_run:
-        _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_data_dir, grpc_port,
-                           rest_port, num_tests)
+        steps.steps(options, show, steps.shown_server(), dry_run=True)
         return
-    run = _runner(c, verbose)
-    reason = serving.unavailable(backend) if backend in serving.BACKENDS else f"unknown backend {backend!r}"
-    if reason:
-        raise Exit(reason)
-    pipeline.train_svm(run, rows=svm_rows, epochs=svm_epochs)
-    pipeline.train_mnist(run, iterations=mnist_iterations, data_dir=mnist_data_dir or None)
-    pipeline.model_config()
-    try:
-        serving.start(backend, grpc_port, rest_port, run=c.run)
-    except RuntimeError as exc:
-        raise Exit(str(exc)) from None
-    try:
-        pipeline.query_svm(run, rest_port)
-        pipeline.query_mnist(run, grpc_port, num_tests, data_dir=mnist_data_dir or None)
-    finally:
-        serving.stop(run=c.run)
+    steps.steps(options, runner(c, verbose), steps.live_server(c.run))
     print(f"reproduce: done in {time.monotonic() - started:.0f} s; nothing left running")
 
 
-def _reproduce_dry_run(backend, svm_rows, svm_epochs, mnist_iterations, mnist_data_dir, grpc_port, rest_port,
-                       num_tests) -> None:
-    if backend not in serving.BACKENDS:
-        raise Exit(f"unknown backend {backend!r}: {BACKEND_HELP}")
-    pipeline.train_svm(_show, rows=svm_rows, epochs=svm_epochs, dry_run=True)
-    pipeline.train_mnist(_show, iterations=mnist_iterations, data_dir=mnist_data_dir or None, dry_run=True)
-    print("$ " + " ".join(serving.serve_command(backend, grpc_port=grpc_port, rest_port=rest_port)))
-    pipeline.query_svm(_show, rest_port)
-    pipeline.query_mnist(_show, grpc_port, num_tests, data_dir=mnist_data_dir or None)
-    docker = " (docker stop for the container)" if backend == "docker" else ""
-    print("# then the server is stopped by its pid" + docker)
-
-
-# ---- online updates (logic in kit/updates.py) ----------------------------------------------
+# ---- online updates (logic in kit/rollout/updates.py) ----------------------------------------------
 TARGET_HELP = {"target": "local (the replicas inv serve started) or k8s (the ready pods of --namespace; the "
                          "models.config ConfigMap carries the step)",
                "namespace": "--target=k8s: the namespace inv deploy --apply used",
@@ -209,7 +163,7 @@ def publish(c: Context, model: str = "svm", source: str = "", force: bool = Fals
             namespace: str = k8s.DEFAULT_NAMESPACE) -> None:
     """Check a SavedModel (it loads, warmup included; its signatures fit the stable version's), then
     publish it as <base>/<N+1>: written beside it, flushed, renamed into place."""
-    updates.publish(model, source, force, where=updates.target(target, namespace))
+    updates.publish(model, source, force, where=targets.target(target, namespace))
 
 
 @task(help={"model": "svm or mnist", "version": "version to canary (default: the newest on disk)", **TARGET_HELP})
@@ -217,21 +171,21 @@ def canary(c: Context, model: str = "svm", version: int = 0, target: str = "loca
            namespace: str = k8s.DEFAULT_NAMESPACE, dry_run: bool = False) -> None:
     """Serve a new version beside the stable one, under the label `canary`, on every replica; a version
     that fails to load stops it with the server's error, and the servers go back to what they served."""
-    updates.canary(model, version, where=updates.target(target, namespace, dry_run))
+    updates.canary(model, version, where=targets.target(target, namespace, dry_run))
 
 
 @task(help={"model": "svm or mnist", **TARGET_HELP})
 def promote(c: Context, model: str = "svm", target: str = "local", namespace: str = k8s.DEFAULT_NAMESPACE,
             dry_run: bool = False) -> None:
     """Make the canary the stable version (the old stable stays loaded as `previous`), on every replica."""
-    updates.transition(model, "promote", where=updates.target(target, namespace, dry_run))
+    updates.transition(model, "promote", where=targets.target(target, namespace, dry_run))
 
 
 @task(help={"model": "svm or mnist", **TARGET_HELP})
 def rollback(c: Context, model: str = "svm", target: str = "local", namespace: str = k8s.DEFAULT_NAMESPACE,
              dry_run: bool = False) -> None:
     """Drop the canary, or make the previous stable version stable again (a label move), on every replica."""
-    updates.transition(model, "rollback", where=updates.target(target, namespace, dry_run))
+    updates.transition(model, "rollback", where=targets.target(target, namespace, dry_run))
 
 
 @task(help={"model": "svm or mnist"})
@@ -254,8 +208,8 @@ def remove(c: Context, model: str = "svm", version: int = 0) -> None:
 def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int = 2, grpc_clients: int = 2,
          replicas: int = 1, compare: bool = False) -> None:
     """Steady REST+gRPC load on loopback while versions are published, canaried, promoted, rolled back."""
-    from kit import soak as soak_mod
-    from kit import soak_report
+    from kit.soak import report as soak_report
+    from kit.soak import run as soak_run
 
     if replicas < 1:
         raise Exit(f"--replicas must be at least 1, got {replicas}")
@@ -263,7 +217,7 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
     failures, summaries = [], {}
     for n in runs:
         out = paths.BUILD / "soak" if len(runs) == 1 else paths.BUILD / "soak" / f"replicas-{n}"
-        summary = soak_mod.run(out, switches, seconds, rest_clients, grpc_clients, replicas=n)
+        summary = soak_run.run(out, switches, seconds, rest_clients, grpc_clients, replicas=n)
         line, failure = soak_report.report(summary, out, wanted=switches)
         print(line)
         summaries[n] = summary
@@ -276,7 +230,7 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
         raise Exit("\n".join(failures))
 
 
-# ---- Kubernetes (logic in kit/deploy.py, kit/k8s.py; manifests in deploy/) ---------------------
+# ---- Kubernetes (logic in kit/k8s/deploy.py, kit/k8s/cluster.py; manifests in deploy/) ---------------------
 @task(help={
     "overlay": "tfserving (the official image) | pyserving (the kit's image)",
     "storage": "pvc (a ReadOnlyMany volume) | gcs (gs://, tfserving only) | s3 (S3/MinIO, copied at pod start)",
@@ -295,6 +249,40 @@ def deploy(c: Context, overlay: str = "tfserving", storage: str = "pvc", image: 
         deploy_mod.deploy(overlay, storage, image, replicas, namespace, models_uri, apply=apply, dry_run=dry_run)
     except deploy_mod.DeployError as exc:
         raise Exit(str(exc)) from None
+
+
+# ---- images and the Bazel build (logic in kit/images/) --------------------------------------
+@task(help={
+    "target": "devel (docker/Dockerfile: TF Serving's devel image plus the kit's Python) or "
+              "pyserving (docker/pyserving.Dockerfile: the model server image)",
+    "tag": f"name of the image to build (default: {bb.DEVEL_IMAGE} for devel, "
+           f"{pyserving_image.DEFAULT_TAG} for pyserving)",
+    "base_tag": "TF Serving devel image to start FROM: a full reference or just a "
+                f"tag of {bb.BASE_IMAGE_REPO} (devel only)",
+    "dry_run": "print the command without running it",
+})
+def image(c: Context, tag: str = "", base_tag: str = bb.BASE_DEVEL_IMAGE, dry_run: bool = False,
+          target: str = "devel") -> None:
+    """Build an image: the development image (default) or, with --target=pyserving, the model server's."""
+    build.image(c, tag, base_tag, dry_run, target)
+
+
+@task(help={
+    "serving_tag": "TF Serving release tag to clone and build",
+    "image": "devel image to build in (build it with `image`)",
+    "bazel_options": "extra bazel build options, e.g. '--local_ram_resources=4096 --jobs=2'",
+    "dry_run": "print the commands without running them",
+})
+def build_server(c: Context, serving_tag: str = bb.TF_SERVING_GIT_TAG, image: str = bb.DEVEL_IMAGE,
+                 bazel_options: str = "", dry_run: bool = False) -> None:
+    """Build tensorflow_model_server from source with Bazel in the devel image.
+
+    Clones TF Serving into build/src/serving, runs `bazel build -c opt` in a
+    container with a persistent output base under build/bazel-cache, applies
+    patches/protobuf-zlib.patch and retries once if Bazel stops on protobuf's
+    '@zlib' dependency, then copies the binary to build/bin/.
+    """
+    build.build_server(c, serving_tag, image, bazel_options, dry_run)
 
 
 ns = Collection(train_svm, train_mnist, serve, test_svm, test_mnist, reproduce, image, build_server,

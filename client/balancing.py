@@ -7,7 +7,7 @@ with UNAVAILABLE (a replica killed mid-call) or CANCELLED (see RETRYABLE_CODES) 
 replica picked anew.
 
 How many retries gRPC made: gRFC A6 says the client sees `grpc-previous-rpc-attempts` in the
-response metadata, but grpcio (C-core, 1.85 checked by tests/kit/test_balancing.py) sends it to
+response metadata, but grpcio (C-core, 1.85 checked by tests/client/test_balancing.py) sends it to
 the server only (grpc/grpc#32292, open). gRPC's channelz does count them: a channel counts calls,
 each of its subchannels counts the attempts it carried, so attempts minus calls are the retries
 (policy and transparent ones) and the attempts per subchannel are the calls per replica.
@@ -80,7 +80,7 @@ def grpc_target(servers: Servers) -> str:
 # UNAVAILABLE: the replica went away (killed, connection reset, refused). CANCELLED as well,
 # because a C-core server that shuts down gracefully ends the calls that reached it but no handler
 # yet with CANCELLED instead of UNAVAILABLE (grpc/grpc#41785, open; fix proposed in PR #41786): in
-# tests/kit/test_balancing.py's SIGTERM test, 2 of 8 runs lost one call so without it, 0 of 20
+# tests/client/test_balancing.py's SIGTERM test, 2 of 8 runs lost one call so without it, 0 of 20
 # with it. A call the client cancels itself is never retried.
 RETRYABLE_CODES = ("UNAVAILABLE", "CANCELLED")
 

@@ -185,3 +185,19 @@ def stop_pid(pid: int, timeout: float = 20.0) -> bool:
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
     return not pid_alive(pid)
+
+
+def start_detached(command: list[str], log: Path, ready_port: int) -> int:
+    """Start a server in the background, detached from this process; its pid (recorded by the caller)."""
+    return ServerProcess(command, log, ready_port=ready_port, detach=True).start().pid
+
+
+def stop_server(pid: int, say=print) -> None:
+    """Stop a model server the kit started, by its pid; refuses a pid that is now another program's."""
+    if not pid_alive(pid):
+        return
+    command = pid_command(pid)
+    if "model_server" not in command and "pyserving" not in command:
+        raise RuntimeError(f"pid {pid} is no longer our server ({command!r}); not touching it")
+    stop_pid(pid)
+    say(f"stopped server pid {pid}")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.docker_backend import container_model_config
-from kit.serving import write_model_config
+from kit.serve.docker import container_model_config
+from kit.serve.server import write_model_config
 from tests.e2e.docker_fixtures import tfserving_docker  # noqa: F401  (fixture)
 from tests.helpers import ROOT, launch
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.docker_backend import (
+from kit.process import free_ports
+from kit.serve.docker import (
     COMPOSE_FILE,
     COMPOSE_SERVICE,
     CONTAINER_MODELS_ROOT,
@@ -36,7 +37,6 @@ from kit.docker_backend import (
     compose_env,
     compose_status,
 )
-from kit.process import free_ports
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def model_names(config_text: str) -> list[str]:
             raise ValueError(
                 f"model {model.name!r}: base_path {model.base_path!r} is not under "
                 f"{CONTAINER_MODELS_ROOT}; write the config with container paths "
-                "(kit.docker_backend.container_model_config)"
+                "(kit.serve.docker.container_model_config)"
             )
         names.append(model.name)
     if not names:

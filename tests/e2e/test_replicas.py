@@ -11,8 +11,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from kit import soak
 from kit.process import free_port, pid_alive, port_open
+from kit.soak import run as soak
 from pyserving.examples import half_plus_two
 from tests.helpers import ROOT, rest_predict, wait_for
 

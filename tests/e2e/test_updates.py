@@ -15,8 +15,9 @@ import sys
 import time
 from types import SimpleNamespace
 
-from kit import rollout, soak
 from kit.process import free_port, free_ports, pid_alive
+from kit.rollout import plan as rollout
+from kit.soak import run as soak
 from pyserving.examples import half_plus_two
 from tests.helpers import ROOT, rest_predict, wait_for
 

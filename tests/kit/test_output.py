@@ -55,7 +55,7 @@ def test_the_kits_runner_drops_the_noise_unless_verbose():
     def through_the_runner(verbose: bool) -> str:
         # In a process of its own, as `inv` runs it: invoke's runner leaves the child's pipes to the
         # garbage collector, which this test session would count as an error.
-        code = f"import tasks, invoke; tasks._runner(invoke.Context(), verbose={verbose})({child!r})"
+        code = f"import invoke; from kit.task import runner; runner(invoke.Context(), verbose={verbose})({child!r})"
         done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                               check=True)
         assert done.stdout == f"$ {child}\n"

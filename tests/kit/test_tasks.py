@@ -20,9 +20,10 @@ from invoke.exceptions import Exit
 from tensorflow_serving.config import model_server_config_pb2
 
 import tasks
-from kit import compat_table, serving
-from kit.docker_backend import engine_status
+from kit.devtools import compat_table
 from kit.paths import ROOT
+from kit.serve import backends
+from kit.serve.docker import engine_status
 
 TASKS = sorted(tasks.ns.task_names)  # every task `inv --list` shows
 NO_SERVER = "no server is running: start one with `inv serve`"
@@ -166,7 +167,7 @@ def flag_values(command: list[str]) -> dict[str, str]:
     return dict(arg[2:].split("=", 1) for arg in command if arg.startswith("--") and "=" in arg)
 
 
-@pytest.mark.parametrize("backend", serving.BACKENDS)
+@pytest.mark.parametrize("backend", backends.NAMES)
 def test_every_backend_gets_short_load_retries_and_the_server_keeps_tf_serving_s_defaults(build_with_models,
                                                                                           backend, capsys):
     from pyserving.flags import BY_NAME
@@ -287,7 +288,7 @@ def test_reproduce_passes_its_training_options_on(build, tmp_path, capsys):
 
 def test_readme_flag_table_is_generated_from_the_flag_list():
     readme = (ROOT / "README.md").read_text()
-    assert compat_table.render(readme) == readme, "run: python -m kit.compat_table --write"
+    assert compat_table.render(readme) == readme, "run: python -m kit.devtools.compat_table --write"
 
 
 # ---- online updates without a server --------------------------------------------------------------
@@ -307,7 +308,7 @@ def test_publish_stops_when_there_is_nothing_to_publish(build_with_models, tmp_p
 
 
 # These stand-in versions are no SavedModels: --force publishes them unchecked (the checks are
-# tested with real ones in tests/kit/test_updates.py).
+# tested with real ones in tests/kit/rollout/test_updates.py).
 def test_publish_without_a_server_pins_the_served_version_then_publishes_the_next(build_with_models, capsys):
     svm = build_with_models / "models" / "svm"
     tasks.publish(MockContext(), model="svm", force=True)

@@ -6,7 +6,7 @@ inter- and intra-op thread pools once per process, from the first session's Conf
 parallelism flags are seen in a live process of their own. Thread-pool flags are observed
 through the "gate" model: its `enter` signature blocks until a token is released, so the number
 of requests inside the model at once is exactly the number of threads that may run them.
-docs/flag-tests.md lists the test of every flag (tests/kit/test_flag_tests.py keeps it whole).
+docs/flag-tests.md lists the test of every flag (tests/kit/devtools/test_flag_tests.py keeps it whole).
 """
 from __future__ import annotations
 

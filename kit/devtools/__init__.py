@@ -1,0 +1,1 @@
+"""The repository's own tooling: the flag-test doc, the README's compatibility table, the mutation report."""
