@@ -112,7 +112,7 @@ bench-ab: $(STAMP)  ## before/after serving benchmark against BASE=<git revision
 MUTATE_TIMEOUT ?= 1800
 MUTATE_CHILDREN ?= 2
 
-mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{pipeline/steps,rollout/plan,model_config}.py (~20 min)
+mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{steps,rollout/plan,model_config}.py (~20 min)
 	$(if $(ARGS),,rm -rf mutants)
 	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \
 	  status=$$?; $(VENV)/bin/python -m kit.devtools.mutation_report; exit $$status

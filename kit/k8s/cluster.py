@@ -113,7 +113,7 @@ def offline_env() -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": os.devnull}
 
 
-Run = Callable[[Sequence[str]], str]
+Run = Callable[..., str]  # (argv, stdin=None) -> stdout
 
 
 def run_kubectl(argv: Sequence[str], stdin: Optional[str] = None, timeout: float = 60.0) -> str:

@@ -25,7 +25,6 @@ from kit.k8s import cluster as k8s
 from kit.k8s import deploy
 
 TIMEOUT_S = 240.0  # kubelet sync (~60 s) + cache + the server's 1-2 s poll + a version's load, with room
-Run = Callable[..., str]
 
 
 def configmap_command(config_file: Path, namespace: str) -> tuple[list[str], str]:
@@ -36,7 +35,7 @@ def configmap_command(config_file: Path, namespace: str) -> tuple[list[str], str
     return k8s.configmap_apply_command(text, namespace)
 
 
-def config_applier(config_file: Path, namespace: str, run: Run = k8s.run_kubectl,
+def config_applier(config_file: Path, namespace: str, run: k8s.Run = k8s.run_kubectl,
                    say: Callable[[str], None] = print) -> Callable[[], None]:
     """What a rollout step runs after each write of models.config: apply it as the ConfigMap."""
     def apply() -> None:
@@ -47,7 +46,7 @@ def config_applier(config_file: Path, namespace: str, run: Run = k8s.run_kubectl
 
 
 @contextlib.contextmanager
-def pod_replicas(namespace: str, run: Run = k8s.run_kubectl, forward=k8s.port_forward,
+def pod_replicas(namespace: str, run: k8s.Run = k8s.run_kubectl, forward=k8s.port_forward,
                  say: Callable[[str], None] = print) -> Iterator[list[str]]:
     """The REST base URL of every ready pod, each through its own `kubectl port-forward` (stopped
     by pid on exit): the replicas the all-pod wait asks."""

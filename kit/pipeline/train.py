@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from kit import paths
 from kit.paths import ROOT
-from kit.pipeline.steps import python_sources, run_step
+from kit.steps import python_sources, run_step
 
 PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.serve.docker import container_model_config
-from kit.serve.server import write_model_config
+from kit import model_config
 from tests.e2e.docker_fixtures import tfserving_docker  # noqa: F401  (fixture)
 from tests.helpers import ROOT, launch
 
@@ -75,8 +74,8 @@ def _start_kit_training_early(request):
 def kit_models(kit_training) -> Path:
     """<root>/svm/1 and <root>/mnist/1 trained by the kit's CLIs, and models.config (container paths)."""
     root = kit_training.wait()
-    host_config = write_model_config({"svm": root / "svm", "mnist": root / "mnist"}, root.parent / "native.config")
-    (root / "models.config").write_text(container_model_config(host_config.read_text(), root))
+    host_config = model_config.write({"svm": root / "svm", "mnist": root / "mnist"}, root.parent / "native.config")
+    (root / "models.config").write_text(model_config.container_text(host_config.read_text(), root))
     return root
 
 

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from kit.model_config import CONFIG_NAME, CONTAINER_MODELS_ROOT
 from kit.process import free_ports
 from kit.serve.docker import (
     COMPOSE_FILE,
     COMPOSE_SERVICE,
-    CONTAINER_MODELS_ROOT,
-    DEFAULT_CONFIG_NAME,
     GRPC_PORT,
     REPO_ROOT,
     REST_PORT,
@@ -56,7 +55,7 @@ def model_names(config_text: str) -> list[str]:
             raise ValueError(
                 f"model {model.name!r}: base_path {model.base_path!r} is not under "
                 f"{CONTAINER_MODELS_ROOT}; write the config with container paths "
-                "(kit.serve.docker.container_model_config)"
+                "(kit.model_config.container_text)"
             )
         names.append(model.name)
     if not names:
@@ -113,7 +112,7 @@ def compose_tfserving(
     except ImportError:
         pytest.fail("the Docker e2e backend needs pytest-docker: pip install pytest-docker==3.2.6")
 
-    config = Path(models_dir) / DEFAULT_CONFIG_NAME
+    config = Path(models_dir) / CONFIG_NAME
     if not config.is_file():
         pytest.fail(f"{config} is missing: export the kit's models (with their models.config) first")
     try:

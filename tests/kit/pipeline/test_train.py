@@ -1,6 +1,6 @@
 """kit/pipeline/train.py's training steps, cached by their real inputs, without training anything.
 
-The steps run for real (kit.pipeline.train -> kit.pipeline.steps, the inputs each step declares, the stamps under
+The steps run for real (kit.pipeline.train -> kit.steps, the inputs each step declares, the stamps under
 KIT_BUILD_DIR = tmp_path); only the shell commands they would run are answered by `Programs`,
 which records each command and writes the files that program would write. So "reused" and
 "running" here are the pipeline's own decisions, and a rerun visibly replaces the exported model.

@@ -1,4 +1,4 @@
-"""kit/pipeline/steps.py: a step reruns exactly when its key (parameters, input files, code) changes or an
+"""kit/steps.py: a step reruns exactly when its key (parameters, input files, code) changes or an
 output is gone, and is reused, without running, otherwise.
 
 Real files in tmp_path; the build folder (where the stamps go) is pointed there by KIT_BUILD_DIR.
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
+from kit import steps
 from kit.paths import ROOT
-from kit.pipeline import steps
 
 
 class Step:
@@ -169,9 +169,9 @@ def test_parameters_that_json_cannot_hold_are_keyed_and_recorded_as_text(tmp_pat
 
 def test_inputs_inside_the_repository_are_recorded_relative_to_it(tmp_path, build):
     step = Step(tmp_path / "work")
-    assert steps.run_step("code", {}, [ROOT / "kit" / "pipeline" / "steps.py", step.data], [step.output], step.action)
+    assert steps.run_step("code", {}, [ROOT / "kit" / "steps.py", step.data], [step.output], step.action)
     stamp = json.loads((build / ".stamps" / "code.json").read_text())
-    assert stamp["inputs"] == ["kit/pipeline/steps.py", str(step.data)]
+    assert stamp["inputs"] == ["kit/steps.py", str(step.data)]
 
 
 def test_what_a_step_says(tmp_path, build, capsys):
