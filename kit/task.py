@@ -30,18 +30,20 @@ def show(command: Command) -> None:
     print(f"$ {_line(command)}", flush=True)
 
 
-def runner(c: invoke.Context, verbose: bool = False, check: bool = True) -> Callable[[Command], invoke.Result]:
+def runner(c: invoke.Context, verbose: bool = False, check: bool = True,
+           hide: bool = False) -> Callable[[Command], invoke.Result]:
     """Print each command, run it through the task's Context (stdout shown and captured, stdin
     at EOF), and with `check` stop with one line (Exit) when it fails; without, the caller reads
-    the result's exit code. TensorFlow's start-up noise is dropped from stderr unless `verbose`."""
+    the result's exit code. TensorFlow's start-up noise is dropped from stderr unless `verbose`;
+    with `hide` the output is only captured (the caller shows what matters of it)."""
     def run(command: Command) -> invoke.Result:
         line = _line(command)
         show(line)
-        stderr = sys.stderr if verbose else output.QuietLines(sys.stderr)
+        stderr = sys.stderr if verbose or hide else output.QuietLines(sys.stderr)
         try:
             # An empty in_stream: the child reads EOF at once (in_stream=False left its stdin pipe open).
             result = c.run(line, warn=True, pty=False, in_stream=io.StringIO(), env=output.child_env(verbose),
-                           err_stream=stderr)
+                           err_stream=stderr, hide=hide)
         finally:
             if stderr is not sys.stderr:
                 stderr.close()
