@@ -39,13 +39,14 @@ def runner(c: invoke.Context, verbose: bool = False, check: bool = True,
     def run(command: Command) -> invoke.Result:
         line = _line(command)
         show(line)
-        stderr = sys.stderr if verbose or hide else output.QuietLines(sys.stderr)
+        # (invoke shows a stream given as err_stream even when hidden)
+        stderr = None if hide else sys.stderr if verbose else output.QuietLines(sys.stderr)
         try:
             # An empty in_stream: the child reads EOF at once (in_stream=False left its stdin pipe open).
             result = c.run(line, warn=True, pty=False, in_stream=io.StringIO(), env=output.child_env(verbose),
                            err_stream=stderr, hide=hide)
         finally:
-            if stderr is not sys.stderr:
+            if stderr is not None and stderr is not sys.stderr:
                 stderr.close()
         if check and result.exited != 0:
             raise Exit(f"command failed (exit {result.exited}): {line}")
