@@ -62,6 +62,11 @@ image: $(STAMP)  ## build the development Docker image (ARGS=--target=pyserving:
 build-server: $(STAMP)  ## build tensorflow_model_server from source with Bazel in Docker
 	$(INV) build-server $(ARGS)
 
+# The one build step of the post that runs here: Debian's Bazel (apt-get install bazel-bootstrap).
+.PHONY: zlib-repro
+zlib-repro: $(STAMP)  ## protobuf 3.8.0 with Bazel: the @zlib error, then patched, built and run (~1 min)
+	$(INV) zlib-repro $(ARGS)
+
 publish: $(STAMP)  ## publish a SavedModel as the next version
 	$(INV) publish $(ARGS)
 

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from kit import model_config, paths, targets  # noqa: E402
 from kit.images import bazel_build as bb  # noqa: E402
 from kit.images import build, pyserving_image  # noqa: E402
+from kit.images import zlib_repro as zlib_repro_mod  # noqa: E402
 from kit.k8s import cluster as k8s  # noqa: E402
 from kit.k8s import deploy as deploy_mod  # noqa: E402
 from kit.pipeline import query, train  # noqa: E402
@@ -285,5 +286,18 @@ def build_server(c: Context, serving_tag: str = bb.TF_SERVING_GIT_TAG, image: st
     build.build_server(c, serving_tag, image, bazel_options, dry_run)
 
 
+@task(help={"patch_file": "the patch step 2 applies (default: patches/protobuf-zlib.patch)"})
+def zlib_repro(c: Context, patch_file: str = "") -> None:
+    """The post's Bazel failure and its fix, with a real Bazel (Debian's bazel-bootstrap).
+
+    Builds patches/repro (zlib declared only as @zlib_archive, as in TF Serving) against protobuf
+    3.8.0: as released it must stop with no such package '@zlib//'; then applies the patch as
+    `inv build-server` does, builds again and runs the binary. Sources: ../shared/bazel-offline
+    ($KIT_BAZEL_OFFLINE_DIR) when there, else Bazel's own downloads. Cached: `reused` unless the
+    workspace, the patch or the code changed.
+    """
+    zlib_repro_mod.zlib_repro(c, patch_file)
+
+
 ns = Collection(train_svm, train_mnist, serve, test_svm, test_mnist, reproduce, image, build_server,
-                publish, canary, promote, rollback, versions, remove, soak, deploy)
+                publish, canary, promote, rollback, versions, remove, soak, deploy, zlib_repro)

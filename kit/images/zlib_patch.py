@@ -1,7 +1,8 @@
 """Fix protobuf's zlib label inside a Bazel output base.
 
 TF Serving's workspace names zlib ``@zlib_archive`` while protobuf's BUILD
-(3.7 and later) depends on ``@zlib//:zlib``, so ``bazel build`` stops with
+(3.8.0 and later; 3.7.1 still asked for ``//external:zlib``) depends on
+``@zlib//:zlib``, so ``bazel build`` stops with
 ``no such package '@zlib//'``.  The fix is ``patches/protobuf-zlib.patch``;
 this module applies that very file (parsed here, so no ``patch`` binary is
 needed and the patch file is what gets tested), idempotently, and refuses to
@@ -182,6 +183,22 @@ def find_protobuf_build(output_base: Path) -> Path:
     )
 
 
+def _label(lines: tuple[str, ...]) -> str:
+    """The first quoted label in a hunk's changed lines (``@zlib//:zlib``), else the first line."""
+    for line in lines:
+        match = re.search(r'"([^"]+)"', line)
+        if match:
+            return match.group(1)
+    return lines[0].strip() if lines else "?"
+
+
+def _change(hunks: list[Hunk]) -> tuple[str, str]:
+    """(old label, new label) the patch makes, as its own lines say: the messages name what this
+    patch file does, not what the kit's own patch does."""
+    return (_label(tuple(line for h in hunks for line in h.removed)),
+            _label(tuple(line for h in hunks for line in h.added)))
+
+
 def _mismatch_message(build_file: Path, text: str, hunks: list[Hunk]) -> str:
     expected_old = " / ".join(repr(line) for h in hunks for line in h.removed)
     expected_new = " / ".join(repr(line) for h in hunks for line in h.added)
@@ -219,8 +236,9 @@ def fix_build_file(build_file: Path, patch_file: Path = PATCH_FILE) -> PatchResu
     except OSError as err:
         raise ZlibPatchError(f"{build_file}: cannot read: {err.strerror or err}") from err
     state = patch_state(text, hunks)
+    old, new = _change(hunks)
     if state == "patched":
-        message = f"{build_file}: already uses @zlib_archive//:zlib; nothing to do"
+        message = f"{build_file}: already uses {new}; nothing to do"
         logger.info(message)
         return PatchResult(build_file, False, message)
     if state == "mismatch":
@@ -232,7 +250,7 @@ def fix_build_file(build_file: Path, patch_file: Path = PATCH_FILE) -> PatchResu
             f"{build_file}: cannot write: {err.strerror or err} "
             "(files written by Bazel in a container may belong to another user)"
         ) from err
-    message = f"{build_file}: patched @zlib//:zlib -> @zlib_archive//:zlib"
+    message = f"{build_file}: patched {old} -> {new}"
     logger.info(message)
     return PatchResult(build_file, True, message)
 
