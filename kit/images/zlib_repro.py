@@ -265,7 +265,7 @@ def zlib_repro(c: Context, patch_file: str | Path = "") -> None:
         if not patch_file.is_file():
             raise ReproError(f"{patch_file}: no such patch file")
         bazel = require_tools()
-        sources = find_sources(offline_dir())
+        sources = find_sources(offline_dir(), network_reachable)
     except ReproError as err:
         raise Exit(str(err)) from None
     params = {"bazel": bazel, "target": TARGET,

@@ -23,8 +23,8 @@ from kit.images.zlib_patch import (
 UNPATCHED_LINE = 'ZLIB_DEPS = ["@zlib//:zlib"]'
 PATCHED_LINE = 'ZLIB_DEPS = ["@zlib_archive//:zlib"]'
 
-# The head of protobuf 3.7.x's BUILD, the layout the patch's hunk was made
-# against (ZLIB_DEPS on line 22).
+# The head of protobuf 3.8.0's BUILD, the layout the patch's hunk was made
+# against (ZLIB_DEPS on line 22; 3.7.1 had //external:zlib there).
 BUILD_HEAD = """\
 # Bazel (https://bazel.build/) BUILD file for Protobuf.
 
@@ -132,6 +132,15 @@ def test_is_idempotent(tmp_path):
     assert "already uses @zlib_archive//:zlib; nothing to do" in again.message
     assert build.read_text() == PATCHED
     assert build.stat().st_mtime_ns == before  # not even rewritten
+
+
+def test_messages_name_the_labels_of_the_patch_given(tmp_path):
+    # Before, they named @zlib_archive whatever the patch file said.
+    other = tmp_path / "other.patch"
+    other.write_text(PATCH_FILE.read_text().replace("@zlib_archive//:zlib", "@net_zlib//:zlib"))
+    output_base = make_output_base(tmp_path)
+    assert apply_zlib_fix(output_base, other).message.endswith(": patched @zlib//:zlib -> @net_zlib//:zlib")
+    assert apply_zlib_fix(output_base, other).message.endswith(": already uses @net_zlib//:zlib; nothing to do")
 
 
 def test_already_patched_file_is_left_alone(tmp_path):
