@@ -7,6 +7,8 @@ VENV := .venv
 INV := $(VENV)/bin/inv
 STAMP := $(VENV)/.installed
 BACKEND ?= native
+# The kit's build folder (kit/paths.py: $KIT_BUILD_DIR, default build/).
+BUILD_DIR := $(or $(KIT_BUILD_DIR),build)
 ARGS ?=
 
 .PHONY: venv lint test bench-ab bench-stall reproduce train-svm train-mnist serve serve-stop test-svm test-mnist \
@@ -21,7 +23,7 @@ help:  ## this list
 	@echo "(make <task> runs .venv/bin/inv <task> \$$ARGS; .venv/bin/inv <task> --help lists its options)"
 
 $(STAMP): requirements.txt pyproject.toml
-	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	@$(PYTHON) -c 'import sys; sys.exit(None if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version.split()[0] + " ($(PYTHON)): make PYTHON=python3.11 ...")'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -122,5 +124,7 @@ mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{steps,rollout/plan,m
 	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \
 	  status=$$?; $(VENV)/bin/python -m kit.devtools.mutation_report; exit $$status
 
+# A server `inv serve` started is stopped first, by its pid: removing build/ would lose its record.
 clean:  ## remove build/
-	rm -rf build
+	@if [ -x $(INV) ] && [ -f "$(BUILD_DIR)/server.json" ]; then $(INV) serve --stop; fi
+	rm -rf "$(BUILD_DIR)"

@@ -33,7 +33,7 @@ VERBOSE_HELP = "show TensorFlow's start-up log lines (CUDA errors on a machine w
 
 @task(help={
     "rows": "questions in a generated corpus (0: the shipped sample.csv; 60000 is the tutorial's scale)",
-    "classes": "classes in a generated corpus (the tutorial has 124)",
+    "classes": "classes in a generated corpus, 1..128 (the tutorial has 124)",
     "epochs": "training epochs", "batch_size": "minibatch size", "regulation_rate": "L2 weight",
     "version": "model version to export", "seed": "random seed",
     "dry_run": "print the commands it would run, run none", "verbose": VERBOSE_HELP,

@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     sys.path.insert(0, os.path.dirname(_HERE))
 
+import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
@@ -42,15 +43,18 @@ class ResultCounter:
         self._failed = 0
         self._done = 0
         self._active = 0
+        self.first_failure = None  # the first failed RPC's exception: one line to show, not one per RPC
         self._condition = threading.Condition()
 
     def inc_error(self):
         with self._condition:
             self._error += 1
 
-    def inc_failed(self):
+    def inc_failed(self, exception=None):
         with self._condition:
             self._failed += 1
+            if self.first_failure is None:
+                self.first_failure = exception
 
     def inc_done(self):
         with self._condition:
@@ -68,18 +72,20 @@ class ResultCounter:
                 self._condition.wait()
             self._active += 1
 
-    def wait_all(self):
+    def wait_all(self, sent=None):
+        """Until every request sent (default: all num_tests) has its answer."""
         with self._condition:
-            while self._done < self._num_tests:
+            while self._done < (self._num_tests if sent is None else sent):
                 self._condition.wait()
 
     @property
     def failed(self):
         return self._failed
 
-    def get_error_rate(self):
-        self.wait_all()
-        return self._error / float(self._num_tests)
+    def get_error_rate(self, sent=None):
+        """Errors among the answers to the requests sent (default: all num_tests)."""
+        self.wait_all(sent)
+        return self._error / float(self._num_tests if sent is None else max(sent, 1))
 
 
 def build_request(image, model_name="mnist", signature_name=SIGNATURE_NAME):
@@ -104,8 +110,7 @@ def _create_rpc_callback(label, result_counter):
             if exception:
                 # A failed RPC counts as an error, as in TF Serving's example.
                 result_counter.inc_error()
-                result_counter.inc_failed()
-                print(exception)
+                result_counter.inc_failed(exception)
             elif predicted_label(result_future.result()) != int(label):
                 result_counter.inc_error()
         finally:
@@ -114,21 +119,45 @@ def _create_rpc_callback(label, result_counter):
     return _callback
 
 
-def do_inference(hostport, test_set, concurrency, num_tests, model_name="mnist", timeout=5.0):
+def do_inference(hostport, test_set, concurrency, num_tests, model_name="mnist", timeout=5.0, stop_on_failure=False,
+                 counter=None):
     """Send num_tests requests (cycling over test_set) to one server or several ('a:1,b:2' or a
-    list, balanced round_robin); return (error_rate, failed_rpcs)."""
+    list, balanced round_robin); return (error_rate, failed_rpcs). With stop_on_failure no request
+    is sent after one has failed (the rate is then over the requests sent)."""
     if num_tests <= 0 or concurrency <= 0:
         raise ValueError("num_tests and concurrency must be positive")
+    counter = counter or ResultCounter(num_tests, concurrency)
     with balancing.channel(hostport) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        counter = ResultCounter(num_tests, concurrency)
+        sent = 0
         for i in range(num_tests):
             row = i % test_set.num_examples
             request = build_request(test_set.images[row], model_name)
             counter.throttle()
+            if stop_on_failure and counter.failed:
+                counter.dec_active()
+                break
             future = stub.Predict.future(request, timeout)
+            sent += 1
             future.add_done_callback(_create_rpc_callback(test_set.labels[row], counter))
-        return counter.get_error_rate(), counter.failed
+        return counter.get_error_rate(sent if sent < num_tests else None), counter.failed
+
+
+def unreachable(hostport, timeout):
+    """None once a channel to the server(s) connects within `timeout` s, else one line saying so."""
+    with balancing.channel(hostport) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return "cannot reach the gRPC server at %s within %g s: is it running? (inv serve)" % (hostport, timeout)
+    return None
+
+
+def describe(exception):
+    """A failed RPC in one line: its status code and details."""
+    code = getattr(exception, "code", lambda: None)()
+    details = getattr(exception, "details", lambda: None)()
+    return "%s: %s" % (code.name, " ".join(str(details).split())) if code is not None else str(exception)
 
 
 def build_parser():
@@ -150,12 +179,20 @@ def main(argv=None):
     if not args.server:
         print("please specify server host:port")
         return 2
+    reason = unreachable(args.server, args.timeout)
+    if reason:
+        print(reason, file=sys.stderr)
+        return 1
     datasets = input_data.read_data_sets(data_dir=args.data_dir)
     print("Dataset: %s" % datasets.description)
-    error_rate, failed = do_inference(args.server, datasets.test, args.concurrency,
-                                      args.num_tests, args.model_name, args.timeout)
+    counter = ResultCounter(args.num_tests, args.concurrency)
+    error_rate, failed = do_inference(args.server, datasets.test, args.concurrency, args.num_tests, args.model_name,
+                                      args.timeout, stop_on_failure=True, counter=counter)
     if failed:
-        print("Failed RPCs: %d/%d" % (failed, args.num_tests))
+        # One line for the first failure, not one per request; the rest were not sent.
+        print("RPC failed (%d of the requests sent; no more were sent): %s"
+              % (failed, describe(counter.first_failure)), file=sys.stderr)
+        return 1
     print("\nInference error rate: %s%%" % round(error_rate * 100, 4))
     return 0
 

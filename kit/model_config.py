@@ -20,6 +20,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from kit import paths
+from kit.errors import KitError
 
 CONFIG_NAME = "models.config"
 CONTAINER_CONFIG_NAME = "models.docker.config"  # beside models.config: the Docker backend's twin
@@ -173,11 +174,12 @@ def write_rollouts(config_file: Path, others: list[Rollout], model: Optional[Rol
 
 
 def kit_models() -> dict[str, Path]:
-    """The kit's trained models under build/models (RuntimeError naming the training tasks when none is)."""
+    """The kit's trained models under build/models (KitError naming the training tasks when none is)."""
     root = paths.MODELS
     models = {name: root / name for name in KIT_MODELS if (root / name).is_dir()}
     if not models:
-        raise RuntimeError(f"no trained models under {root}: run `inv train-svm` / `inv train-mnist` first")
+        raise KitError(f"no trained models under {root}: run `inv train-svm` / `inv train-mnist` first "
+                       "(or `make reproduce`)")
     return models
 
 

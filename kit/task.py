@@ -17,6 +17,7 @@ from invoke.exceptions import Exit, ParseError
 from invoke.parser import Argument, ParserContext
 
 from kit import output
+from kit.errors import KitError
 
 Command = Union[str, Sequence[str]]  # a shell line, or an argv list (quoted for the shell)
 
@@ -77,6 +78,12 @@ def described(help_text: Optional[str], default: Any) -> str:
 
 
 class KitTask(invoke.Task):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except KitError as exc:  # a user's mistake: one line, exit 1 (a bug keeps its traceback)
+            raise Exit(str(exc)) from None
+
     def get_arguments(self, ignore_unknown_help: Optional[bool] = None) -> list[Argument]:
         # invoke consumes self.help while building arguments; keep it for the next parse.
         given = dict(self.help)

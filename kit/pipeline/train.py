@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from kit import paths
+from kit.errors import KitError
 from kit.paths import ROOT
 from kit.steps import python_sources, run_step
+from models.svm.corpus import MAX_CLASSES
 
 PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"
@@ -29,6 +31,9 @@ def svm_data(run: Runner, rows: int, classes: int, seed: int = 20190101, say=pri
     if rows <= 0:
         say(f"[svm-data] using the shipped sample: {SVM_SAMPLE.relative_to(ROOT)} (+ dev split)")
         return SVM_SAMPLE, SVM_SAMPLE_DEV
+    if not 1 <= classes <= MAX_CLASSES:
+        raise KitError(f"--classes must be in 1..{MAX_CLASSES} (the corpus has {MAX_CLASSES} class names), "
+                       f"got {classes}")
     train = paths.DATA / f"svm_{rows}x{classes}_train.csv"
     dev = paths.DATA / f"svm_{rows}x{classes}_dev.csv"
     run_step(

@@ -153,6 +153,8 @@ def main(argv=None):
     parser.add_argument("--dev_out", help="also write a dev split here")
     parser.add_argument("--dev_fraction", type=float, default=0.1)
     args = parser.parse_args(argv)
+    if not 1 <= args.classes <= MAX_CLASSES:
+        parser.error("--classes must be in 1..%d, got %d" % (MAX_CLASSES, args.classes))
     rows = generate(args.rows, args.classes, args.seed)
     if args.dev_out:
         train_rows, dev_rows = split(rows, args.dev_fraction, args.seed)

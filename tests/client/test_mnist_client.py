@@ -14,7 +14,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from client import mnist_client
+from kit.process import free_ports
 from models.mnist import input_data
+from tests.helpers import InProcessServer
 
 
 def test_build_request():
@@ -127,3 +129,26 @@ def test_failed_rpcs_count_as_errors():
     error_rate, failed = mnist_client.do_inference("127.0.0.1:1", test_set, concurrency=2,
                                                    num_tests=3, timeout=2.0)
     assert error_rate == 1.0 and failed == 3
+
+
+def test_main_fails_fast_with_one_line_when_no_server_listens(capsys):
+    [port] = free_ports(1)  # nothing listens there
+    assert mnist_client.main(["--num_tests=1000", f"--server=127.0.0.1:{port}", "--timeout=1"]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"cannot reach the gRPC server at 127.0.0.1:{port} within 1 s: is it running? (inv serve)\n"
+    assert "Inference error rate" not in out
+
+
+def test_main_stops_at_the_first_failed_rpc_and_exits_1(exported, capsys):
+    # pyserving itself, serving a model that is not mnist: every Predict is NOT_FOUND.
+    server = InProcessServer([f"--model_base_path={exported / 'hp2'}", "--model_name=other"], rest=False).start()
+    try:
+        code = mnist_client.main(["--num_tests=1000", f"--server={server.grpc_target}", "--concurrency=4"])
+    finally:
+        server.stop()
+    out, err = capsys.readouterr()
+    assert code == 1 and "Inference error rate" not in out
+    [line] = err.splitlines()  # one line, not one per request
+    failed = int(line.split("RPC failed (", 1)[1].split(" ", 1)[0])
+    assert 1 <= failed <= 4  # what was in flight when the first failure came back; the rest never left
+    assert line.endswith("no more were sent): NOT_FOUND: Servable not found for request: Latest(mnist)")

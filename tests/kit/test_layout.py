@@ -1,6 +1,6 @@
 """The kit's layering: which part of kit/ may import which, read from the sources (no import runs).
 
-Plumbing (paths, process, output, task, steps, model_config) sits at the bottom and imports no
+Plumbing (paths, process, output, errors, task, steps, model_config) sits at the bottom and imports no
 subpackage; serve/ imports only plumbing; the generic rollout imports no target (a target
 registers in kit/targets.py); nothing imports upwards, so the graph has no cycle.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from kit.paths import ROOT
 
 KIT = ROOT / "kit"
-PLUMBING = {"paths", "process", "output", "task", "steps", "model_config"}
+PLUMBING = {"paths", "process", "output", "errors", "task", "steps", "model_config"}
 # part -> the parts it may import (besides itself). Read as "pipeline may use serve".
 ALLOWED = {
     "plumbing": set(),

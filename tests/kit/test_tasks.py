@@ -11,7 +11,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 
 import pytest
 from google.protobuf import text_format
@@ -168,8 +170,8 @@ def flag_values(command: list[str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("backend", backends.NAMES)
-def test_every_backend_gets_short_load_retries_and_the_server_keeps_tf_serving_s_defaults(build_with_models,
-                                                                                          backend, capsys):
+def test_every_backend_gets_short_load_retries_and_the_health_service_and_keeps_tf_serving_s_defaults(
+        build_with_models, backend, capsys):
     from pyserving.flags import BY_NAME
 
     tasks.serve(MockContext(), backend=backend, dry_run=True)
@@ -178,6 +180,8 @@ def test_every_backend_gets_short_load_retries_and_the_server_keeps_tf_serving_s
     # a bad version gives up within seconds, not after TF Serving's 5 retries a minute apart
     retries, interval_us = int(flags["max_num_load_retries"]), int(flags["load_retry_interval_micros"])
     assert 0 < retries * interval_us <= 10_000_000
+    # and the gRPC health service, as the README promises for every backend (TF Serving has it since 2.15.1)
+    assert "--enable_grpc_healthcheck_service" in command
     # the server's own defaults stay TF Serving's (model_servers/main.cc: 5 retries, 1 minute)
     assert (BY_NAME["max_num_load_retries"].default, BY_NAME["load_retry_interval_micros"].default) == (5, 60_000_000)
 
@@ -368,3 +372,61 @@ def test_a_server_that_died_counts_as_not_running(build_with_models, capsys):
     tasks.versions(MockContext(), model="svm")
     assert capsys.readouterr().out.splitlines()[-1] == "server: not running"
     assert not state.exists()
+
+
+# ---- a user's mistakes: one line, exit 1, no traceback ---------------------------------------------
+NOT_TRAINED = "no trained models under {models}: run `inv train-svm` / `inv train-mnist` first (or `make reproduce`)"
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve"], ["serve", "--dry-run"], ["canary"], ["canary", "--target=k8s", "--dry-run"], ["promote"],
+    ["rollback"], ["versions"], ["publish"], ["remove", "--version=1"],
+])
+def test_a_task_run_before_any_model_is_trained_says_so_in_one_line(build, argv, capsys):
+    with pytest.raises(SystemExit) as done:
+        Program(namespace=tasks.ns, name="kit", binary="inv").run(["inv", *argv])
+    assert done.value.code == 1
+    assert capsys.readouterr() == ("", NOT_TRAINED.format(models=build / "models") + "\n")
+
+
+def test_train_svm_refuses_more_classes_than_the_corpus_has_in_one_line(build, capsys):
+    with pytest.raises(SystemExit) as done:
+        Program(namespace=tasks.ns, name="kit", binary="inv").run(["inv", "train-svm", "--rows=100", "--classes=500"])
+    assert done.value.code == 1
+    assert capsys.readouterr() == ("", "--classes must be in 1..128 (the corpus has 128 class names), got 500\n")
+    assert help_options("train-svm")["classes"][1].startswith("classes in a generated corpus, 1..128")
+
+
+def test_make_venv_with_another_python_says_which_one_is_needed_in_one_line(tmp_path):
+    other = next((p for p in [*(f"/root/.pyenv/versions/{v}/bin/python3" for v in ("3.12.1", "3.13.0", "3.10.13")),
+                              *filter(None, (shutil.which(f"python3.{n}") for n in (12, 13, 10)))]
+                  if os.access(p, os.X_OK)), None)
+    if other is None:
+        pytest.skip("no Python other than 3.11 on this machine to try `make venv PYTHON=...` with")
+    for name in ("Makefile", "requirements.txt", "pyproject.toml"):  # a copy: the real .venv stays untouched
+        shutil.copy(ROOT / name, tmp_path / name)
+    done = subprocess.run(["make", "--no-print-directory", "-C", str(tmp_path), "venv", f"PYTHON={other}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[0].startswith("Python 3.11 is required, found 3.")
+    assert not (tmp_path / ".venv").exists()
+
+
+def test_make_clean_stops_the_server_inv_serve_started_by_its_pid(build):
+    # A stand-in server process (pyserving's name in its command line, as the kit's check wants),
+    # recorded as `inv serve` records one; the real start-up is tested in tests/kit/serve/test_server.py.
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "pyserving"])
+    try:
+        build.mkdir()
+        (build / "server.json").write_text(json.dumps(
+            {"backend": "native", "replicas": [{"grpc_port": 1, "rest_port": 2, "log": "x", "pid": server.pid}]}))
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+        done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "clean"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert server.wait(timeout=10) is not None  # stopped (SIGTERM), not orphaned
+        assert f"stopped server pid {server.pid}" in done.stdout and not build.exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
