@@ -79,8 +79,6 @@ class FileSystemSource:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._warned_missing: set[str] = set()
-        self._warned_empty: set[str] = set()
 
     def set_models(self, configs: Mapping[str, ModelConfig]) -> None:
         with self._lock:
@@ -99,15 +97,11 @@ class FileSystemSource:
             try:
                 on_disk = list_versions(config.base_path)
             except OSError as exc:
-                # A missing or unreadable base path changes nothing (TF Serving does the same).
-                if name not in self._warned_missing:
-                    logger.error(
-                        "File system source: could not list base path %s for servable %s: %s",
-                        config.base_path, name, exc,
-                    )
-                    self._warned_missing.add(name)
+                # A missing or unreadable base path changes nothing, and is said at every poll, so
+                # that a server that waits for it says why (TF Serving's text, file_system_storage_path_source.cc).
+                logger.error("FileSystemStoragePathSource encountered a filesystem access error: Could not find "
+                             "base path %s for servable %s (%s)", config.base_path, name, exc.strerror or exc)
                 continue
-            self._warned_missing.discard(name)
             complete = self._complete.setdefault(name, set())
             complete &= set(on_disk)  # a deleted version is no longer complete
             for number, path in on_disk.items():
@@ -117,10 +111,7 @@ class FileSystemSource:
                     complete.add(number)
                 else:
                     settling = True
-            if on_disk:
-                self._warned_empty.discard(name)
-            elif name not in self._warned_empty:
-                self._warned_empty.add(name)
+            if not on_disk:  # at every poll, as TF Serving says it
                 logger.warning(
                     "No versions of servable %s found under base path %s. Did you forget to name "
                     "your leaf directory as a number (eg. '/1/')?", name, config.base_path,

@@ -251,6 +251,15 @@ def test_rest_and_grpc_answer_alike_in_a_live_process(parity_server):
             np.testing.assert_array_equal(grpc_out, np.array(body["predictions"], dtype=np.float32))
 
 
+def test_a_missing_base_path_is_said_at_every_poll_while_the_server_waits(tmp_path, start_server):
+    base = tmp_path / "nowhere"
+    server = start_server([f"--model_base_path={base}", "--model_name=m"], wait=False)
+    said = f"FileSystemStoragePathSource encountered a filesystem access error: Could not find base path {base} " \
+           "for servable m"
+    wait_for(lambda: server.process.log().count(said) >= 2, what="two polls saying why the server waits", timeout=120)
+    assert not port_open(server.rest_port) and not port_open(server.grpc_port)
+
+
 def test_listeners_open_only_when_models_are_available_and_sigterm_exits_zero(exported, empty_base_server):
     server, base = empty_base_server, empty_base_server.base
     wait_for(lambda: "No versions of servable m found under base path" in server.process.log(),
