@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -440,6 +441,21 @@ def grpc_signature_defs(server, model: str) -> dict:
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(sig_map)
     return dict(sig_map.signature_def)
+
+
+# ---- docker/compose.yaml (read by tests/kit/serve/test_docker.py and tests/kit/images/test_pyserving_image.py)
+COMPOSE_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolate(value, env):
+    """Compose's ${VAR:-default} substitution, enough for docker/compose.yaml."""
+    if isinstance(value, str):
+        return COMPOSE_VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    return value
 
 
 def exit_codes_listening_then_closed(run_check: Callable[[int], int]) -> tuple[int, int]:

@@ -11,7 +11,6 @@ import http.server
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -30,22 +29,7 @@ from kit.serve.docker import (
     docker_stop_command,
     engine_status,
 )
-from tests.helpers import exit_codes_listening_then_closed
-
-# docker/compose.yaml's variables, as compose reads them
-COMPOSE_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def interpolate(value, env):
-    """Compose's ${VAR:-default} substitution, enough for docker/compose.yaml."""
-    if isinstance(value, str):
-        return COMPOSE_VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    return value
-
+from tests.helpers import COMPOSE_VAR, exit_codes_listening_then_closed, interpolate
 
 REPO = Path(__file__).resolve().parents[3]
 NO_DAEMON = (
