@@ -31,6 +31,7 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from kit import paths
+from kit.errors import KitError
 from kit.images import bazel_build as bb
 from kit.images.zlib_patch import PATCH_FILE, ZlibPatchError, is_zlib_error
 from kit.paths import ROOT
@@ -50,8 +51,8 @@ SANDBOX_DEBUG = re.compile(r"^\d+\.\d+: src/main/tools/")
 CODE = [Path(__file__).with_name(name) for name in ("zlib_repro.py", "bazel_build.py", "zlib_patch.py")]
 
 
-class ReproError(RuntimeError):
-    """The repro cannot run here; the message is one line saying why."""
+class ReproError(KitError):
+    """The repro cannot run here; the message is one line saying why (and what to install)."""
 
 
 @dataclass(frozen=True)
