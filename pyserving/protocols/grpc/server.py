@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import threading
 from concurrent import futures
 from typing import Callable, Optional, Sequence
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
 from pyserving.config_files import SslConfig
 from pyserving.core.dataplane import DataPlane
@@ -148,6 +153,23 @@ class LoopServer:
         self._pool.shutdown(wait=False)
 
 
+SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+def register_service_files() -> None:
+    """Put the two services' .proto files in the default descriptor pool, where reflection looks
+    them up (describe, FileContainingSymbol). tensorflow-serving-api 2.20 ships them as protoc-3
+    era modules that stop under protobuf >= 4 on `DESCRIPTOR.has_options = True`, one line after
+    their file has been added to the pool: that registration is all reflection needs, and the
+    server never uses these modules otherwise (the *_pb2_grpc stubs do not import them)."""
+    for module in ("prediction_service_pb2", "model_service_pb2"):
+        try:
+            importlib.import_module(f"tensorflow_serving.apis.{module}")
+        except AttributeError:
+            pass  # registered already; see above
+
+
 def build_server(
     data_plane: DataPlane,
     metrics,
@@ -168,6 +190,7 @@ def build_server(
     ]
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
     health_servicer = draining_health() if health else None
+    register_service_files()
 
     def make_server():
         server = grpc.aio.server(migration_thread_pool=pool, options=options)
@@ -176,10 +199,15 @@ def build_server(
                                tensor_content_outputs, max_elements=max_message_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane, metrics), server)
+        names = list(SERVICES)
         if health_servicer is not None:
             from grpc_health.v1 import health_pb2_grpc
 
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            names.append(HEALTH_SERVICE)
+        # Server reflection, as TF Serving links it in since 2.15 (grpc++_reflection): `grpcurl list`
+        # and `grpc_cli ls` work against the server with no .proto files at hand.
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         return server
 
     loop_server = LoopServer(make_server, pool, health_servicer)
