@@ -15,6 +15,7 @@ import re
 import selectors
 import shutil
 import subprocess
+import threading
 import time
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -180,13 +181,22 @@ FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 def port_forward(pod: str, namespace: str, remote_port: int, timeout: float = 30.0,
                  command: Optional[Sequence[str]] = None) -> Iterator[int]:
     """`kubectl port-forward pod/NAME :PORT` in the background; yields the local port kubectl
-    chose, and stops that process by its pid on exit. `command` replaces the kubectl argv."""
+    chose, and stops that process by its pid on exit. `command` replaces the kubectl argv.
+
+    kubectl prints a line for every connection ("Handling connection for PORT") and an error
+    line for each one that fails, so its output is read until it exits: a full pipe would block
+    kubectl, and the pod would look down."""
     argv = list(command) if command else [kubectl(), "port-forward", "--namespace", namespace,
                                           f"pod/{pod}", f":{remote_port}", "--address=127.0.0.1"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL)
+    drain = None
     try:
-        yield _forwarded_port(proc, timeout, f"pod/{pod}:{remote_port}")
+        port = _forwarded_port(proc, timeout, f"pod/{pod}:{remote_port}")
+        drain = threading.Thread(target=_read_to_end, args=(proc.stdout,), daemon=True,
+                                 name=f"port-forward {pod}:{remote_port} output")
+        drain.start()
+        yield port
     finally:
         proc.terminate()
         try:
@@ -194,7 +204,14 @@ def port_forward(pod: str, namespace: str, remote_port: int, timeout: float = 30
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if drain is not None:
+            drain.join(5)  # kubectl has exited: its output ends
         proc.stdout.close()
+
+
+def _read_to_end(stream) -> None:
+    for line in stream:
+        logger.debug("kubectl port-forward: %s", line.rstrip())
 
 
 def _forwarded_port(proc: subprocess.Popen, timeout: float, what: str) -> int:

@@ -1,12 +1,19 @@
 """kit/k8s/cluster.py: the cluster helpers the rollout tasks use, without a cluster: the real kubectl with
 no kubeconfig where that tells something, a stand-in `run` (kubectl's JSON as data) where the
-answer needs a cluster, and a stand-in port-forward process (a script printing kubectl's line)."""
+answer needs a cluster, a stand-in port-forward process (a script printing kubectl's line), and
+the stand-in kubectl of the rollout tests (data/fake_kubectl.py), which answers as kubectl does: pods
+by namespace and selector, port-forwards that relay TCP to the pod port named, applies checked
+against the object's namespace."""
 from __future__ import annotations
 
 import json
 import os
+import socket
+import socketserver
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -127,3 +134,105 @@ def test_port_forward_is_stopped_when_the_body_fails(tmp_path):
         with k8s.port_forward("p", "ns", 8501, command=[sys.executable, str(script), str(pid_file)]):
             raise ValueError("query failed")
     assert not pid_alive(int(pid_file.read_text()))
+
+
+# ---- against the stand-in kubectl (data/fake_kubectl.py, as $KUBECTL; conftest.py) -------------
+# The labels the rendered Deployment gives its pods (deploy/base/kustomization.yaml labels).
+POD_LABELS = {"app.kubernetes.io/name": "kit-serving", "app.kubernetes.io/part-of": "tf-serving-kit"}
+
+
+def stand_in_pods(state, *pods: dict) -> None:
+    (state / "pods.json").write_text(json.dumps({"pods": list(pods)}))
+
+
+def stand_in_pod(name: str, namespace: str = "kit-py", labels: dict = POD_LABELS, ready: bool = True,
+                 ports: dict = None) -> dict:
+    return {"name": name, "namespace": namespace, "labels": labels, "ready": ready,
+            "ports": ports or {"8500": 1, "8501": 2}}
+
+
+def test_ready_pods_asks_the_namespace_for_the_kit_s_pods(fake_kubectl):
+    stand_in_pods(fake_kubectl, stand_in_pod("kit-serving-b"), stand_in_pod("kit-serving-a"),
+                  stand_in_pod("kit-serving-c", ready=False),
+                  stand_in_pod("other-a", labels={"app.kubernetes.io/name": "other"}),
+                  stand_in_pod("kit-serving-d", namespace="default"), stand_in_pod("kit-serving-e", namespace="ml"))
+    assert k8s.ready_pods("kit-py") == ["kit-serving-a", "kit-serving-b"]
+    assert k8s.ready_pods("ml") == ["kit-serving-e"]
+    assert k8s.ready_pods("kit-py", "app.kubernetes.io/name in (kit-serving, other),!tier") == [
+        "kit-serving-a", "kit-serving-b", "other-a"]
+
+
+class Answering(socketserver.TCPServer):
+    """A pod port: answers every connection with its own name (one at a time, at once)."""
+
+    def __init__(self, word: bytes):
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.sendall(word)
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def pod_ports():
+    servers = {"grpc": Answering(b"grpc"), "rest": Answering(b"rest")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def ask(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        chunks = []
+        while chunk := conn.recv(64):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_port_forward_through_the_stand_in_reaches_the_pod_port_it_names(fake_kubectl, pod_ports):
+    ports = {"8500": pod_ports["grpc"].port, "8501": pod_ports["rest"].port}
+    stand_in_pods(fake_kubectl, stand_in_pod("kit-serving-a", ports=ports))
+    with k8s.port_forward("kit-serving-a", "kit-py", 8501) as rest, \
+            k8s.port_forward("kit-serving-a", "kit-py", 8500) as grpc:
+        assert (ask(rest), ask(grpc)) == (b"rest", b"grpc")
+    with pytest.raises(OSError):  # stopped with the context
+        ask(rest)
+    with pytest.raises(RuntimeError, match="did not start: error: pod kit-serving-a has no container port 9000"):
+        with k8s.port_forward("kit-serving-a", "kit-py", 9000):
+            pass
+    with pytest.raises(RuntimeError, match='did not start: Error from server \\(NotFound\\): pods "kit-serving-a"'):
+        with k8s.port_forward("kit-serving-a", "default", 8501):
+            pass
+
+
+def test_port_forward_keeps_reading_what_kubectl_prints(fake_kubectl, pod_ports):
+    """kubectl prints "Handling connection for PORT" for every connection; once 64 KiB of them fill
+    an unread pipe it blocks, and the pod looks down (a rollout polls 20 times a second per pod,
+    so a minute's wait for a kubelet's sync makes thousands)."""
+    stand_in_pods(fake_kubectl, stand_in_pod("kit-serving-a", ports={"8500": 1, "8501": pod_ports["rest"].port}))
+    line = len("Handling connection for 40000\n")
+    with k8s.port_forward("kit-serving-a", "kit-py", 8501) as rest, ThreadPoolExecutor(4) as clients:
+        answers = list(clients.map(lambda _: ask(rest), range(65536 // line + 200)))
+    assert set(answers) == {b"rest"}
+
+
+def test_the_configmap_lands_in_the_namespace_it_is_applied_to(fake_kubectl):
+    argv, manifest = k8s.configmap_apply_command('model_config_list { config { name: "svm" } }\n', "ml")
+    with pytest.raises(RuntimeError, match='namespaces "ml" not found'):
+        k8s.run_kubectl(argv, stdin=manifest)
+    k8s.run_kubectl([k8s.kubectl(), "apply", "-f", "-"],
+                    stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}}))
+    assert k8s.run_kubectl(argv, stdin=manifest) == "configmap/kit-serving-config created\n"
+    stored = json.loads((fake_kubectl / "objects" / "ml" / "ConfigMap" / "kit-serving-config.json").read_text())
+    assert stored["data"]["models.config"] == 'model_config_list { config { name: "svm" } }\n'
+    with pytest.raises(RuntimeError, match='the namespace from the provided object "ml" does not match'):
+        k8s.run_kubectl([*argv[:2], "--namespace", "kit-py", "-f", "-"], stdin=manifest)
