@@ -3,8 +3,10 @@
 `schema_errors` validates built-in kinds with kubernetes-validate (strict, per Kubernetes
 version); the semantic checks below catch what a schema cannot: a selector that matches no pod,
 a probe on a port that does not exist, server args that drifted from `inv serve`'s, a
-models.config pyserving cannot read. Each returns a list of problems, one line each; `inv deploy`
-runs them all before it writes a file, and tests feed each a broken manifest.
+models.config pyserving cannot read, and any of the README's promises missing (the startup,
+readiness and liveness probes, the scrape annotations, an HPA on CPU, a PDB). Each returns a
+list of problems, one line each; `inv deploy` runs them all before it writes a file, and tests
+feed each a broken manifest.
 """
 from __future__ import annotations
 
@@ -170,8 +172,8 @@ def configmap(docs: list[dict], name: str = k8s.CONFIGMAP_NAME) -> Optional[dict
 
 def check_config(docs: list[dict], models: Optional[Iterable[str]] = None) -> Problems:
     """The ConfigMap's models.config parses with pyserving's own reader and names `models`, each at
-    a path the pod can read; monitoring.config and batching.config parse, the readiness probe asks
-    for the metrics path monitoring.config enables, and the batch threads match the CPU limit."""
+    a path the pod can read; monitoring.config and batching.config parse, monitoring.config enables
+    Prometheus metrics, and the batch threads match the CPU limit."""
     from pyserving import config_protos
     from pyserving.errors import ServingError
 
@@ -205,13 +207,11 @@ def check_config(docs: list[dict], models: Optional[Iterable[str]] = None) -> Pr
                                             "batching.config")
     except ServingError as exc:
         return [*problems, f"ConfigMap/{k8s.CONFIGMAP_NAME}: {exc}"]
-    metrics = monitoring.prometheus_config.path if monitoring.prometheus_config.enable else None
+    if not monitoring.prometheus_config.enable:
+        problems.append(f"ConfigMap/{k8s.CONFIGMAP_NAME}: monitoring.config does not enable Prometheus metrics "
+                        "(the readiness probe and the scrape annotations ask for them)")
     for deployment, template in workloads(docs):
         container = server_container(template) or {}
-        ready = (container.get("readinessProbe") or {}).get("httpGet", {}).get("path")
-        if ready and ready != metrics:
-            problems.append(f"{_name(deployment)}: readinessProbe asks for {ready}, but monitoring.config serves "
-                            f"metrics at {metrics}")
         limit = container.get("resources", {}).get("limits", {}).get("cpu")
         if limit is not None and batching.num_batch_threads.value != cpu_cores(limit):
             problems.append(f"{_name(deployment)}: batching.config num_batch_threads "
@@ -346,10 +346,125 @@ def check_shutdown(docs: list[dict]) -> Problems:
     return problems
 
 
+def metrics_path(docs: list[dict]) -> Optional[str]:
+    """The path monitoring.config serves Prometheus metrics at (on the REST port); None when it
+    does not enable them, or cannot be read (check_config says why)."""
+    from pyserving import config_protos
+    from pyserving.errors import ServingError
+
+    cm = configmap(docs) or {}
+    try:
+        monitoring = config_protos.parse_text((cm.get("data") or {}).get("monitoring.config", ""),
+                                              config_protos.MonitoringConfig(), "monitoring.config")
+    except ServingError:
+        return None
+    return monitoring.prometheus_config.path if monitoring.prometheus_config.enable else None
+
+
+def _port_number(container: dict, port: object) -> object:
+    """A probe's port as a number: a name resolved through the container's declared ports."""
+    if isinstance(port, str):
+        return next((p.get("containerPort") for p in container.get("ports", []) if p.get("name") == port), port)
+    return port
+
+
+def check_probes(docs: list[dict]) -> Problems:
+    """The server's probes: a startupProbe connecting to a server port (the server opens its ports
+    only once every model is loaded, so a slow load is not killed by the liveness probe), a
+    readinessProbe GETting the metrics path monitoring.config enables, on the REST port (it does
+    not depend on a model: /v1/models/NAME answers 200 for a version in any state), and a gRPC
+    livenessProbe on the gRPC port (grpc.health.v1, which --enable_grpc_healthcheck_service serves)."""
+    problems = []
+    metrics = metrics_path(docs)
+    for deployment, template in workloads(docs):
+        container = server_container(template)
+        if container is None:
+            continue  # check_args says so
+        who = f"{_name(deployment)} container {container['name']}"
+        startup = (container.get("startupProbe") or {}).get("tcpSocket")
+        if startup is None:
+            problems.append(f"{who}: no startupProbe.tcpSocket (the ports open once the models are loaded; without "
+                            "it a slow load is killed by the liveness probe)")
+        elif _port_number(container, startup.get("port")) not in (k8s.GRPC_PORT, k8s.REST_PORT):
+            problems.append(f"{who}: startupProbe.tcpSocket port {startup.get('port')!r} is neither the gRPC port "
+                            f"{k8s.GRPC_PORT} nor the REST port {k8s.REST_PORT}")
+        ready = (container.get("readinessProbe") or {}).get("httpGet")
+        if ready is None:
+            problems.append(f"{who}: no readinessProbe.httpGet (on the metrics path of the REST port)")
+        else:
+            if _port_number(container, ready.get("port")) != k8s.REST_PORT:
+                problems.append(f"{who}: readinessProbe.httpGet port {ready.get('port')!r} is not the REST port "
+                                f"{k8s.REST_PORT}")
+            if ready.get("path") != metrics:
+                problems.append(f"{_name(deployment)}: readinessProbe asks for {ready.get('path')}, but "
+                                f"monitoring.config serves metrics at {metrics}")
+        live = (container.get("livenessProbe") or {}).get("grpc")
+        if live is None:
+            problems.append(f"{who}: no livenessProbe.grpc (grpc.health.v1 on the gRPC port {k8s.GRPC_PORT})")
+        else:
+            if not isinstance(live.get("port"), str) and live.get("port") != k8s.GRPC_PORT:  # a name: check_ports
+                problems.append(f"{who}: livenessProbe.grpc port {live.get('port')!r} is not the gRPC port "
+                                f"{k8s.GRPC_PORT}")
+            if "enable_grpc_healthcheck_service" not in k8s.flag_map(container.get("args", [])):
+                problems.append(f"{who}: livenessProbe.grpc needs --enable_grpc_healthcheck_service in the args")
+    return problems
+
+
+SCRAPE = ("prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path")
+
+
+def check_scrape(docs: list[dict]) -> Problems:
+    """Each pod template carries the Prometheus scrape annotations (honoured by the
+    prometheus-community chart's kubernetes-pods job): scrape "true", the REST port the metrics
+    are served on, and the path monitoring.config enables."""
+    problems = []
+    metrics = metrics_path(docs)
+    for deployment, template in workloads(docs):
+        annotations = template.get("metadata", {}).get("annotations") or {}
+        for key, value in zip(SCRAPE, ("true", str(k8s.REST_PORT), metrics)):
+            if annotations.get(key) != value:
+                problems.append(f"{_name(deployment)}: pod annotation {key} is {annotations.get(key)!r}, expected "
+                                f"{value!r}")
+    return problems
+
+
+def _metric(metric: dict) -> str:
+    """An HPA metric in a few words: "Resource cpu Utilization", "Pods requests_per_second AverageValue"."""
+    kind = metric.get("type", "")
+    source = metric.get(kind[:1].lower() + kind[1:]) or {}  # Resource -> resource, ContainerResource -> ...
+    name = source.get("name") or (source.get("metric") or {}).get("name")
+    return f"{kind} {name} {(source.get('target') or {}).get('type')}"
+
+
+def check_scaling(docs: list[dict]) -> Problems:
+    """An HPA scales each Deployment on CPU utilization alone, which is measured against the
+    server's CPU request (so it must have one), and a PodDisruptionBudget selects its pods."""
+    problems = []
+    for deployment, template in workloads(docs):
+        hpas = [o for o in docs if o.get("kind") == "HorizontalPodAutoscaler"
+                and o.get("spec", {}).get("scaleTargetRef", {}).get("kind") == "Deployment"
+                and o["spec"]["scaleTargetRef"].get("name") == deployment["metadata"]["name"]]
+        if not hpas:
+            problems.append(f"{_name(deployment)}: no HorizontalPodAutoscaler scales it")
+        for hpa in hpas:
+            # autoscaling/v2 without metrics scales on CPU utilization (80 %)
+            metrics = [_metric(m) for m in hpa["spec"].get("metrics") or []] or ["Resource cpu Utilization"]
+            if metrics != ["Resource cpu Utilization"]:
+                problems.append(f"{_name(hpa)}: scales on {', '.join(metrics)}; expected CPU utilization alone")
+        if not ((server_container(template) or {}).get("resources", {}).get("requests") or {}).get("cpu"):
+            problems.append(f"{_name(deployment)}: the server has no CPU request, which CPU utilization is "
+                            "measured against")
+        labels = template.get("metadata", {}).get("labels", {})
+        if not any(_matches(o.get("spec", {}).get("selector", {}), labels) for o in docs
+                   if o.get("kind") == "PodDisruptionBudget"):
+            problems.append(f"{_name(deployment)}: no PodDisruptionBudget selects its pods")
+    return problems
+
+
 SEMANTIC_CHECKS: dict[str, Callable[[list[dict]], Problems]] = {
     "selectors": check_selectors, "ports": check_ports, "args": check_args, "config": check_config,
     "config-mount": check_config_mount, "images": check_images, "non-root": check_non_root,
-    "shutdown": check_shutdown,
+    "shutdown": check_shutdown, "probes": check_probes, "scrape": check_scrape, "scaling": check_scaling,
 }
 
 

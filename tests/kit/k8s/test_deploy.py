@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 import subprocess
 import tomllib
 
@@ -204,6 +205,114 @@ def test_render_serves_the_trained_models_with_their_rollout_labels(build):
     assert find(result.docs, "Namespace")["metadata"]["name"] == "ml"
 
 
+@pytest.mark.parametrize("combo", COMBOS, ids="-".join)
+def test_the_readme_s_promises_hold_for_every_overlay_and_storage(rendered, combo):
+    """README "Deploying to Kubernetes", each promise about the rendered objects, as literals (and
+    the scrape annotations also against the container's REST port and monitoring.config's path)."""
+    overlay, docs = combo[0], rendered[combo]
+    deployment = find(docs, "Deployment")
+    template, container = deployment["spec"]["template"], server(docs)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 8500, "rest": 8501}
+    # a start-up probe (the ports open once the models are loaded)
+    assert ports[container["startupProbe"]["tcpSocket"]["port"]] == 8501
+    # a readiness probe on the metrics URL
+    assert container["readinessProbe"]["httpGet"] == {"path": "/monitoring/prometheus/metrics", "port": "rest"}
+    monitoring = find(docs, "ConfigMap", "kit-serving-config")["data"]["monitoring.config"]
+    assert re.search(r'enable: true\s+path: "/monitoring/prometheus/metrics"', monitoring)
+    # a gRPC health liveness probe
+    assert container["livenessProbe"]["grpc"] == {"port": 8500}
+    assert "--enable_grpc_healthcheck_service" in container["args"]
+    # Prometheus scrape annotations
+    annotations = template["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "8501",
+        "prometheus.io/path": "/monitoring/prometheus/metrics"}
+    assert annotations["prometheus.io/port"] == str(ports["rest"])
+    assert f'path: "{annotations["prometheus.io/path"]}"' in monitoring
+    # an HPA on CPU (utilization of the CPU request), a PDB
+    hpa = find(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kit-serving"}
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    assert container["resources"]["requests"]["cpu"] == "1"
+    pdb = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "kit-serving"}}
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "kit-serving"
+    # rolling updates with maxUnavailable: 0
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # uid 1000 on a read-only root file system with no capabilities
+    assert template["spec"]["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # TF Serving: a 5 s preStop sleep and a 15 s grace period; pyserving: 30 s
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
+    assert template["spec"]["terminationGracePeriodSeconds"] == {"tfserving": 15, "pyserving": 30}[overlay]
+
+
+def test_probe_check(rendered):
+    docs = broken(rendered["pyserving", "pvc"])
+    container = server(docs)
+    del container["startupProbe"], container["readinessProbe"], container["livenessProbe"]
+    assert manifest_checks.check_probes(docs) == [
+        "Deployment/kit-serving container server: no startupProbe.tcpSocket (the ports open once the models are "
+        "loaded; without it a slow load is killed by the liveness probe)",
+        "Deployment/kit-serving container server: no readinessProbe.httpGet (on the metrics path of the REST port)",
+        "Deployment/kit-serving container server: no livenessProbe.grpc (grpc.health.v1 on the gRPC port 8500)"]
+    docs = broken(rendered["tfserving", "gcs"])
+    container = server(docs)
+    container["startupProbe"]["tcpSocket"]["port"] = 9000
+    container["readinessProbe"]["httpGet"] = {"path": "/v1/models/svm", "port": "grpc"}
+    container["livenessProbe"]["grpc"]["port"] = 8501
+    container["args"].remove("--enable_grpc_healthcheck_service")
+    assert manifest_checks.check_probes(docs) == [
+        "Deployment/kit-serving container server: startupProbe.tcpSocket port 9000 is neither the gRPC port 8500 "
+        "nor the REST port 8501",
+        "Deployment/kit-serving container server: readinessProbe.httpGet port 'grpc' is not the REST port 8501",
+        "Deployment/kit-serving: readinessProbe asks for /v1/models/svm, but monitoring.config serves metrics at "
+        "/monitoring/prometheus/metrics",
+        "Deployment/kit-serving container server: livenessProbe.grpc port 8501 is not the gRPC port 8500",
+        "Deployment/kit-serving container server: livenessProbe.grpc needs --enable_grpc_healthcheck_service in the "
+        "args"]
+
+
+def test_scrape_check(rendered):
+    docs = broken(rendered["tfserving", "pvc"])
+    template = find(docs, "Deployment")["spec"]["template"]
+    del template["metadata"]["annotations"]
+    assert manifest_checks.check_scrape(docs) == [
+        "Deployment/kit-serving: pod annotation prometheus.io/scrape is None, expected 'true'",
+        "Deployment/kit-serving: pod annotation prometheus.io/port is None, expected '8501'",
+        "Deployment/kit-serving: pod annotation prometheus.io/path is None, expected '/monitoring/prometheus/metrics'"]
+    template["metadata"]["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "8500",
+                                           "prometheus.io/path": "/monitoring/prometheus/metrics"}
+    cm = find(docs, "ConfigMap", k8s.CONFIGMAP_NAME)
+    cm["data"]["monitoring.config"] = cm["data"]["monitoring.config"].replace("/monitoring/prometheus/metrics", "/m")
+    assert manifest_checks.check_scrape(docs) == [
+        "Deployment/kit-serving: pod annotation prometheus.io/port is '8500', expected '8501'",
+        "Deployment/kit-serving: pod annotation prometheus.io/path is '/monitoring/prometheus/metrics', expected '/m'"]
+
+
+def test_scaling_check(rendered):
+    docs = broken(rendered["pyserving", "s3"])
+    hpa = find(docs, "HorizontalPodAutoscaler")
+    hpa["spec"]["metrics"][0]["resource"]["name"] = "memory"
+    del server(docs)["resources"]["requests"]["cpu"]
+    docs.remove(find(docs, "PodDisruptionBudget"))
+    assert manifest_checks.check_scaling(docs) == [
+        "HorizontalPodAutoscaler/kit-serving: scales on Resource memory Utilization; expected CPU utilization alone",
+        "Deployment/kit-serving: the server has no CPU request, which CPU utilization is measured against",
+        "Deployment/kit-serving: no PodDisruptionBudget selects its pods"]
+    hpa["spec"]["metrics"] = [{"type": "Pods", "pods": {
+        "metric": {"name": "requests_per_second"}, "target": {"type": "AverageValue", "averageValue": "100"}}}]
+    hpa["spec"]["scaleTargetRef"]["name"] = "other"
+    assert manifest_checks.check_scaling(docs)[0] == "Deployment/kit-serving: no HorizontalPodAutoscaler scales it"
+    hpa["spec"]["scaleTargetRef"]["name"] = "kit-serving"
+    assert manifest_checks.check_scaling(docs)[0] == (
+        "HorizontalPodAutoscaler/kit-serving: scales on Pods requests_per_second AverageValue; expected CPU "
+        "utilization alone")
+
+
 # ---- options refused with one line ----------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
     ({"overlay": "pyserving", "storage": "gcs"}, "--storage=gcs needs --overlay=tfserving"),
@@ -339,10 +448,10 @@ def test_config_check_reads_models_config_with_pyservings_reader(rendered):
     assert manifest_checks.check_config(docs) == [
         "ConfigMap/kit-serving-config: model mnist's base_path /data/mnist is on no mounted volume"]
     cm["data"][k8s.MODELS_CONFIG_KEY] = text
-    cm["data"]["monitoring.config"] = cm["data"]["monitoring.config"].replace("/monitoring/prometheus/metrics", "/m")
+    cm["data"]["monitoring.config"] = cm["data"]["monitoring.config"].replace("enable: true", "enable: false")
     assert manifest_checks.check_config(docs) == [
-        "Deployment/kit-serving: readinessProbe asks for /monitoring/prometheus/metrics, but monitoring.config "
-        "serves metrics at /m"]
+        "ConfigMap/kit-serving-config: monitoring.config does not enable Prometheus metrics (the readiness probe "
+        "and the scrape annotations ask for them)"]
 
 
 def test_config_mount_check(rendered):
