@@ -9,6 +9,7 @@ the version is loaded, then the label points at it.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -72,7 +73,8 @@ class VersionReport:
 
 def _get_json(url: str):
     """GET a JSON answer; None on an HTTP error answer (e.g. a label not known yet); ReplicaDown
-    when the replica cannot be asked at all (refused, reset, timed out)."""
+    when the replica cannot be asked at all (refused, reset, timed out, or no HTTP answer: a body
+    cut short, or a port that speaks something else)."""
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return json.loads(resp.read())
@@ -80,6 +82,8 @@ def _get_json(url: str):
         return None
     except (urllib.error.URLError, OSError) as exc:
         raise agreement.ReplicaDown(str(getattr(exc, "reason", exc))) from None
+    except http.client.HTTPException as exc:  # its text may be the other protocol's bytes
+        raise agreement.ReplicaDown(f"no HTTP answer ({type(exc).__name__})") from None
     except ValueError:
         return None
 

@@ -19,6 +19,7 @@ import pytest
 
 from kit.k8s import cluster as k8s
 from kit.process import pid_alive
+from kit.rollout import agreement, plan
 
 
 def test_cluster_unavailable_without_a_kubeconfig_says_so_in_one_line(monkeypatch):
@@ -236,3 +237,13 @@ def test_the_configmap_lands_in_the_namespace_it_is_applied_to(fake_kubectl):
     assert stored["data"]["models.config"] == 'model_config_list { config { name: "svm" } }\n'
     with pytest.raises(RuntimeError, match='the namespace from the provided object "ml" does not match'):
         k8s.run_kubectl([*argv[:2], "--namespace", "kit-py", "-f", "-"], stdin=manifest)
+
+
+def test_a_pod_port_that_answers_no_http_is_a_replica_that_cannot_be_asked(fake_kubectl, pod_ports):
+    """What a rollout makes of a port-forward to a port that is not the REST one (the gRPC port
+    answers HTTP/1.1 with an HTTP/2 frame; here a word): the replica is down, said in one line, not
+    an http.client error out of the step."""
+    stand_in_pods(fake_kubectl, stand_in_pod("kit-serving-a", ports={"8500": 1, "8501": pod_ports["grpc"].port}))
+    with k8s.port_forward("kit-serving-a", "kit-py", 8501) as port:
+        with pytest.raises(agreement.ReplicaDown, match=r"^no HTTP answer \(BadStatusLine\)$"):
+            plan.fetch_versions(f"http://127.0.0.1:{port}", "svm")
