@@ -137,19 +137,43 @@ class LoadFailed(RuntimeError):
         self.model, self.version, self.error = model, version, error
 
 
-def _versions_loaded(model: str, versions: list[int]) -> agreement.Check:
+def _versions_loaded(model: str, versions: list[int],
+                     failed_before: Optional[dict[str, set[int]]] = None) -> agreement.Check:
     """True once all are AVAILABLE on the replica, else their states; LoadFailed as soon as one of
-    them ended in END with an error (it will not become AVAILABLE)."""
+    them ended in END with an error (it will not become AVAILABLE). A version a replica reported
+    failed before this step (`failed_before[rest]`: a broken canary rolled back, fixed on disk and
+    canaried again) is tried anew once the config names it again, so its old END counts only once
+    the replica has shown it in another state since (the new attempt)."""
+    failed_before = failed_before or {}
+    moved: dict[str, set[int]] = {}
+
     def check(rest: str):
         reports = fetch_versions(rest, model)
+        stale = failed_before.get(rest, set()) - moved.setdefault(rest, set())
         for v in versions:
             report = reports.get(v)
-            if report is not None and report.state == "END" and report.error:
+            if report is not None and report.state != "END":
+                moved[rest].add(v)
+                stale.discard(v)
+            elif report is not None and report.error and v not in stale:
                 raise LoadFailed(model, v, report.error)
         if all(v in reports and reports[v].state == "AVAILABLE" for v in versions):
             return True
-        return ", ".join(f"{v}: {reports[v].state if v in reports else 'not reported yet'}" for v in versions)
+        return ", ".join(f"{v}: " + ("END, failed before this step: not tried again yet" if v in stale else
+                                     reports[v].state if v in reports else "not reported yet") for v in versions)
     return check
+
+
+def failed_versions(replicas: Sequence[str], model: str, versions: list[int]) -> dict[str, set[int]]:
+    """Which of `versions` each replica reports as failed (END with an error) right now."""
+    found = {}
+    for rest in replicas:
+        try:
+            reports = fetch_versions(rest, model)
+        except agreement.ReplicaDown:
+            continue
+        found[rest] = {v for v in versions if v in reports and reports[v].state == "END" and reports[v].error}
+    return found
 
 
 def labels_answered(model: str, labels: dict[str, int]) -> agreement.Check:
@@ -204,11 +228,12 @@ def apply(config_file: Path, rollout: Rollout, others: list[Rollout], replicas: 
     current = load_state(config_file, rollout.model)
     saved = _snapshot(config_file, rollout.model)
     versions = rollout.versions()
+    failed_before = failed_versions(replicas, rollout.model, versions)  # read before the config names them again
     try:
         (keep, old_labels), _ = config_steps(current, rollout)
         write_rollouts(config_file, others, rollout, keep, old_labels)
         config_written()
-        agreement.wait(replicas, _versions_loaded(rollout.model, versions), timeout,
+        agreement.wait(replicas, _versions_loaded(rollout.model, versions, failed_before), timeout,
                        f"versions {versions} of {rollout.model} to be AVAILABLE", say, every, down_after)
         write_rollouts(config_file, others, rollout)  # step 2: labels move, unnamed versions retire
         config_written()

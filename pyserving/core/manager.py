@@ -5,6 +5,8 @@ the highest new aspired version is loaded first; an un-aspired version is retire
 aspired one is AVAILABLE (or nothing is aspired any more), so requests never see a gap. A
 failing load is retried `max_load_retries` times, then the version ends in END with its error
 and is not attempted again while it stays aspired; the version already serving keeps serving.
+Once such a version is no longer aspired it is forgotten as TF Serving's FlushServables forgets
+it (its END and error stay in the status until it is tried again): aspired again, it loads anew.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class _Version:
     error: Optional[ServingError] = None
     servable: Optional[Servable] = None
     in_flight: int = 0
+    flushed: bool = False  # failed, then no longer aspired: to the policy, a version never tried
 
 
 @dataclass
@@ -275,7 +278,10 @@ class ServableManager:
     def _step(self, model: _Model) -> bool:
         """Take one action (a load or an unload); False when nothing is left to do."""
         with self._lock:
-            views = {n: VersionStatus(n, v.state, v.error) for n, v in model.versions.items()}
+            for n, v in model.versions.items():
+                if v.state == VersionState.END and v.error is not None and n not in model.aspired:
+                    v.flushed = True  # aspired_versions_manager.cc FlushServables: a new harness if aspired again
+            views = {n: VersionStatus(n, v.state, None if v.flushed else v.error) for n, v in model.versions.items()}
             action = next_action(model.aspired.keys(), views, self._stopping.is_set())
             if action is None:
                 return False

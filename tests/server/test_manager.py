@@ -75,6 +75,48 @@ def test_failed_new_version_keeps_old_one_serving_and_is_not_retried_later(loade
     manager.stop()
 
 
+def test_reload_aspired_error_while_it_stays_aspired_is_not_retried(loader):
+    """aspired_versions_manager_test.cc ReloadAspiredError, with ServerCore's default
+    enable_reload_servables_with_error=false (tensorflow_model_server has no flag for it): version 2
+    fails; aspired again (still aspired, now loadable), it stays in END and is not served."""
+    loader.fail[2] = 1
+    manager = ServableManager(loader, max_load_retries=0)
+    manager.set_aspired_versions("m", {1: "/m/1"})
+    manager.wait_for_latest(["m"], timeout=10)
+    manager.set_aspired_versions("m", {2: "/m/2"})
+    wait_until(lambda: states(manager).get(2) == VersionState.END)
+    manager.set_aspired_versions("m", {2: "/m/2"})  # the same request again: nothing changes
+    time.sleep(0.3)
+    assert loader.calls.count(2) == 1 and states(manager)[2] == VersionState.END
+    with pytest.raises(ServingError):
+        with manager.servable(ModelSpec("m", version=2)):
+            pass
+    manager.stop()
+
+
+def test_a_failed_version_no_longer_aspired_is_forgotten_and_loads_anew_when_aspired_again(loader):
+    """aspired_versions_manager.cc FlushServables: an errored harness that is no longer aspired
+    stops being managed; aspired again, it gets a new harness and loads (a rolled-back canary,
+    fixed on disk, canaried again). Its END and error stay in the status until then."""
+    loader.fail[2] = 1  # broken the first time only: the folder was fixed in between
+    manager = ServableManager(loader, max_load_retries=0)
+    manager.set_aspired_versions("m", {1: "/m/1"})
+    manager.wait_for_latest(["m"], timeout=10)
+    manager.set_aspired_versions("m", {1: "/m/1", 2: "/m/2"})  # canary
+    wait_until(lambda: states(manager).get(2) == VersionState.END)
+    manager.set_aspired_versions("m", {1: "/m/1"})  # rolled back
+    time.sleep(0.3)
+    status = {s.version: s for s in manager.status("m")}
+    assert status[2].state == VersionState.END and status[2].error.code == Code.DATA_LOSS
+    manager.set_aspired_versions("m", {1: "/m/1", 2: "/m/2"})  # canaried again
+    wait_until(lambda: states(manager).get(2) == VersionState.AVAILABLE)
+    assert loader.calls.count(2) == 2
+    assert {s.version: s.error for s in manager.status("m")}[2] is None
+    with manager.servable(ModelSpec("m", version=2)) as (version, _s):
+        assert version == 2
+    manager.stop()
+
+
 def test_retry_succeeds(loader):
     loader.fail[1] = 2
     manager = ServableManager(loader, max_load_retries=2, load_retry_interval_s=0.01)

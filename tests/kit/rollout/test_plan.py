@@ -139,6 +139,17 @@ class TFServingREST(BaseHTTPRequestHandler):
                 {"version": "2", "state": "END", "status": {"error_code": "DATA_LOSS",
                                                             "error_message": "Checksum does not match\n\tat node"}},
                 {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+        elif self.path == "/v1/models/canaried":
+            # As TF Serving: version 2 is tried (and fails) only once a config names it, so the
+            # first answer (read before a step's config write) has no version 2 yet.
+            asks = getattr(self.server, "canaried_asks", 0)
+            self.server.canaried_asks = asks + 1
+            failed = [{"version": "2", "state": "END", "status": {
+                "error_code": "DATA_LOSS", "error_message": "Checksum does not match\n\tat node"}}]
+            body = {"model_version_status": [
+                {"version": "3", "state": "LOADING", "status": {"error_code": "OK", "error_message": ""}},
+                *(failed if asks else []),
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
         elif self.path == "/v1/models/m/labels/broken/metadata":
             body = {"unexpected": True}
         else:
@@ -197,22 +208,22 @@ def test_each_version_s_error_is_read_with_its_code(rest):
 def test_a_step_stops_at_a_failed_load_and_puts_the_config_and_the_state_back(tmp_path, rest):
     config_file = tmp_path / "models.config"
     (tmp_path / "b").mkdir()
-    pinned = model_config.Rollout("broken", str(tmp_path / "b"), stable=1)
+    pinned = model_config.Rollout("canaried", str(tmp_path / "b"), stable=1)
     model_config.write_rollouts(config_file, [], pinned)
     model_config.save_state(config_file, pinned)
-    before = (config_file.read_bytes(), model_config.state_path(config_file, "broken").read_bytes())
-    with pytest.raises(rollout.LoadFailed, match="^broken version 2 failed to load: DATA_LOSS: Checksum") as info:
+    before = (config_file.read_bytes(), model_config.state_path(config_file, "canaried").read_bytes())
+    with pytest.raises(rollout.LoadFailed, match="^canaried version 2 failed to load: DATA_LOSS: Checksum") as info:
         rollout.apply(config_file, rollout.start_canary(pinned, 2), [], [rest], timeout=30)
     assert (info.value.version, info.value.error) == (2, "DATA_LOSS: Checksum does not match\n\tat node")
-    assert (config_file.read_bytes(), model_config.state_path(config_file, "broken").read_bytes()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "broken.rollout.json", "models.config"]
+    assert (config_file.read_bytes(), model_config.state_path(config_file, "canaried").read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "canaried.rollout.json", "models.config"]
     said = []
-    with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for versions \[1, 3\] of broken to be "
+    with pytest.raises(TimeoutError, match=r"^timed out after 0 s waiting for versions \[1, 3\] of canaried to be "
                                            r"AVAILABLE \(1: AVAILABLE, 3: LOADING\)$"):
         rollout.apply(config_file, rollout.start_canary(pinned, 3), [], [rest], timeout=0.3, say=said.append,
                       every=0.1)
-    assert (config_file.read_bytes(), model_config.state_path(config_file, "broken").read_bytes()) == before
-    assert said and all(m.startswith("still waiting for versions [1, 3] of broken to be AVAILABLE (1: AVAILABLE, "
+    assert (config_file.read_bytes(), model_config.state_path(config_file, "canaried").read_bytes()) == before
+    assert said and all(m.startswith("still waiting for versions [1, 3] of canaried to be AVAILABLE (1: AVAILABLE, "
                                      "3: LOADING), ") and m.endswith(" s of 0 s") for m in said)
 
 
@@ -220,10 +231,10 @@ def test_a_first_step_that_fails_leaves_no_state_and_the_config_as_it_was(tmp_pa
     config_file = tmp_path / "models.config"
     config_file.write_text("model_config_list {}\n")
     with pytest.raises(rollout.LoadFailed):
-        rollout.apply(config_file, model_config.Rollout("broken", str(tmp_path), stable=1, canary=2), [], [rest],
+        rollout.apply(config_file, model_config.Rollout("canaried", str(tmp_path), stable=1, canary=2), [], [rest],
                       timeout=30)
     assert config_file.read_text() == "model_config_list {}\n"
-    assert not model_config.state_path(config_file, "broken").exists()
+    assert not model_config.state_path(config_file, "canaried").exists()
 
 
 def test_remove_version_deletes_the_folder_whatever_its_spelling_and_clears_stale_removals(tmp_path):
@@ -233,3 +244,12 @@ def test_remove_version_deletes_the_folder_whatever_its_spelling_and_clears_stal
     (tmp_path / ".tmp-remove-5-abc" / "variables").mkdir(parents=True)  # a removal killed half-way
     assert rollout.remove_version(tmp_path, 2) == tmp_path / "00000002"
     assert os.listdir(tmp_path) == ["1"] and rollout.version_dirs(tmp_path) == {1: str(tmp_path / "1")}
+
+
+def test_a_failure_reported_before_the_step_is_not_the_new_attempt_s(tmp_path, rest):
+    """`broken` reports version 2 failed from the start (before the step's config write) and never
+    tries it again: the step does not take that old END for its own attempt's failure, it waits."""
+    config_file = tmp_path / "models.config"
+    pinned = model_config.Rollout("broken", str(tmp_path), stable=1)
+    with pytest.raises(TimeoutError, match=r"\(1: AVAILABLE, 2: END, failed before this step: not tried again yet\)$"):
+        rollout.apply(config_file, rollout.start_canary(pinned, 2), [], [rest], timeout=0.3)

@@ -5,6 +5,7 @@ gives it (tests/e2e/test_updates.py runs the same tasks against a server process
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -212,6 +213,35 @@ def test_a_canary_that_fails_to_load_stops_with_the_server_s_error_and_puts_ever
     tasks.remove(MockContext(), model="svm", version=2)
     tasks.versions(MockContext(), model="svm")
     assert capsys.readouterr().out.endswith(f"  version 2 failed to load (no longer on disk): {one_line}\n")
+
+
+def test_a_broken_canary_fixed_on_disk_and_canaried_again_loads_and_serves(kit, kit_server, exports, capsys,
+                                                                              caplog):
+    """Fix and retry, as TF Serving allows it (a failed version no longer aspired is forgotten and
+    loads anew when aspired again): the failed step put the config back, the folder is fixed in
+    place, the same version is canaried again. The kit must not take the old END it saw before its
+    own config write for the new attempt's failure."""
+    caplog.set_level(logging.INFO, logger="pyserving.core.server_core")
+
+    def reloads() -> int:
+        return sum(r.getMessage().startswith("Reloaded model config from ") for r in caplog.records)
+
+    tasks.publish(MockContext(), model="svm", source=str(exports / "corrupt"), force=True)  # version 2
+    before = reloads()
+    assert stopped(tasks.canary, model="svm").message.startswith("canary: svm version 2 failed to load: ")
+    assert status(kit_server, "svm")[2]["state"] == "END"
+    # The server reads the restored config (without version 2) at its next poll, as a user's fix
+    # takes longer than that poll; only a server that saw 2 leave its config forgets the failure.
+    wait_for(lambda: reloads() >= before + 2, what="the server reading the step's config, then the restored one")
+    fixed = kit / "models" / "svm" / ".fixing"
+    shutil.copytree(exports / "tf1b3" / "1", fixed)  # y = 0.5 x + 3
+    shutil.rmtree(kit / "models" / "svm" / "2")
+    fixed.rename(kit / "models" / "svm" / "2")
+    capsys.readouterr()
+    tasks.canary(MockContext(), model="svm", version=2)
+    assert "canary: svm stable=1 canary=2 previous=None (acknowledged by the server in " in capsys.readouterr().out
+    assert rest_predict(kit_server, "svm", label="canary") == 3.5
+    assert rest_predict(kit_server, "svm", label="stable") == 2.5
 
 
 def test_a_canary_says_what_it_waits_for_until_the_server_decides(kit, kit_server, capsys):
