@@ -66,9 +66,6 @@ def thread_flags(cpu_limit: int) -> dict[str, str]:
 def cluster_flags(cpu_limit: int) -> dict[str, Optional[str]]:
     """The flags pods add to `inv serve`'s, and why (name -> value; None for a bare boolean flag)."""
     return {
-        # A label may name a version a replica has not loaded yet: replicas see a ConfigMap edit at
-        # different times, and a restarting pod reads labels before its versions load (#1608).
-        "allow_version_labels_for_unavailable_models": None,
         "monitoring_config_file": f"{CONFIG_DIR}/monitoring.config",  # Prometheus metrics; also the readiness URL
         "enable_batching": None,  # many clients share a pod: merge their concurrent requests
         "batching_parameters_file": f"{CONFIG_DIR}/batching.config",

@@ -18,7 +18,7 @@ from kit import model_config
 from kit.model_config import CONFIG_NAME as DEFAULT_CONFIG_NAME
 from kit.model_config import CONTAINER_MODELS_ROOT
 from kit.paths import ROOT
-from kit.serve.flags import HEALTH_FLAG, LOAD_RETRY_FLAGS, POLL_SECONDS
+from kit.serve.flags import HEALTH_FLAG, LABELS_FLAG, LOAD_RETRY_FLAGS, POLL_SECONDS
 from kit.serve.native import Native
 
 logger = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class Docker:
         return docker_serve_command(
             Path(config_file).parent, config_name=model_config.CONTAINER_CONFIG_NAME, grpc_port=grpc_port,
             rest_port=rest_port, name=container_name(index), poll_wait_seconds=POLL_SECONDS, bind_address=host,
-            extra_flags=(*LOAD_RETRY_FLAGS, HEALTH_FLAG, *extra_flags),
+            extra_flags=(*LOAD_RETRY_FLAGS, HEALTH_FLAG, LABELS_FLAG, *extra_flags),
         )
 
     def unavailable(self) -> str | None:

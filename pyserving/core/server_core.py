@@ -49,7 +49,8 @@ class ServerCore:
         """Replace the whole model list; blocks until newly added models are available.
 
         Raises ServingError when a new model's latest version fails to load or a label points
-        at a version that is not available; the models already serving are not disturbed.
+        at a version that is not available (before anything loads: a new model's labels need
+        --allow_version_labels_for_unavailable_models); the models already serving are not disturbed.
         """
         new = {c.name: c for c in configs}
         with self._reload_lock:
@@ -60,8 +61,11 @@ class ServerCore:
                         f"Illegal to change a model's platform. For model {name} platform was "
                         f"{old[name].platform} and new platform requested is {config.platform}")
             existing = [c for n, c in new.items() if n in old]
-            for config in existing:  # labels are validated before any load happens
-                self._check_labels(config, old[config.name].labels)
+            # Labels are validated before any load happens, a new model's too (server_core.cc
+            # UpdateModelVersionLabelMap runs before AddModelsViaModelConfigList): at start-up no
+            # version is loaded yet, so a label is refused unless the flag allows new labels.
+            for config in new.values():
+                self._check_labels(config, old[config.name].labels if config.name in old else {})
             added = [n for n in new if n not in old]
             removed = [n for n in old if n not in new]
             self._configs = new
@@ -86,7 +90,6 @@ class ServerCore:
                 for name in added:
                     # Labelled versions may still be loading after the latest one is up.
                     self.manager.wait_settled(name, set(new[name].labels.values()), timeout=timeout)
-                    self._check_labels(new[name], {})
                     self.manager.set_labels(name, new[name].labels)
 
     def _check_labels(self, config: ModelConfig, previous: dict) -> None:

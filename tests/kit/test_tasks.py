@@ -180,8 +180,10 @@ def test_every_backend_gets_short_load_retries_and_the_health_service_and_keeps_
     # a bad version gives up within seconds, not after TF Serving's 5 retries a minute apart
     retries, interval_us = int(flags["max_num_load_retries"]), int(flags["load_retry_interval_micros"])
     assert 0 < retries * interval_us <= 10_000_000
-    # and the gRPC health service, as the README promises for every backend (TF Serving has it since 2.15.1)
+    # and the gRPC health service, as the README promises for every backend (TF Serving has it since 2.15.1),
+    # and labels for versions not loaded yet: a server restarted mid-rollout starts with such labels
     assert "--enable_grpc_healthcheck_service" in command
+    assert "--allow_version_labels_for_unavailable_models" in command
     # the server's own defaults stay TF Serving's (model_servers/main.cc: 5 retries, 1 minute)
     assert (BY_NAME["max_num_load_retries"].default, BY_NAME["load_retry_interval_micros"].default) == (5, 60_000_000)
 

@@ -83,7 +83,9 @@ def models_server(exported, tmp_path_factory):
     })
     sock = tmp / "grpc.sock"
     with _in_process_servers() as start:
+        # a label in a start-up config needs the flag, as in TF Serving (nothing is loaded yet)
         server = start([f"--model_config_file={config}", "--rest_api_enable_cors_support=true",
-                        f"--grpc_socket_path={sock}", "--enable_grpc_healthcheck_service=true"])
+                        f"--grpc_socket_path={sock}", "--enable_grpc_healthcheck_service=true",
+                        "--allow_version_labels_for_unavailable_models"])
         server.socket = sock
         yield server

@@ -113,12 +113,22 @@ def test_labels_are_checked_before_anything_loads_and_only_name_available_versio
         assert version == 1
 
 
-def test_a_new_model_gets_its_labels_once_the_versions_they_name_are_loaded(core, tmp_path):
+def test_a_new_model_s_labels_are_refused_before_it_loads_unless_the_flag_allows_new_labels(core, tmp_path):
+    """server_core.cc: UpdateModelVersionLabelMap runs before the models are added, so a start-up
+    config (or a new model) with labels names versions not loaded yet: refused without the flag."""
     c = versions(tmp_path / "c", 1, 2)
-    core.reload([model("c", c, {"stable": 1, "canary": 2}, versions_=(1, 2))], timeout=10)
-    for label, want in (("stable", 1), ("canary", 2)):
-        with core.manager.servable(ModelSpec("c", label=label)) as (version, _s):
-            assert version == want
+    err = refused(core.reload, [model("c", c, {"stable": 1}, versions_=(1, 2))], timeout=10)
+    assert (err.code, err.message) == (Code.FAILED_PRECONDITION, "Request to assign label to version 1 of model c, "
+                                       "which is not currently available for inference")
+    assert core.loader.calls == []  # refused before anything loads
+    allowing = ServerCore(Loader(), file_system_poll_wait_s=POLL, allow_labels_for_unavailable=True)
+    try:
+        allowing.reload([model("c", c, {"stable": 1, "canary": 2}, versions_=(1, 2))], timeout=10)
+        for label, want in (("stable", 1), ("canary", 2)):
+            with allowing.manager.servable(ModelSpec("c", label=label)) as (version, _s):
+                assert version == want
+    finally:
+        allowing.stop()
 
 
 def test_new_labels_may_name_unavailable_versions_only_with_the_flag(tmp_path):
@@ -190,6 +200,7 @@ def test_every_label_is_checked_not_only_up_to_the_first_good_one(tmp_path):
     for allow, labels in [(False, {"stable": 1, "canary": 9}), (True, {"new": 9, "stable": 9})]:
         core = ServerCore(Loader(), file_system_poll_wait_s=POLL, allow_labels_for_unavailable=allow)
         try:
+            core.reload([model("a", a)], timeout=10)
             core.reload([model("a", a, {"stable": 1})], timeout=10)
             assert refused(core.reload, [model("a", a, labels)]).code == Code.FAILED_PRECONDITION
         finally:
@@ -214,7 +225,7 @@ def test_a_new_model_s_labels_wait_for_the_versions_they_name(tmp_path):
             gate.wait(5)  # version 2, the latest, is up first; the labelled one comes later
         return loader(name, version, path)
 
-    core = ServerCore(load, file_system_poll_wait_s=POLL)
+    core = ServerCore(load, file_system_poll_wait_s=POLL, allow_labels_for_unavailable=True)
     try:
         threading.Timer(0.3, gate.set).start()
         core.reload([model("c", versions(tmp_path / "c", 1, 2), {"stable": 1}, versions_=(1, 2))], timeout=10)

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from pyserving.protocols import routes
-from tests.helpers import SHARED_TESTDATA, call, write_config
+from tests.helpers import SHARED_TESTDATA, call, wait_for, write_config
 
 pytestmark = pytest.mark.skipif(not SHARED_TESTDATA.is_dir(), reason="../shared/testdata/tfserving not present")
 
@@ -28,12 +28,17 @@ AVAILABLE_123 = {"model_version_status": [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, serve_module):
-    config = write_config(tmp_path_factory.mktemp("handler") / "models.config", {
-        MODEL: (SHARED_TESTDATA / MODEL,
-                f'model_version_policy {{ specific {{ versions: {VERSION} }} }} '
-                f'version_labels {{ key: "{LABEL}" value: {VERSION} }}'),
-    })
-    return serve_module([f"--model_config_file={config}"])
+    # As the C++ test: serve the model, then reload the config with the version label map (a label
+    # at start-up would name a version not loaded yet, which TF Serving refuses without a flag).
+    policy = f'model_version_policy {{ specific {{ versions: {VERSION} }} }} '
+    config = write_config(tmp_path_factory.mktemp("handler") / "models.config",
+                          {MODEL: (SHARED_TESTDATA / MODEL, policy)})
+    server = serve_module([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1"])
+    labelled = policy + f'version_labels {{ key: "{LABEL}" value: {VERSION} }}'
+    write_config(config, {MODEL: (SHARED_TESTDATA / MODEL, labelled)})
+    wait_for(lambda: call(server, "GET", f"/v1/models/{MODEL}/labels/{LABEL}/metadata")[0] == 200,
+             what="the label map reloaded", timeout=30)
+    return server
 
 
 def process_request(server, method: str, path: str, body: str = ""):

@@ -139,7 +139,7 @@ def test_policies_and_labels_from_config(tmp_path, exported, serve):
                     'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 }'),
         "all": (base, "model_version_policy { all {} }"),
     })
-    server = serve([f"--model_config_file={config}"])
+    server = serve([f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"])
     assert rest_predict(server) == 3.5  # latest of the specific versions
     assert rest_predict(server, label="stable") == 2.5
     assert rest_predict(server, label="canary") == 3.5
