@@ -5,7 +5,6 @@ the example back to back: parsing that concatenation merges the two (protobuf me
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from tensorflow.core.example import example_pb2, feature_pb2
@@ -13,8 +12,6 @@ from tensorflow.core.example import example_pb2, feature_pb2
 # _type_name is json_tensor.cc's JsonTypeString, which MakeExampleFromJsonObject uses too.
 from pyserving.codecs.json_tensor import _type_name, decode_b64, dump_value, is_b64, utf8
 from pyserving.errors import invalid_argument
-
-_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _kind_error(name: str, feature: feature_pb2.Feature):
@@ -35,9 +32,7 @@ def _add(name: str, value: Any, feature: feature_pb2.Feature) -> None:
     elif type(value) is float:
         if kind not in (None, "float_list"):
             raise _kind_error(name, feature)
-        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:  # IsLosslessDecimal<float>
-            raise invalid_argument(
-                f"Cannot convert JSON value: {dump_value(value)} to float without loss of precision.")
+        # As TF Serving 2.20 (`add_value(val.GetFloat())`): the nearest float, inf past its range.
         feature.float_list.value.append(value)
     elif type(value) is str or is_b64(value):
         if kind not in (None, "bytes_list"):

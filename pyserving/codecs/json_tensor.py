@@ -33,7 +33,6 @@ def _numpy_max_dims() -> int:
 
 
 MAX_DIMS = _numpy_max_dims()  # the most dimensions a request's tensor can have here (TensorFlow: 254)
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT_RANGES = {
     dtypes.DT_INT8: (-(2**31), 2**31 - 1), dtypes.DT_INT16: (-(2**31), 2**31 - 1),
     dtypes.DT_UINT8: (-(2**31), 2**31 - 1), dtypes.DT_INT32: (-(2**31), 2**31 - 1),
@@ -249,7 +248,8 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
                 raise _type_error(v, dtype)
         return out
     if dtype in (dtypes.DT_FLOAT, dtypes.DT_DOUBLE, dtypes.DT_HALF):
-        return _floats_to_array(leaves, dtype).astype(dtypes.numpy_dtype(dtype))
+        with np.errstate(over="ignore"):  # past the type's range: inf, as a C++ cast gives
+            return _floats_to_array(leaves, dtype).astype(dtypes.numpy_dtype(dtype))
     if dtype == dtypes.DT_BOOL:
         for v in leaves:
             if type(v) is not bool:
@@ -271,28 +271,15 @@ def _leaves_to_array(leaves: list, dtype: int) -> np.ndarray:
 
 
 def _floats_to_array(leaves: list, dtype: int) -> np.ndarray:
-    """float64 values of JSON numbers; the common case (all floats, all in range) is checked
-    with numpy, anything else by the per-value loop that words TF Serving's errors."""
+    """float64 values of JSON numbers, any number taken as TF Serving 2.20 takes it
+    (json_tensor.cc AddValueToTensor: `add_float_val(val.GetFloat())`, `add_double_val(val.GetDouble())`):
+    the nearest value of the tensor's type, inf past float's range, no precision check (removed in
+    March 2021, tensorflow/serving 57dac6cd). The caller's astype() does the rounding."""
     if set(map(type, leaves)) <= {float}:
-        values = np.array(leaves, dtype=np.float64)
-        if dtype == dtypes.DT_DOUBLE:
-            return values
-        too_big = np.abs(values) > _FLOAT32_MAX
-        if not too_big.any() or not np.isfinite(values[too_big]).any():
-            return values
+        return np.array(leaves, dtype=np.float64)
     for v in leaves:
         if type(v) is not float and type(v) is not int:
             raise _type_error(v, dtype)
-    # IsLosslessDecimal: an integer past the type's mantissa, or a decimal past float's range,
-    # cannot be held exactly (the parser already made integers past 64 bits decimals).
-    double = dtype == dtypes.DT_DOUBLE
-    max_int = 2**53 - 1 if double else 2**24 - 1
-    for v in leaves:
-        if (type(v) is int and abs(v) > max_int) or (
-            not double and type(v) is float and math.isfinite(v) and abs(v) > _FLOAT32_MAX
-        ):
-            raise invalid_argument(f"Cannot convert JSON value: {dump_value(v)} to "
-                                   f"{'double' if double else 'float'} without loss of precision.")
     return np.array(leaves, dtype=np.float64)
 
 

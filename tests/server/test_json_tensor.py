@@ -56,7 +56,6 @@ def test_columnar_format():
     ({"instances": [True]}, dtypes.DT_FLOAT, "Type: True is not of expected type: float"),
     ({"instances": [1.5]}, dtypes.DT_INT32, "Type: Number is not of expected type: int32"),
     ({"instances": [2**40]}, dtypes.DT_INT32, "is not of expected type: int32"),
-    ({"instances": [16777217]}, dtypes.DT_FLOAT, "without loss of precision"),
     ({"instances": [[1], 2]}, dtypes.DT_FLOAT, "Expecting shape [1] but got: []"),
     ({"instances": [[1], [2, 3]]}, dtypes.DT_FLOAT, "Expecting tensor size: 1 but got: 2"),
     ({"inputs": [[1, 2], [3]]}, dtypes.DT_FLOAT, "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
@@ -144,8 +143,22 @@ def test_float_input_fast_path_agrees_with_the_checked_path(leaves, dtype):
     assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
 
 
+def test_json_numbers_become_the_nearest_value_of_the_tensor_s_type_as_in_tf_serving_2_20():
+    """No precision check since tensorflow/serving 57dac6cd (2021): the nearest float or double,
+    inf past float's range, in row and columnar requests and in tf.Example features alike."""
+    for doc in ({"instances": [1435774380, 16777216, 16777217, 3.4e39, -1.79769e308]},
+                {"inputs": [1435774380, 16777216, 16777217, 3.4e39, -1.79769e308]}):
+        _fmt, inputs = jt.decode_predict(doc, sig(x=dtypes.DT_FLOAT))
+        assert inputs["x"].tolist() == [1435774336.0, 16777216.0, 16777216.0, np.inf, -np.inf]
+    _fmt, inputs = jt.decode_predict({"instances": [9007199254740993]}, sig(x=dtypes.DT_DOUBLE))
+    assert inputs["x"].tolist() == [9007199254740992.0]
+    from pyserving.codecs import example as example_codec
+
+    example = example_codec.example_from_json({"x": 3.4e39})
+    assert list(example.features.feature["x"].float_list.value) == [np.inf]
+
+
 @pytest.mark.parametrize("leaves,message", [
-    ([1.0, 3.5e38], "Cannot convert JSON value: 3.5e+38 to float without loss of precision"),
     ([1.0, "a"], 'JSON Value: "a" Type: String is not of expected type: float'),
     ([1.0, None], "Type: Null is not of expected type: float"),
 ])
@@ -205,7 +218,6 @@ F, AB = sig(x=dtypes.DT_FLOAT), sig(a=dtypes.DT_FLOAT, b=dtypes.DT_FLOAT)
     ({"inputs": [False]}, F, "JSON Value: false Type: False is not of expected type: float"),
     ({"inputs": [None]}, F, "JSON Value: null Type: Null is not of expected type: float"),
     ({"inputs": [[1], 2]}, F, "JSON Value: 2 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
-    ({"inputs": [16777216]}, F, "Cannot convert JSON value: 16777216 to float without loss of precision."),
     ({"inputs": [1]}, sig(x=dtypes.DT_BOOL), "JSON Value: 1 Type: Number is not of expected type: bool"),
     ({"inputs": [1]}, sig(x=dtypes.DT_STRING), "JSON Value: 1 Type: Number is not of expected type: string"),
     ({"inputs": [{"a": 1}]}, sig(x=dtypes.DT_STRING), 'JSON Value: {"a": 1} not formatted correctly for base64 data'),
