@@ -47,6 +47,10 @@ _CARRIED_AS_INT32 = (dtypes.DT_INT8, dtypes.DT_INT16, dtypes.DT_UINT8)
 def parse(body: bytes) -> dict:
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
+    if body.startswith(b"\xef\xbb\xbf"):
+        # rapidjson's Parse() reads a UTF-8 byte-order mark as the start of a value (only its
+        # AutoUTF streams skip one), so TF Serving refuses such a body; json.loads would strip it.
+        raise invalid_argument("JSON Parse error: Invalid value. at offset: 0")
     try:  # orjson is ~10x faster; what it refuses (NaN and Infinity tokens, which TF Serving
         # accepts, and malformed text) goes to the json module, which also words the errors.
         doc = orjson.loads(body)

@@ -14,6 +14,7 @@ requests.
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import warnings
@@ -27,6 +28,7 @@ from pyserving.runtime import tflite_signatures
 from pyserving.runtime.savedmodel import signature_info
 from pyserving.types import DEFAULT_SIGNATURE, PREDICT_METHOD, SignatureInfo
 
+logger = logging.getLogger(__name__)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2  # noqa: E402
@@ -156,11 +158,18 @@ class TfLiteServable:
                 interp.allocate_tensors()
             for index, value in feeds.items():
                 interp.set_tensor(index, value)
+        except (ValueError, RuntimeError) as exc:
+            slot.shapes.clear()  # a failed resize or allocation: reallocate on the next run
+            self._pool.put(slot)
+            logger.warning("TF Lite model %s: resize or allocation failed: %s", self.path, exc)
+            # tflite_session.cc: INTERNAL, as every failure of the interpreter there
+            raise ServingError(Code.INTERNAL, "Failed to allocate tensors") from None
+        try:
             interp.invoke()
             return {k: interp.get_tensor(self._output_index[sig.outputs[k].tensor_name]) for k in output_keys}
         except (ValueError, RuntimeError) as exc:
-            slot.shapes.clear()  # a failed resize or allocation: reallocate on the next run
-            raise ServingError(Code.INVALID_ARGUMENT, f"TF Lite run failed: {exc}") from None
+            logger.warning("TF Lite model %s: invoke failed: %s", self.path, exc)
+            raise ServingError(Code.INTERNAL, "Failed to invoke TfLite interpreter") from None
         finally:
             self._pool.put(slot)
 

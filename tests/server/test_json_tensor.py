@@ -286,7 +286,9 @@ def test_signature_name():
 
 def test_parse_error_messages():
     for body, message in [(b"", "JSON Parse error: The document is empty"), (b"[1]", "JSON Value: [1] Is not object"),
-                          (b"[" * 100_000, "JSON Parse error: nesting too deep")]:
+                          (b"[" * 100_000, "JSON Parse error: nesting too deep"),
+                          # a byte-order mark is no JSON value to rapidjson's Parse(), as TF Serving calls it
+                          (b'\xef\xbb\xbf{"instances": [1]}', "JSON Parse error: Invalid value. at offset: 0")]:
         with pytest.raises(ServingError) as err:
             jt.parse(body)
         assert err.value.code == Code.INVALID_ARGUMENT and err.value.message == message

@@ -331,3 +331,36 @@ def test_pools_times_interpreters_per_pool_interpreters_take_turns(tmp_path, ser
     # One call at a time, the interpreters are used in turn: 2 x 3 = 6 of them, each on its first
     # call, then each on its second.
     assert calls == [1.0] * 6 + [2.0] * 6
+
+
+def test_an_interpreter_that_fails_to_invoke_answers_internal_and_the_model_keeps_serving(tmp_path):
+    """tflite_session.cc: `Invoke() != kTfLiteOk` is INTERNAL "Failed to invoke TfLite interpreter".
+    Gather with an index past its table fails in invoke (the index is only known then)."""
+    import tensorflow as tf
+
+    from pyserving.errors import Code, ServingError
+    from pyserving.runtime import tflite
+
+    table = tf.constant([10.0, 20.0, 30.0])
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.int32, name="i")])
+    def lookup(i):
+        return {"y": tf.gather(table, i)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([lookup.get_concrete_function()], lookup)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "model.tflite").write_bytes(converter.convert())
+    servable = tflite.load(str(tmp_path / "1"))
+    try:
+        [name] = servable.signatures
+        sig = servable.signatures[name]
+        [key] = sig.inputs
+        ok = servable.run(name, {key: np.array([1], np.int32)}, list(sig.outputs))
+        assert [v.tolist() for v in ok.values()] == [[20.0]]
+        with pytest.raises(ServingError) as err:
+            servable.run(name, {key: np.array([7], np.int32)}, list(sig.outputs))
+        assert (err.value.code, err.value.message) == (Code.INTERNAL, "Failed to invoke TfLite interpreter")
+        again = servable.run(name, {key: np.array([2], np.int32)}, list(sig.outputs))
+        assert [v.tolist() for v in again.values()] == [[30.0]]
+    finally:
+        servable.close()
