@@ -480,3 +480,19 @@ def serve_with_method_check(check: bool, tmp: Path, build, serve_module):
                            f"--enable_signature_method_name_check={str(check).lower()}"], rest=False)
     server.check = check
     return server
+
+
+def multi_inference_regress(server, model: str, xs: Sequence[float], signature: str = "regress_x_to_y"):
+    """One gRPC MultiInference with a single regress task over examples {"x": x}: the request
+    TF Serving 2.20 records example counts for (multi_inference.cc)."""
+    import grpc
+    from tensorflow_serving.apis import inference_pb2
+
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add()
+    task.model_spec.name, task.model_spec.signature_name = model, signature
+    task.method_name = "tensorflow/serving/regress"
+    for x in xs:
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        return prediction_stub(channel).MultiInference(request, timeout=30)

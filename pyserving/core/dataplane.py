@@ -106,7 +106,7 @@ class DataPlane:
         return self._examples(spec, signatures.REGRESS_METHOD, examples, timeout_s)
 
     def _examples(self, spec: ModelSpec, method: str, examples: Sequence[bytes], timeout_s) -> Result:
-        self._metrics.observe_examples(spec.name, len(examples))
+        # No example count here: TF Serving 2.20 records it for MultiInference only (below).
         with self._manager.servable(spec) as (version, servable):
             key, sig = signatures.examples_signature(servable, spec.signature_name, method, self._check_method_name)
             return self._run_examples(spec.name, version, servable, key, sig, method, examples, timeout_s)
@@ -124,9 +124,12 @@ class DataPlane:
         first = tasks[0][0]
         if any(spec.name != first.name for spec, _ in tasks):
             raise invalid_argument("All tasks should have the same model name")
-        self._metrics.observe_examples(first.name, len(examples))
         with self._manager.servable(first) as (version, servable):
             found = signatures.multi_inference_tasks(
                 servable, [(spec.signature_name, method) for spec, method in tasks], self._check_method_name)
-            return [self._run_examples(first.name, version, servable, key, sig, method, examples, timeout_s)
-                    for (_spec, method), (key, sig) in zip(tasks, found)]
+            results = [self._run_examples(first.name, version, servable, key, sig, method, examples, timeout_s)
+                       for (_spec, method), (key, sig) in zip(tasks, found)]
+        # Where TF Serving records it (multi_inference.cc): after the tasks were validated and run,
+        # so a refused or failed request counts no examples; Classify and Regress record none.
+        self._metrics.observe_examples(first.name, len(examples))
+        return results

@@ -266,7 +266,7 @@ def test_status_of_one_version_and_metadata(served):
     assert (meta.model_name, meta.version, meta.signature_name, meta.value) == ("m", 4, "", b"signature-def-map")
 
 
-def test_classify_and_regress_read_their_outputs_and_count_the_examples(served):
+def test_classify_and_regress_read_their_outputs_and_count_no_examples_as_tf_serving_2_20(served):
     core, model, metrics = served
     data = DataPlane(core, PoolRunner(None), metrics)
     classified = data.classify(ModelSpec("m", signature_name="classify_x"), [b"e1", b"e2"], 3.0)
@@ -276,7 +276,7 @@ def test_classify_and_regress_read_their_outputs_and_count_the_examples(served):
     assert (regressed.signature_name, regressed.value) == ("regress_x", [0.0, 1.0, 2.0])
     assert [run[:3] for run in model.runs] == [("classify_x", ("classes", "scores"), 3.0),
                                                ("regress_x", ("outputs",), 4.0)]
-    assert examples_counted(metrics) == 5
+    assert examples_counted(metrics) == 0  # classifier.cc and regressor.cc record no example count
 
 
 def test_multi_inference_runs_every_task_on_one_version(served):
@@ -287,6 +287,9 @@ def test_multi_inference_runs_every_task_on_one_version(served):
     assert [(r.model_name, r.version, r.signature_name) for r in results] == [("m", 4, "classify_x"),
                                                                              ("m", 4, "regress_x")]
     assert results[1].value == [0.0, 1.0] and examples_counted(metrics) == 2
+    with pytest.raises(ServingError):  # refused before it runs: no examples counted
+        data.multi_inference([(ModelSpec("m", signature_name="nope"), REGRESS_METHOD)], [b"e1", b"e2"])
+    assert examples_counted(metrics) == 2
     [alone] = data.multi_inference([(ModelSpec("m", signature_name="regress_x"), REGRESS_METHOD)], [b"e"], 1.5)
     assert alone.value == [0.0] and model.runs[-1][:3] == ("regress_x", ("outputs",), 1.5)
     for tasks, message in [([], "Expected at least one task"),

@@ -44,7 +44,7 @@ def test_metrics_count_requests_loads_and_batches(exported, tmp_path, serve):
     assert metric(text, ":tensorflow:serving:request_count", model_name="hp2", status="INVALID_ARGUMENT") == 1
     assert metric(text, ":tensorflow:serving:request_latency_count", entrypoint="REST", API="predict") == 4
     assert metric(text, ":tensorflow:serving:request_latency_count", entrypoint="GRPC", API="Predict") == 1
-    assert metric(text, ":tensorflow:serving:request_example_count_total", model="hp2") == 2
+    assert metric(text, ":tensorflow:serving:request_example_count_total", model="hp2") == 0  # Regress: none
     assert metric(text, ":tensorflow:serving:load_attempt_count", model_name="hp2", status="OK") == 1
     assert metric(text, ":tensorflow:serving:load_latency_count", model_name="hp2") == 1
     assert metric(text, ":tensorflow:serving:runtime_latency_count", model_name="hp2") == 5

@@ -19,7 +19,7 @@ from pyserving.core import signatures
 from pyserving.errors import Code, ServingError
 from pyserving.protocols.messages import fill_spec
 from pyserving.types import SignatureInfo, TensorSpec
-from tests.helpers import call_json, metric, scrape
+from tests.helpers import call_json, metric, multi_inference_regress, scrape
 
 
 def example(name: str, value: int) -> example_pb2.Example:
@@ -88,17 +88,18 @@ def test_input_to_serialized_example_tensor(input_proto, want):
 
 def test_example_counts(exported, tmp_path, serve):
     """ExampleCountsTest.Simple: a request of 3 examples adds one to the histogram's [2, 4) bucket
-    (its third; le="4" on the Prometheus page) and 3 to the total."""
+    (its third; le="4" on the Prometheus page) and 3 to the total. The request is a MultiInference,
+    the one API TF Serving 2.20 records example counts for; a Regress records none."""
     monitoring = tmp_path / "monitoring.txt"
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }')
     server = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=model-name",
                     f"--monitoring_config_file={monitoring}"])
     path = "/monitoring/prometheus/metrics"
-    regress = {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}]}
-    assert call_json(server, "POST", "/v1/models/model-name:regress", regress)[0] == 200  # a first cell
+    multi_inference_regress(server, "model-name", [1.0])  # a first cell
+    regress = {"signature_name": "regress_x_to_y", "examples": [{"x": 1.0}] * 3}
+    assert call_json(server, "POST", "/v1/models/model-name:regress", regress)[0] == 200  # counts nothing
     before = scrape(server, path)
-    regress["examples"] *= 3
-    assert call_json(server, "POST", "/v1/models/model-name:regress", regress)[0] == 200
+    multi_inference_regress(server, "model-name", [1.0, 2.0, 3.0])
     after = scrape(server, path)
 
     def counts(text, **labels):
