@@ -199,10 +199,12 @@ READERS = {CLASSIFY_METHOD: classifications, REGRESS_METHOD: regressions}
 def multi_inference_tasks(servable: Servable, tasks: Sequence[tuple[str, str]],
                           check_method_name: bool = False) -> list[tuple[str, SignatureInfo]]:
     """MultiInference's checks on one servable, task by task in TF Serving's order (multi_inference.cc):
-    no signature twice, each found and fit for its method, one input tensor for all. `tasks` holds
-    (signature name, method); returns each task's (signature key, signature)."""
+    no signature twice, each found and fit for its method. The tasks' input tensors may differ: TF
+    Serving feeds the examples to the set of them (a TF2 SavedModel gives every signature a
+    placeholder of its own); it refused that before 2.x. `tasks` holds (signature name, method);
+    returns each task's (signature key, signature)."""
     seen: set[str] = set()
-    found, input_tensor = [], None
+    found = []
     for name, method in tasks:
         key = name or DEFAULT_SIGNATURE
         if key in seen:
@@ -212,9 +214,5 @@ def multi_inference_tasks(servable: Servable, tasks: Sequence[tuple[str, str]],
             raise invalid_argument(f"{NOT_IN_GRAPH}{key}")
         if method not in READERS:
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
-        key, sig = examples_signature(servable, key, method, check_method_name)
-        if input_tensor is not None and sig.inputs["inputs"].tensor_name != input_tensor:
-            raise invalid_argument("Input tensor must be the same for all Signatures.")
-        input_tensor = sig.inputs["inputs"].tensor_name
-        found.append((key, sig))
+        found.append(examples_signature(servable, key, method, check_method_name))
     return found

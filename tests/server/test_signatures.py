@@ -222,8 +222,6 @@ def test_multi_inference_checks_the_method_name_only_when_asked():
     ([("c", CLASSIFY_METHOD), ("absent", REGRESS_METHOD)], Code.INVALID_ARGUMENT,
      "Requested signature not found in model graph: absent"),
     ([("c", PREDICT_METHOD)], Code.UNIMPLEMENTED, "Unsupported signature method_name: tensorflow/serving/predict"),
-    ([("c", CLASSIFY_METHOD), ("other_input", REGRESS_METHOD)], Code.INVALID_ARGUMENT,
-     "Input tensor must be the same for all Signatures."),
     ([("c", REGRESS_METHOD)], Code.INVALID_ARGUMENT, "Expected one output Tensor."),
 ])
 def test_multi_inference_tasks_are_checked_in_tf_servings_order(tasks, code, message):
