@@ -34,7 +34,12 @@ venv: $(STAMP)  ## create .venv (Python 3.11, requirements.txt) if missing or st
 lint: $(STAMP)  ## ruff (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 
+# Debian's Bazel (bazel-bootstrap, 4.2.3) for the zlib repro's tests, which build protobuf 3.8.0 for
+# real: installed here when missing and apt-get can (as root); otherwise those tests skip and say why.
 test: lint  ## lint, then the whole test suite (skip reasons shown)
+	@command -v bazel >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq bazel-bootstrap zlib1g-dev; } >/dev/null 2>&1 || \
+	  echo "could not install bazel-bootstrap with apt-get (needs root and Debian's packages): the zlib repro tests will skip"
 	$(VENV)/bin/python -m pytest -q -rs $(ARGS)
 
 reproduce: $(STAMP)  ## train both models, serve them, query them over REST and gRPC, stop
