@@ -159,6 +159,11 @@ def test_print_request_for_a_pinned_version_needs_no_server(served, capsys):
     assert len(row) == TextTransformer.load_from_version_dir(base / "1").n_features
     assert client.main([nowhere, "--model_dir", str(base), "--print_request"]) == 2
     assert capsys.readouterr().err == "error: --print_request needs --text\n"
+
+
+LABELS_FLAG = "--allow_version_labels_for_unavailable_models"
+
+
 def test_a_label_url_is_answered_by_the_label_s_version_with_its_vocabulary(served, tmp_path):
     """Against pyserving itself: label stable -> version 1, whose vocabulary is smaller than version 2's,
     so a text vectorised with the wrong one would not fit the model's input."""
@@ -168,7 +173,8 @@ def test_a_label_url_is_answered_by_the_label_s_version_with_its_vocabulary(serv
     config = write_config(tmp_path / "models.config", {"svm": (base, "model_version_policy { specific { versions: 1 "
                                                                      'versions: 2 } } version_labels { key: "stable" '
                                                                      "value: 1 }")})
-    server = InProcessServer([f"--model_config_file={config}"])
+    # labels in a start-up config need the flag, as in TF Serving (no version is loaded yet)
+    server = InProcessServer([f"--model_config_file={config}", LABELS_FLAG])
     try:
         server.start()
         lines = []
@@ -194,7 +200,7 @@ def test_several_replicas_share_the_texts_and_the_label_is_checked_on_each(serve
     body = 'model_version_policy { specific { versions: 1 versions: 2 } } version_labels { key: "stable" value: %d }'
     same = write_config(tmp_path / "same.config", {"svm": (base, body % 1)})
     moved = write_config(tmp_path / "moved.config", {"svm": (other, body % 2)})
-    servers = [InProcessServer([f"--model_config_file={config}"]) for config in (same, same, moved)]
+    servers = [InProcessServer([f"--model_config_file={config}", LABELS_FLAG]) for config in (same, same, moved)]
     try:
         for server in servers:
             server.start()
