@@ -496,3 +496,17 @@ def multi_inference_regress(server, model: str, xs: Sequence[float], signature: 
         request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
     with grpc.insecure_channel(server.grpc_target) as channel:
         return prediction_stub(channel).MultiInference(request, timeout=30)
+
+
+def inv_exit_code(*argv: str) -> int:
+    """Run the kit's tasks in this process as `inv` would (argument parsing, --help, Exit
+    handling); the exit code `inv` would give."""
+    from invoke import Program
+
+    import tasks
+
+    try:
+        Program(namespace=tasks.ns, binary="inv", version="test").run(["inv", *argv])
+    except SystemExit as done:
+        return done.code or 0
+    return 0

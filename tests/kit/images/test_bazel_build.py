@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from invoke import Context, MockContext, Program
+from invoke import Context, MockContext
 from invoke.exceptions import Exit
 from invoke.runners import Result
 
-import tasks as kit_tasks
 from kit.images import bazel_build as bb
 from kit.images import build as docker_tasks
 from kit.images.bazel_build import (
@@ -35,6 +34,7 @@ from kit.images.bazel_build import (
     image_build_command,
 )
 from kit.images.zlib_patch import PATCH_FILE, ZlibPatchError
+from tests.helpers import inv_exit_code
 
 REPO = Path(__file__).resolve().parents[3]
 ZLIB_ERROR = (
@@ -322,27 +322,16 @@ def test_build_server_dry_run_with_existing_checkout(repo, capsys):
     assert out[1] == "# reusing build/src/serving; it must sit on tag 2.19.1"
 
 
-def program(*argv: str) -> int:
-    """Run the tasks as `inv` would (argument parsing, --help, Exit handling)."""
-    try:
-        Program(namespace=kit_tasks.ns, version="test").run(
-            ["inv", *argv]
-        )
-    except SystemExit as done:
-        return done.code or 0
-    return 0
-
-
 def test_cli_flags(repo, capsys):
-    assert program("image", "--dry-run", "--tag", "me/kit:1", "--base-tag", "2.19.0-devel") == 0
+    assert inv_exit_code("image", "--dry-run", "--tag", "me/kit:1", "--base-tag", "2.19.0-devel") == 0
     assert capsys.readouterr().out == (
         f"$ docker build -f {repo}/docker/Dockerfile "
         f"--build-arg BASE_IMAGE=tensorflow/serving:2.19.0-devel -t me/kit:1 {repo}\n"
     )
-    assert program("build-server", "--dry-run", "--serving-tag", "2.19.1", "--image", "me/kit:1") == 0
+    assert inv_exit_code("build-server", "--dry-run", "--serving-tag", "2.19.1", "--image", "me/kit:1") == 0
     out = capsys.readouterr().out
     assert "--branch 2.19.1" in out and " me/kit:1 bazel " in out
-    assert program("build-server", "--help") == 0
+    assert inv_exit_code("build-server", "--help") == 0
     assert "--dry-run" in capsys.readouterr().out
 
 
@@ -363,7 +352,7 @@ def no_daemon(tmp_path, monkeypatch):
 @pytest.mark.parametrize("task", ["image", "build-server"])
 def test_without_engine_tasks_stop_with_one_line(tmp_path, monkeypatch, no_daemon, capsys, task):
     monkeypatch.setattr(bb, "REPO_ROOT", tmp_path / "repo")
-    assert program(task) == 1
+    assert inv_exit_code(task) == 1
     captured = capsys.readouterr()
     assert captured.out == ""  # stopped before printing or running any command
     assert captured.err == (
@@ -374,7 +363,7 @@ def test_without_engine_tasks_stop_with_one_line(tmp_path, monkeypatch, no_daemo
 
 def test_without_docker_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert program("image") == 1
+    assert inv_exit_code("image") == 1
     err = capsys.readouterr().err
     assert err.startswith("docker: command not found") and err.count("\n") == 1
 

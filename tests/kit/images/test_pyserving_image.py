@@ -21,11 +21,10 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from invoke import Context, MockContext, Program
+from invoke import Context, MockContext
 from invoke.runners import Result
 from packaging.utils import canonicalize_name
 
-import tasks as kit_tasks
 from kit.images import build as docker_tasks
 from kit.images import pyserving_image as pi
 from kit.process import ServerProcess, free_port, free_ports, stop_pid
@@ -36,6 +35,7 @@ from tests.helpers import (
     Server,
     exit_codes_listening_then_closed,
     interpolate,
+    inv_exit_code,
     rest_predict,
     wait_for,
     write_config,
@@ -284,14 +284,6 @@ def test_entrypoint_with_a_model_config_file_ignores_the_image_defaults(exported
 # --- inv image --target=pyserving ---------------------------------------------------------------
 
 
-def program(*argv: str) -> int:
-    try:
-        Program(namespace=kit_tasks.ns, version="test").run(["inv", *argv])
-    except SystemExit as done:
-        return done.code or 0
-    return 0
-
-
 def test_default_tag_is_the_project_version():
     with open(ROOT / "pyproject.toml", "rb") as f:
         version = tomllib.load(f)["project"]["version"]
@@ -303,17 +295,17 @@ def test_image_target_pyserving_dry_run_prints_the_build(repo, capsys):
     assert capsys.readouterr().out == (
         f"$ docker build -f {repo}/docker/pyserving.Dockerfile -t {pi.DEFAULT_TAG} {repo}\n"
     )
-    assert program("image", "--target", "pyserving", "--tag", "me/pyserving:1", "--dry-run") == 0
+    assert inv_exit_code("image", "--target", "pyserving", "--tag", "me/pyserving:1", "--dry-run") == 0
     assert capsys.readouterr().out == f"$ docker build -f {repo}/docker/pyserving.Dockerfile -t me/pyserving:1 {repo}\n"
     # The default target is still the devel image.
-    assert program("image", "--dry-run") == 0
+    assert inv_exit_code("image", "--dry-run") == 0
     assert capsys.readouterr().out.startswith(f"$ docker build -f {repo}/docker/Dockerfile --build-arg ")
 
 
 def test_image_refuses_unknown_targets_and_a_devel_base_for_pyserving(repo, capsys):
-    assert program("image", "--target", "slim", "--dry-run") == 1
+    assert inv_exit_code("image", "--target", "slim", "--dry-run") == 1
     assert capsys.readouterr().err == "--target: 'slim' is not one of devel, pyserving\n"
-    assert program("image", "--target", "pyserving", "--base-tag", "2.19.0-devel", "--dry-run") == 1
+    assert inv_exit_code("image", "--target", "pyserving", "--base-tag", "2.19.0-devel", "--dry-run") == 1
     assert "--base-tag applies to --target=devel only" in capsys.readouterr().err
 
 

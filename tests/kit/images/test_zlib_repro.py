@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-from invoke import Context, Program
+from invoke import Context
 from invoke.exceptions import Exit
 from invoke.runners import Result
 
-import tasks as kit_tasks
 from kit.images import zlib_repro
 from kit.images.zlib_patch import PATCH_FILE
 from kit.images.zlib_repro import Archive, Layout, ReproError, Sources
+from tests.helpers import inv_exit_code
 
 ROOT = Path(__file__).resolve().parents[3]
 ZLIB_ERROR = ("ERROR: {base}/external/com_google_protobuf/BUILD:148:11: no such package '@zlib//': The repository "
@@ -309,17 +309,9 @@ def test_step_1_starts_from_protobuf_as_released_after_a_run_that_patched_it(her
     assert c.seen_builds[0] == PROTOBUF_BUILD
 
 
-def inv(*argv: str) -> int:
-    try:
-        Program(namespace=kit_tasks.ns, binary="inv").run(["inv", *argv])
-    except SystemExit as done:
-        return done.code or 0
-    return 0
-
-
 def test_without_bazel_the_task_says_how_to_install_it_in_one_line(build, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))  # no bazel here
-    assert inv("zlib-repro") == 1
+    assert inv_exit_code("zlib-repro") == 1
     assert capsys.readouterr() == ("", "bazel: command not found; install it as root with `apt-get install "
                                        "bazel-bootstrap` (Debian's Bazel 4.2.3)\n")
     assert not build.exists()
@@ -327,12 +319,12 @@ def test_without_bazel_the_task_says_how_to_install_it_in_one_line(build, tmp_pa
 
 def test_without_zlib_headers_or_sources_or_a_patch_the_task_stops_in_one_line(here, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(zlib_repro, "network_reachable", lambda: False)
-    assert inv("zlib-repro") == 1
+    assert inv_exit_code("zlib-repro") == 1
     assert capsys.readouterr().err.startswith(f"no protobuf 3.8.0 sources: {tmp_path / 'no-offline-folder'} does")
-    assert inv("zlib-repro", "--patch-file", str(tmp_path / "nope.patch")) == 1
+    assert inv_exit_code("zlib-repro", "--patch-file", str(tmp_path / "nope.patch")) == 1
     assert capsys.readouterr().err == f"{tmp_path / 'nope.patch'}: no such patch file\n"
     monkeypatch.setattr(zlib_repro, "ZLIB_HEADERS", (tmp_path / "missing" / "zlib.h",))
-    assert inv("zlib-repro") == 1
+    assert inv_exit_code("zlib-repro") == 1
     assert capsys.readouterr().err == (f"{tmp_path / 'missing' / 'zlib.h'} missing: @zlib_archive is the system's "
                                        "zlib; install it as root with `apt-get install zlib1g-dev`\n")
     assert not here.root.exists()
