@@ -21,13 +21,13 @@ from kit.images import zlib_repro as zlib_repro_mod  # noqa: E402
 from kit.k8s import cluster as k8s  # noqa: E402
 from kit.k8s import deploy as deploy_mod  # noqa: E402
 from kit.pipeline import query, train  # noqa: E402
-from kit.pipeline import reproduce as steps
+from kit.pipeline import reproduce as steps  # noqa: E402
 from kit.rollout import updates  # noqa: E402
 from kit.serve import backends, flags  # noqa: E402
 from kit.serve import server as serving  # noqa: E402
 from kit.task import runner, show, task  # noqa: E402
 
-BACKEND_HELP = steps.HELP
+BACKEND_HELP = backends.HELP
 VERBOSE_HELP = "show TensorFlow's start-up log lines (CUDA errors on a machine without a GPU)"
 
 
@@ -72,7 +72,7 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
         if not serving.stop(run=c.run):
             print("no server is running")
         return
-    steps.check_backend(backend, here=False)
+    backends.check(backend, here=False)
     if host not in flags.HOSTS:
         raise Exit(f"--host must be {' or '.join(flags.HOSTS)}, got {host!r}: the kit's clients connect to "
                    f"{flags.LOOPBACK}")
@@ -141,7 +141,7 @@ def reproduce(c: Context, backend: str = "native", svm_rows: int = 0, svm_epochs
     started = time.monotonic()
     options = steps.Options(backend, svm_rows, svm_epochs, mnist_iterations, mnist_data_dir, grpc_port, rest_port,
                             num_tests)
-    steps.check_backend(backend, here=not dry_run)
+    backends.check(backend, here=not dry_run)
     if dry_run:
         steps.steps(options, show, steps.shown_server(), dry_run=True)
         return

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import yaml
 
 from kit import model_config, paths
+from kit.errors import KitError
 from kit.images import pyserving_image
 from kit.k8s import cluster as k8s
 from kit.k8s import manifest_checks
@@ -83,7 +84,7 @@ def served_config(workdir: Path, say: Callable[[str], None] = print) -> tuple[st
     bucket holds them."""
     try:
         host_config = model_config.served()
-    except RuntimeError:
+    except KitError:  # no trained model here
         host_config = model_config.write({m: paths.MODELS / m for m in k8s.DEFAULT_MODELS},
                                          workdir / "models.host.config")
         say(f"[deploy] no trained models under {paths.MODELS}: models.config names "

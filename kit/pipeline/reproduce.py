@@ -63,15 +63,3 @@ def shown_server(say: Callable[[str], None] = print) -> Server:
         yield
         say("# then the server is stopped by its pid" + backends.get(o.backend).stop_note)
     return server
-
-
-def check_backend(backend: str, here: bool) -> None:
-    """Exit (one line) for an unknown backend, or, when it is to run `here`, one that cannot."""
-    if backend not in backends.BACKENDS:
-        raise Exit(f"unknown backend {backend!r}: {HELP}")
-    reason = backends.get(backend).unavailable() if here else None
-    if reason:
-        raise Exit(reason)
-
-
-HELP = "native (pyserving, default) | docker (tensorflow/serving image) | binary (build/bin)"

@@ -21,7 +21,9 @@ PY = sys.executable
 SVM_SAMPLE = ROOT / "models" / "svm" / "data" / "sample.csv"
 SVM_SAMPLE_DEV = ROOT / "models" / "svm" / "data" / "sample_dev.csv"
 Runner = Callable[[str], object]
-def _cmd(*parts) -> str:
+
+
+def shell_line(*parts) -> str:
     return shlex.join(str(p) for p in parts)
 
 
@@ -39,7 +41,7 @@ def svm_data(run: Runner, rows: int, classes: int, seed: int = 20190101, say=pri
     run_step(
         "svm-data", {"rows": rows, "classes": classes, "seed": seed},
         python_sources("models.svm.corpus"), [train, dev],
-        lambda: run(_cmd(PY, "-m", "models.svm.corpus", "--rows", rows, "--classes", classes,
+        lambda: run(shell_line(PY, "-m", "models.svm.corpus", "--rows", rows, "--classes", classes,
                          "--seed", seed, "--out", train, "--dev_out", dev, "--dev_fraction", 0.1)),
         say, dry_run,
     )
@@ -60,7 +62,7 @@ def train_svm(run: Runner, rows: int = 0, classes: int = 124, epochs: int = 20, 
     base = paths.MODELS / "svm"
     params = {"rows": rows, "classes": classes, "epochs": epochs, "batch_size": batch_size,
               "regulation_rate": regulation_rate, "version": version, "seed": seed}
-    command = _cmd(
+    command = shell_line(
         PY, "-m", "models.svm.train", "--train_data_file", train, "--dev_data_file", dev,
         "--export_path_base", base, "--checkpoint_dir", paths.CHECKPOINTS / "svm" / str(version),
         "--batch_size", batch_size, "--num_epochs", epochs, "--evaluate_every", 100,
@@ -86,7 +88,7 @@ def train_mnist(run: Runner, iterations: int = 1000, version: int = 1, data_dir:
     if data_dir:
         inputs += sorted(Path(data_dir).glob("*"))
     extra = (["--data_dir", data_dir] if data_dir else []) + (["--download"] if download else [])
-    command = _cmd(PY, "-m", "models.mnist.mnist_saved_model", f"--training_iteration={iterations}",
+    command = shell_line(PY, "-m", "models.mnist.mnist_saved_model", f"--training_iteration={iterations}",
                    f"--model_version={version}", f"--seed={seed}", *extra, base)
 
     def action():

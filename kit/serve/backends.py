@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
+from invoke.exceptions import Exit
+
 from kit.serve import binary, docker, native
 
 
@@ -44,3 +46,15 @@ def get(name: str) -> Backend:
         return BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)}") from None
+
+
+HELP = "native (pyserving, default) | docker (tensorflow/serving image) | binary (build/bin)"
+
+
+def check(name: str, here: bool) -> None:
+    """Exit (one line) for an unknown backend, or, when it is to run `here`, one that cannot."""
+    if name not in BACKENDS:
+        raise Exit(f"unknown backend {name!r}: {HELP}")
+    reason = BACKENDS[name].unavailable() if here else None
+    if reason:
+        raise Exit(reason)

@@ -18,8 +18,8 @@ from kit import model_config
 from kit.model_config import CONFIG_NAME as DEFAULT_CONFIG_NAME
 from kit.model_config import CONTAINER_MODELS_ROOT
 from kit.paths import ROOT
+from kit.serve import native
 from kit.serve.flags import HEALTH_FLAG, LABELS_FLAG, LOAD_RETRY_FLAGS, POLL_SECONDS
-from kit.serve.native import Native
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class Docker:
         return engine_status()
 
     def listening_note(self, host: str) -> str:
-        return Native().listening_note(host)
+        return native.BACKEND.listening_note(host)  # Docker publishes the ports on the same address
 
     def prepare(self) -> None:
         model_config.write_container_twin()

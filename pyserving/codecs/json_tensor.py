@@ -279,11 +279,8 @@ def _floats_to_array(leaves: list, dtype: int) -> np.ndarray:
     (json_tensor.cc AddValueToTensor: `add_float_val(val.GetFloat())`, `add_double_val(val.GetDouble())`):
     the nearest value of the tensor's type, inf past float's range, no precision check (removed in
     March 2021, tensorflow/serving 57dac6cd). The caller's astype() does the rounding."""
-    if set(map(type, leaves)) <= {float}:
-        return np.array(leaves, dtype=np.float64)
-    for v in leaves:
-        if type(v) is not float and type(v) is not int:
-            raise _type_error(v, dtype)
+    if not set(map(type, leaves)) <= {float, int}:  # a bool, string, null, object...: the first one is named
+        raise _type_error(next(v for v in leaves if type(v) is not float and type(v) is not int), dtype)
     return np.array(leaves, dtype=np.float64)
 
 
