@@ -21,7 +21,6 @@ from packaging.utils import canonicalize_name
 from kit.paths import ROOT
 from kit.serve.docker import DEFAULT_BIND_ADDRESS, GRPC_PORT, REST_PORT
 
-REPO_ROOT = ROOT
 DOCKERFILE = Path("docker") / "pyserving.Dockerfile"
 REQUIREMENTS = Path("docker") / "pyserving-requirements.txt"
 ENTRYPOINT = Path("docker") / "pyserving-entrypoint.sh"
@@ -38,7 +37,7 @@ MODEL_BASE_PATH = "/models"
 NOT_PINNED = frozenset({"setuptools", "wheel"})
 
 
-def project_version(repo_root: Path = REPO_ROOT) -> str:
+def project_version(repo_root: Path = ROOT) -> str:
     with open(repo_root / "pyproject.toml", "rb") as f:
         return tomllib.load(f)["project"]["version"]
 
@@ -46,7 +45,7 @@ def project_version(repo_root: Path = REPO_ROOT) -> str:
 DEFAULT_TAG = f"{IMAGE_REPO}:{project_version()}"
 
 
-def build_command(tag: str = DEFAULT_TAG, repo_root: Path = REPO_ROOT) -> list[str]:
+def build_command(tag: str = DEFAULT_TAG, repo_root: Path = ROOT) -> list[str]:
     """``docker build`` of docker/pyserving.Dockerfile with the repository root as context."""
     return ["docker", "build", "-f", str(repo_root / DOCKERFILE), "-t", tag, str(repo_root)]
 
@@ -138,11 +137,11 @@ def server_requirements(pyproject_text: str, requirements_text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def current_requirements(repo_root: Path = REPO_ROOT) -> str:
+def current_requirements(repo_root: Path = ROOT) -> str:
     return server_requirements((repo_root / "pyproject.toml").read_text(), (repo_root / "requirements.txt").read_text())
 
 
-def main(argv: Sequence[str] | None = None, repo_root: Path = REPO_ROOT) -> int:
+def main(argv: Sequence[str] | None = None, repo_root: Path = ROOT) -> int:
     parser = argparse.ArgumentParser(prog="python -m kit.images.pyserving_image", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"write {REQUIREMENTS} (default: print it)")
     options = parser.parse_args(argv)

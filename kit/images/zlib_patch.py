@@ -26,8 +26,7 @@ from kit.paths import ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = ROOT
-PATCH_FILE = REPO_ROOT / "patches" / "protobuf-zlib.patch"
+PATCH_FILE = ROOT / "patches" / "protobuf-zlib.patch"
 
 PROTOBUF_REPO = "com_google_protobuf"
 # Bazel accepts either name for a package's build file; BUILD.bazel wins.

@@ -23,7 +23,6 @@ from kit.serve.flags import HEALTH_FLAG, LABELS_FLAG, LOAD_RETRY_FLAGS, POLL_SEC
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = ROOT
 
 # One pin for the whole Docker route: serving image, devel base and git tag.
 TF_SERVING_VERSION = "2.20.0"
@@ -37,7 +36,7 @@ DEFAULT_POLL_WAIT_SECONDS = 60
 DEFAULT_BIND_ADDRESS = "127.0.0.1"
 ENGINE_CHECK_TIMEOUT = 10.0
 
-COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
+COMPOSE_FILE = ROOT / "docker" / "compose.yaml"
 COMPOSE_SERVICE = "tfserving"
 
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 
 from kit.model_config import CONFIG_NAME, CONTAINER_MODELS_ROOT
+from kit.paths import ROOT
 from kit.process import free_ports
 from kit.serve.docker import (
     COMPOSE_FILE,
     COMPOSE_SERVICE,
     GRPC_PORT,
-    REPO_ROOT,
     REST_PORT,
     compose_command,
     compose_env,
@@ -148,7 +148,7 @@ def compose_tfserving(
 @pytest.fixture(scope="session")
 def tfserving_models_dir() -> Path:
     """The kit's exported models (build/models; KIT_MODELS_DIR overrides)."""
-    return Path(os.environ.get(MODELS_DIR_ENV) or REPO_ROOT / "build" / "models").resolve()
+    return Path(os.environ.get(MODELS_DIR_ENV) or ROOT / "build" / "models").resolve()
 
 
 @pytest.fixture(scope="session")
