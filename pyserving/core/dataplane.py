@@ -118,15 +118,16 @@ class DataPlane:
 
     def multi_inference(self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes],
                         timeout_s: Optional[float] = None) -> list[Result]:
-        """All tasks run on one servable version against the same examples (multi_inference_helper.cc)."""
+        """All tasks run on the one servable version the first task's ModelSpec names
+        (multi_inference_helper.cc GetModelSpecFromRequest), looked up before the tasks are checked."""
         if not tasks:
-            raise invalid_argument("Expected at least one task")
+            # No task: the helper looks up an empty ModelSpec, which ServerCore refuses so.
+            raise invalid_argument("ModelSpec has no name specified.")
         first = tasks[0][0]
-        if any(spec.name != first.name for spec, _ in tasks):
-            raise invalid_argument("All tasks should have the same model name")
         with self._manager.servable(first) as (version, servable):
             found = signatures.multi_inference_tasks(
-                servable, [(spec.signature_name, method) for spec, method in tasks], self._check_method_name)
+                servable, [(spec.name, spec.signature_name, method) for spec, method in tasks],
+                self._check_method_name)
             results = [self._run_examples(first.name, version, servable, key, sig, method, examples, timeout_s)
                        for (_spec, method), (key, sig) in zip(tasks, found)]
         # Where TF Serving records it (multi_inference.cc): after the tasks were validated and run,

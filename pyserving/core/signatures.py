@@ -196,16 +196,23 @@ def regressions(outputs: Mapping[str, np.ndarray], n: int) -> list[float]:
 READERS = {CLASSIFY_METHOD: classifications, REGRESS_METHOD: regressions}
 
 
-def multi_inference_tasks(servable: Servable, tasks: Sequence[tuple[str, str]],
+def multi_inference_tasks(servable: Servable, tasks: Sequence[tuple[str, str, str]],
                           check_method_name: bool = False) -> list[tuple[str, SignatureInfo]]:
     """MultiInference's checks on one servable, task by task in TF Serving's order (multi_inference.cc):
-    no signature twice, each found and fit for its method. The tasks' input tensors may differ: TF
-    Serving feeds the examples to the set of them (a TF2 SavedModel gives every signature a
-    placeholder of its own); it refused that before 2.x. `tasks` holds (signature name, method);
-    returns each task's (signature key, signature)."""
+    a model name, the same for every task; no signature twice; each found and fit for its method.
+    The tasks' input tensors may differ: TF Serving feeds the examples to the set of them (a TF2
+    SavedModel gives every signature a placeholder of its own); it refused that before 2.x.
+    `tasks` holds (model name, signature name, method); returns each task's (signature key, signature)."""
+    model_name = ""
     seen: set[str] = set()
     found = []
-    for name, method in tasks:
+    for model, name, method in tasks:
+        if not model:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if not model_name:
+            model_name = model
+        elif model != model_name:
+            raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
         key = name or DEFAULT_SIGNATURE
         if key in seen:
             raise invalid_argument(f"Duplicate evaluation of signature: {key}")

@@ -292,13 +292,18 @@ def test_multi_inference_runs_every_task_on_one_version(served):
     assert examples_counted(metrics) == 2
     [alone] = data.multi_inference([(ModelSpec("m", signature_name="regress_x"), REGRESS_METHOD)], [b"e"], 1.5)
     assert alone.value == [0.0] and model.runs[-1][:3] == ("regress_x", ("outputs",), 1.5)
-    for tasks, message in [([], "Expected at least one task"),
-                           ([(ModelSpec("m", signature_name="classify_x"), CLASSIFY_METHOD),
-                             (ModelSpec("n", signature_name="regress_x"), REGRESS_METHOD)],
-                            "All tasks should have the same model name")]:
+    for tasks, code, message in [
+            ([], Code.INVALID_ARGUMENT, "ModelSpec has no name specified."),  # the helper's empty ModelSpec
+            ([(ModelSpec("m", signature_name="classify_x"), CLASSIFY_METHOD),
+              (ModelSpec("n", signature_name="regress_x"), REGRESS_METHOD)],
+             Code.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+            # the first task's ModelSpec is looked up before the tasks are checked
+            ([(ModelSpec("n", signature_name="regress_x"), REGRESS_METHOD),
+              (ModelSpec("m", signature_name="regress_x"), REGRESS_METHOD)],
+             Code.NOT_FOUND, "Servable not found for request: Latest(n)")]:
         with pytest.raises(ServingError) as err:
             data.multi_inference(tasks, [b"e"])
-        assert (err.value.code, err.value.message) == (Code.INVALID_ARGUMENT, message)
+        assert (err.value.code, err.value.message) == (code, message)
 
 
 def test_a_reload_goes_to_the_core(tmp_path):

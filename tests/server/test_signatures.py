@@ -204,18 +204,25 @@ def test_the_readers_by_method():
 def test_multi_inference_tasks_are_found_in_order():
     classify, regress = classify_sig(), regress_sig()
     model = Model(serving_default=classify, r=regress)
-    assert s.multi_inference_tasks(model, [("", CLASSIFY_METHOD), ("r", REGRESS_METHOD)]) == [
+    assert s.multi_inference_tasks(model, [("m", "", CLASSIFY_METHOD), ("m", "r", REGRESS_METHOD)]) == [
         ("serving_default", classify), ("r", regress)]
 
 
 def test_multi_inference_checks_the_method_name_only_when_asked():
     model = Model(serving_default=classify_sig(PREDICT_METHOD))
-    assert s.multi_inference_tasks(model, [("", CLASSIFY_METHOD)])[0][0] == "serving_default"
-    err = error(s.multi_inference_tasks, model, [("", CLASSIFY_METHOD)], True)
+    assert s.multi_inference_tasks(model, [("m", "", CLASSIFY_METHOD)])[0][0] == "serving_default"
+    err = error(s.multi_inference_tasks, model, [("m", "", CLASSIFY_METHOD)], True)
     assert err.message.startswith("Expected classification signature method_name to be tensorflow/serving/classify")
 
 
 @pytest.mark.parametrize("tasks,code,message", [
+    ([("n", "c", CLASSIFY_METHOD), ("", "c", REGRESS_METHOD)], Code.INVALID_ARGUMENT,
+     "Found ModelSpec with an empty model name."),
+    ([("n", "c", CLASSIFY_METHOD), ("o", "absent", REGRESS_METHOD)], Code.INVALID_ARGUMENT,
+     "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+    # task by task: the second task's duplicate is found before the third task's other model
+    ([("n", "c", CLASSIFY_METHOD), ("n", "c", REGRESS_METHOD), ("o", "c", REGRESS_METHOD)], Code.INVALID_ARGUMENT,
+     "Duplicate evaluation of signature: c"),
     ([("c", CLASSIFY_METHOD), ("c", REGRESS_METHOD)], Code.INVALID_ARGUMENT, "Duplicate evaluation of signature: c"),
     ([("", CLASSIFY_METHOD), ("serving_default", CLASSIFY_METHOD)], Code.INVALID_ARGUMENT,
      "Duplicate evaluation of signature: serving_default"),
@@ -227,5 +234,5 @@ def test_multi_inference_checks_the_method_name_only_when_asked():
 def test_multi_inference_tasks_are_checked_in_tf_servings_order(tasks, code, message):
     model = Model(serving_default=classify_sig(), c=classify_sig(),
                   other_input=regress_sig(inputs={"inputs": ("serialized_other:0", STR)}))
-    err = error(s.multi_inference_tasks, model, tasks)
+    err = error(s.multi_inference_tasks, model, [task if len(task) == 3 else ("n", *task) for task in tasks])
     assert (err.code, err.message) == (code, message)
