@@ -80,6 +80,11 @@ class FileSystemSource:
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
+    @property
+    def poll_wait_s(self) -> float:
+        """Seconds between two looks once nothing is settling (--file_system_poll_wait_seconds; 0: one look)."""
+        return self._poll_wait
+
     def set_models(self, configs: Mapping[str, ModelConfig]) -> None:
         with self._lock:
             self._configs = dict(configs)

@@ -205,12 +205,21 @@ def write_tagged(path: Path, tags: list[str]) -> None:
 
 @pytest.mark.flags("saved_model_tags")
 def test_saved_model_tags_pick_the_metagraph_to_load(serve, tmp_path):
+    # Every server here is told not to retry a failed load (TF Serving's default is 5 retries a
+    # minute apart): a tag set that names no MetaGraph fails in a second, and so would the last
+    # server's load if the flag were ignored, instead of after five minutes.
     base = tmp_path / "m"
     write_tagged(base / "1", ["serve", "tpu_free"])
-    with pytest.raises(ServingError) as err:  # the default, "serve" alone, names no MetaGraph here
-        serve([f"--model_base_path={base}", "--model_name=m", "--max_num_load_retries=0"])
-    assert err.value.code == Code.UNKNOWN and "did not become available" in err.value.message
-    server = serve([f"--model_base_path={base}", "--model_name=m", "--saved_model_tags=tpu_free,serve"])
+    model = [f"--model_base_path={base}", "--model_name=m", "--max_num_load_retries=0"]
+    # The default, "serve" alone, and a part of the exported set: TensorFlow matches the set whole.
+    for wrong, asked in (([], "serve"), (["--saved_model_tags=tpu_free"], "tpu_free")):
+        started = time.monotonic()
+        with pytest.raises(ServingError) as err:
+            serve([*model, *wrong])
+        assert time.monotonic() - started < 30
+        assert err.value.code == Code.UNKNOWN and "did not become available" in err.value.message
+        assert f"MetaGraphDef associated with tags '{asked}' could not be found in SavedModel" in err.value.message
+    server = serve([*model, "--saved_model_tags=tpu_free,serve"])
     assert rest_predict(server, "m", 2.0) == 3.0
 
 
@@ -336,6 +345,33 @@ def test_file_system_poll_wait_seconds_zero_looks_for_versions_once(exported, se
     half_plus_two.write_tf1(str(base), 2, b=3.0)
     time.sleep(3.0)  # with the default of 1 s, version 2 would be seen, settled and loaded by now
     assert list(status(server, "m")) == [1] and rest_predict(server, "m") == 2.5
+
+
+@pytest.mark.flags("file_system_poll_wait_seconds")
+def test_file_system_poll_wait_seconds_above_one_is_the_wait_between_looks(serve, tmp_path):
+    # Two servers alike but for the flag, given a version 2 at the same moment: with 1, it serves
+    # within moments; with 30, the source does not look again for half a minute. The slow one is
+    # watched for as long as the fast one took and 3 s more, far less than 30 s and enough for
+    # any value read as 1 (or as the default, 1) to have taken version 2 up.
+    from pyserving.examples import half_plus_two
+
+    servers = {}
+    for wait in (1, 30):
+        half_plus_two.write_tf1(str(tmp_path / f"m{wait}"), 1)
+        servers[wait] = serve([f"--model_base_path={tmp_path / f'm{wait}'}", "--model_name=m",
+                               f"--file_system_poll_wait_seconds={wait}"])
+    started = time.monotonic()
+    for wait in (30, 1):
+        half_plus_two.write_tf1(str(tmp_path / f"m{wait}"), 2, b=3.0)
+    wait_for(lambda: rest_predict(servers[1], "m") == 3.5, timeout=30, what="version 2 served with a 1 s poll")
+    fast = time.monotonic() - started
+    # Negative: that version 2 is NOT taken up can only be seen by waiting; bounded, far below 30 s.
+    time.sleep(3.0)
+    assert list(status(servers[30], "m")) == [1] and rest_predict(servers[30], "m") == 2.5, (
+        f"with a 30 s poll, version 2 was taken up {time.monotonic() - started:.1f} s after it was written "
+        f"(with a 1 s poll: {fast:.1f} s)")
+    # The rest of the schedule, without waiting for it: the source the flag made waits 30 s.
+    assert servers[30].model_server.core.source.poll_wait_s == 30
 
 
 # ---- TensorFlow's thread pools, and the flags without effect, in processes of their own ---------
