@@ -34,9 +34,12 @@ def test_config_file_polling_adds_and_removes_models_and_keeps_last_good(exporte
     wait_for(lambda: status(server, "b").get(1, {}).get("state") == "AVAILABLE", what="model b loaded")
     assert rest_predict(server, "b") == 2.5
     config.write_text("model_config_list { config { name: ")  # malformed: last good config stays
-    time.sleep(2.5)
+    wait_for(lambda: f"Invalid protobuf file: '{config}'" in logs.text, timeout=30, what="the malformed config refused")
+    assert "Failed to reload model config" in logs.text
+    # Negative: nothing more is logged, and nothing unloaded, at the polls that read the same
+    # malformed file again; only a bounded wait shows that (2 s: at least one more 1 s poll).
+    time.sleep(2.0)
     assert rest_predict(server, "a") == 2.5 and rest_predict(server, "b") == 2.5
-    assert "Failed to reload model config" in logs.text and f"Invalid protobuf file: '{config}'" in logs.text
     parser_line = "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:36: '': Expected string but found"
     assert logs.text.count(parser_line) == 1  # logged with the failure, once however often it is polled
     write_config(config, {"b": exported / "hp2tf2"})

@@ -179,13 +179,14 @@ def test_the_config_file_is_polled_and_applied_when_it_changes(core, tmp_path, c
     applied = write("a")
     core.reload([model("a", a)], timeout=10)
     core.poll_config_file(str(path), POLL, applied)
-    time.sleep(3 * POLL)
+    time.sleep(3 * POLL)  # negative (a file read unchanged changes nothing): only a bounded wait shows it
     assert sorted(core.configs) == ["a"] and core.loader.calls == [("a", 1)]  # unchanged: nothing done
     write("a", "b")
     wait_until(lambda: core.manager.available_versions("b") == {1})
     assert core.configs["b"].base_path == b
     path.write_text("model_config_list { config {")  # half-written: the old config stays
-    time.sleep(3 * POLL)
+    wait_until(lambda: caplog.records)  # the refusal is logged
+    time.sleep(3 * POLL)  # negative: later polls of the same file log nothing more; a bounded wait shows it
     assert sorted(core.configs) == ["a", "b"]
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1 and errors[0] == (
@@ -280,7 +281,8 @@ def test_the_config_poller_is_a_daemon_and_logs_an_unreadable_file_once(core, tm
     path = tmp_path / "gone.config"
     core.poll_config_file(str(path), POLL, "")
     assert core._poller.daemon and core._poller.name == "config-poller"
-    time.sleep(6 * POLL)
+    wait_until(lambda: caplog.records)  # the unreadable file is logged
+    time.sleep(3 * POLL)  # negative: later polls log nothing more; only a bounded wait shows that
     assert [r.getMessage() for r in caplog.records] == [
         f"Failed to reload model config {path}: [Errno 2] No such file or directory: '{path}'"]
 
