@@ -4,14 +4,15 @@
 
 An audit hook (PEP 578) watches the task's own file-system calls; at the first STEP whose path
 matches PATTERN (fnmatch), before that step runs, it writes MARKER (the step and its path) and
-stops the whole process with SIGSTOP. The test then kills whatever it wants by pid, the task
-included, at exactly that point of the task's code: no sleep-and-hope. STEPs:
+stops the whole process with SIGSTOP. At exactly that point of the task's code, the test then
+kills whatever it wants by pid (the task included), or checks what must hold there and lets the
+task go on (SIGCONT): no sleep-and-hope. STEPs:
 
   rename  os.rename / os.replace, matched on the target path (e.g. a version folder renamed into place)
   write   a file opened for writing, frozen at its first write: after the open truncated it,
           before anything was written to it
 
-A script run as a subprocess by tests/e2e/test_updates.py, not a test module.
+A script run as a subprocess by tests/e2e/test_updates.py and test_replicas.py, not a test module.
 """
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """`inv serve --replicas=3`: three live servers sharing one models.config, driven by the kit's tasks
-as an operator would; rollout steps return once every replica answers the new labels, and a
-replica that is down is named, not counted as agreeing. Then the soak over three replicas, one
-stopped gracefully and one killed mid-step."""
+as an operator would; each rollout step is acknowledged only once every replica answers the new
+labels, so at the moment of the acknowledgement every live replica must already answer them
+(checked there, with the task frozen, before a replica that lagged could catch up); a replica
+that is down is named, not counted as agreeing. Then the soak over three replicas, one stopped
+gracefully and one killed mid-step."""
 from __future__ import annotations
 
 import json
@@ -9,18 +11,47 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 from types import SimpleNamespace
+from typing import Callable
 
 from kit.process import free_port, pid_alive, port_open
 from kit.soak import run as soak
 from pyserving.examples import half_plus_two
 from tests.helpers import ROOT, rest_predict, wait_for
 
+FREEZE_AT = ROOT / "tests" / "e2e" / "freeze_at.py"
+
 
 def inv(build, *args):
     env = dict(os.environ, KIT_BUILD_DIR=str(build))
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def at_acknowledgement(build, check: Callable[[], None], *args) -> subprocess.CompletedProcess:
+    """`inv ARGS` (a rollout step), frozen by tests/e2e/freeze_at.py as it writes svm's rollout
+    state: rollout.apply writes it right after the replicas' agreement on the labels returned,
+    so that is the acknowledgement. check() runs there, while the task is stopped; then the task
+    goes on to its end. What `inv` gives: its exit code and output."""
+    marker, out_file, err_file = build / "acknowledged.txt", build / "task.out", build / "task.err"
+    marker.unlink(missing_ok=True)
+    with open(out_file, "wb") as out, open(err_file, "wb") as err:
+        task = subprocess.Popen(
+            [sys.executable, str(FREEZE_AT), str(marker), "write", str(build / "models" / "svm.rollout*"), "--", *args],
+            cwd=ROOT, env=dict(os.environ, KIT_BUILD_DIR=str(build)), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: marker.exists() or task.poll() is not None, timeout=120, what=f"{args} acknowledged",
+                 interval=0.005)
+        assert marker.exists(), f"{args} ended without writing its rollout state:\n{err_file.read_text()[-2000:]}"
+        check()  # at once: no wait here, a replica that had not taken the step must fail it
+        task.send_signal(signal.SIGCONT)
+        task.wait(120)
+    finally:
+        if task.poll() is None:  # a failed check: the frozen task is ended by its pid
+            task.kill()
+            task.wait(10)
+    return subprocess.CompletedProcess(task.args, task.returncode, out_file.read_text(), err_file.read_text())
 
 
 def base_ports(replicas: int) -> tuple[int, int]:
@@ -33,9 +64,19 @@ def base_ports(replicas: int) -> tuple[int, int]:
     raise AssertionError("no free run of ports")
 
 
-def labels_of(rest: str, *labels) -> dict:
-    server = SimpleNamespace(rest=rest)
-    return {label: rest_predict(server, "svm", label=label) for label in labels}
+def answer(rests: list[str], **expected: float) -> Callable[[], None]:
+    """A check: every replica of `rests` answers each label with the expected value, now (a
+    refusal shows in the assertion as the replica's HTTP status and error)."""
+    def ask(rest: str, label: str):
+        try:
+            return rest_predict(SimpleNamespace(rest=rest), "svm", label=label)
+        except urllib.error.HTTPError as err:
+            with err:
+                return f"HTTP {err.code}: {json.loads(err.read()).get('error')}"
+
+    def check():
+        assert {r: {label: ask(r, label) for label in expected} for r in rests} == {r: expected for r in rests}
+    return check
 
 
 def test_three_replicas_agree_on_every_step_and_a_dead_one_is_named(tmp_path):
@@ -55,30 +96,32 @@ def test_three_replicas_agree_on_every_step_and_a_dead_one_is_named(tmp_path):
         assert [rest_predict(SimpleNamespace(rest=r), "svm") for r in rests] == [2.5, 2.5, 2.5]
         assert "3 replicas share" in out.stdout
 
-        out = inv(build, "publish", "--model=svm", f"--source={staged / '1'}")
+        # Each step is checked on every replica at the moment it is acknowledged. The publish
+        # first pins the version served (label stable) on every replica: a step of its own.
+        out = at_acknowledgement(build, answer(rests, stable=2.5), "publish", "--model=svm",
+                                 f"--source={staged / '1'}")
         assert out.returncode == 0, out.stderr[-2000:]
-        out = inv(build, "canary", "--model=svm")
+        out = at_acknowledgement(build, answer(rests, stable=2.5, canary=3.5), "canary", "--model=svm")
         assert out.returncode == 0, out.stderr[-2000:]
         assert "3 of 3 replicas agreed in " in out.stdout
-        # Returned only once every replica answers both labels with their new versions.
-        assert [labels_of(r, "stable", "canary") for r in rests] == [{"stable": 2.5, "canary": 3.5}] * 3
-
         out = inv(build, "versions", "--model=svm")
         for i, rest in enumerate(rests):
             assert f"replica {i} ({rest}): 1=AVAILABLE, 2=AVAILABLE; labels stable=1, canary=2" in out.stdout
+        out = at_acknowledgement(build, answer(rests, stable=3.5, previous=2.5), "promote", "--model=svm")
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "3 of 3 replicas agreed in " in out.stdout
 
         lost = state["replicas"][2]["pid"]
         os.kill(lost, signal.SIGKILL)
         wait_for(lambda: not pid_alive(lost), timeout=10, what="replica 2 gone")
-        out = inv(build, "promote", "--model=svm")
-        # Replicas 0 and 1 took the step; replica 2 could not be asked: the task says so and fails.
+        # Replicas 0 and 1 take the step; replica 2 cannot be asked: the task says so and fails.
+        out = at_acknowledgement(build, answer(rests[:2], stable=2.5), "rollback", "--model=svm")
         assert out.returncode != 0
         assert "2 of 3 replicas agreed in " in out.stdout and f"down: {rests[2]} (" in out.stdout
-        assert f"promote: not acknowledged by 1 replica(s) that could not be asked: {rests[2]}" in out.stderr
-        assert [labels_of(r, "stable", "previous") for r in rests[:2]] == [{"stable": 3.5, "previous": 2.5}] * 2
+        assert f"rollback: not acknowledged by 1 replica(s) that could not be asked: {rests[2]}" in out.stderr
         out = inv(build, "versions", "--model=svm")
         assert f"replica 2 ({rests[2]}): down (" in out.stdout
-        assert "rollout: stable=2 canary=None previous=1" in out.stdout  # the step stands for the live ones
+        assert "rollout: stable=1 canary=None previous=None" in out.stdout  # the step stands for the live ones
     finally:
         inv(build, "serve", "--stop")
     assert not (build / "server.json").exists()
