@@ -235,7 +235,7 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
 @task(help={
     "overlay": "tfserving (the official image) | pyserving (the kit's image)",
     "storage": "pvc (a ReadOnlyMany volume) | gcs (gs://, tfserving only) | s3 (S3/MinIO, copied at pod start)",
-    "image": "server image, pinned name:tag (default: tensorflow/serving:2.20.0 or kit-pyserving:<version>)",
+    "image": "server image, pinned name:tag (default: tensorflow/serving:2.21.0 or kit-pyserving:<version>)",
     "replicas": "replicas (and the autoscaler's minimum)", "namespace": "Kubernetes namespace",
     "models_uri": "gs://... or s3://... holding svm/<N>/, mnist/<N>/ (default: gs:// or s3://kit-models/models)",
     "apply": "kubectl apply it and wait for the rollout (needs a cluster)",

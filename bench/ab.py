@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_side(server_root: Path, out: Path, args) -> dict:
+def run_side(server_root: Path, out: Path, args, server_python: str) -> dict:
     command = [sys.executable, str(ROOT / "bench" / "serving.py"), "--no-in-process", "--server-root",
-               str(server_root), "--json", str(out), "--concurrency", args.concurrency, "--models", args.models,
-               "--seconds", str(args.seconds)]
+               str(server_root), "--server-python", server_python, "--json", str(out),
+               "--concurrency", args.concurrency, "--models", args.models, "--seconds", str(args.seconds)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL if args.quiet else None)
     return json.loads(out.read_text())
 
@@ -67,6 +67,9 @@ def main() -> int:
     parser.add_argument("--models", default="half_plus_two,wide")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--base-python", default=sys.executable,
+                        help="the Python the base's server runs with, e.g. another venv's, to compare dependency "
+                             "versions (TensorFlow) as well as code; default: this one")
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,13 +78,14 @@ def main() -> int:
                        check=True)
         try:
             for n in range(args.rounds):
-                for side, root in (("before", base), ("after", ROOT)):
+                for side, root, python in (("before", base, args.base_python), ("after", ROOT, sys.executable)):
                     print(f"# round {n + 1}/{args.rounds}: {side} ({args.base if side == 'before' else 'this tree'})",
                           flush=True)
-                    runs[side].append(run_side(root, Path(tmp) / f"{side}-{n}.json", args))
+                    runs[side].append(run_side(root, Path(tmp) / f"{side}-{n}.json", args, python))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
-    print(f"\nreq/s, median of {args.rounds} interleaved runs; before = {args.base}, after = this tree")
+    print(f"\nreq/s, median of {args.rounds} interleaved runs; before = {args.base} ({args.base_python}), "
+          f"after = this tree ({sys.executable})")
     print(f"{'model':<14} {'batching':<8} {'proto':<5} {'conc':>4} {'before':>8} {'after':>8} {'after/before':>12} "
           f"{'null-normalised':>15}")
     for (model, label, protocol, c), before, after, ratio, norm in summarize(runs):

@@ -177,7 +177,7 @@ def measure_levels(client: Client, label: str, rest_port: int, grpc_port: int, a
 
 
 def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: dict,
-                      server_root: Path = ROOT) -> tuple[dict, tuple]:
+                      server_root: Path = ROOT, server_python: str = sys.executable) -> tuple[dict, tuple]:
     model = client.model
     grpc_port, rest_port = free_ports(2)
     flags = []
@@ -187,7 +187,7 @@ def serve_and_measure(tmp: str, client: Client, batching: bool, levels, bases: d
     # -P: the server imports pyserving from server_root (PYTHONPATH), not from the current folder,
     # so bench/ab.py can run this same client against another revision's server.
     server = ServerProcess(
-        [sys.executable, "-P", "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+        [server_python, "-P", "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
          f"--model_name={model.name}", f"--model_base_path={tmp}/{model.name}", *flags],
         Path(tmp) / f"server-{model.name}-{batching}.log", ready_port=rest_port, env={"PYTHONPATH": str(server_root)},
     )
@@ -220,11 +220,13 @@ def measure_null_servers(tmp: str, client: Client, answers: tuple, levels, bases
         server.stop()
 
 
-def bench_model(tmp: str, client: Client, levels, server_root: Path = ROOT, in_process: bool = True) -> dict:
+def bench_model(tmp: str, client: Client, levels, server_root: Path = ROOT, in_process: bool = True,
+                server_python: str = sys.executable) -> dict:
     model = client.model
     version_dir = model.export(f"{tmp}/{model.name}")
     print(f"\n## {model.name}: one instance {len(model.row)} float(s), {os.cpu_count()} CPUs, "
-          f"{client.seconds:.0f} s per measurement, client: {CLIENTS[client.kind]}, server: {server_root}")
+          f"{client.seconds:.0f} s per measurement, client: {CLIENTS[client.kind]}, server: {server_root} "
+          f"({server_python})")
     rates = in_process_rates(model, version_dir, client.seconds) if in_process else {}
     print("in-process, one call at a time (calls/s), and 32-row calls (rows/s):")
     for name, value in rates.items():
@@ -235,8 +237,8 @@ def bench_model(tmp: str, client: Client, levels, server_root: Path = ROOT, in_p
     print(f"\nserver predict, closed loop ({BATCHING}):")
     print(f"  {'batching':<8} {'proto':<6} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}  "
           f"vs one-call in-process: {', '.join(bases)}")
-    off, answers = serve_and_measure(tmp, client, False, levels, bases, server_root)
-    on, _ = serve_and_measure(tmp, client, True, levels, bases, server_root)
+    off, answers = serve_and_measure(tmp, client, False, levels, bases, server_root, server_python)
+    on, _ = serve_and_measure(tmp, client, True, levels, bases, server_root, server_python)
     print("  null = the protocol stack alone, a fixed answer and no model (bench/null_servers.py):")
     null = measure_null_servers(tmp, client, answers, levels, bases)
     print("\nbatched / unbatched throughput, and what the stack alone reaches, in multiples of unbatched:")
@@ -256,6 +258,8 @@ def main() -> int:
                         help="load generator: c (wrk and h2load), python (client/loadgen.py); auto = c when installed")
     parser.add_argument("--server-root", type=Path, default=ROOT,
                         help="the source tree whose pyserving the servers run (bench/ab.py passes another revision's)")
+    parser.add_argument("--server-python", default=sys.executable,
+                        help="the Python (and so the TensorFlow) the servers run with; bench/ab.py --base-python")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process rates")
     parser.add_argument("--json", type=Path, help="also write the servers' req/s here, as "
                         "{model: {batching (off/on/null): {protocol: {concurrency: req/s}}}}")
@@ -271,7 +275,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             results = bench_model(tmp, Client(kind, MODELS[name], args.seconds), levels, args.server_root.resolve(),
-                                  not args.no_in_process)
+                                  not args.no_in_process, args.server_python)
             report[name] = {label: _throughputs(results[label]) for label in ("off", "on", "null")}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

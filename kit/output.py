@@ -2,12 +2,15 @@
 CPU-only machine is dropped unless --verbose, and progress bars appear when the kit's own output
 is a terminal.
 
-Measured with TensorFlow 2.20 on a machine without a GPU: TF_CPP_MIN_LOG_LEVEL=2 (the kit's
-default) hides TensorFlow's INFO and WARNING lines but not the `failed call to cuInit` ERROR line;
-3 hides that too, and real errors with it; neither hides the two lines absl prints before its
-logging is initialised (`WARNING: All log messages before absl::InitializeLog() ...` and an
-`I0000 ... MLIR V1 optimization pass is not enabled`), nor does CUDA_VISIBLE_DEVICES. So the level
-stays at 2 and those three lines are dropped from the children's stderr by pattern.
+Measured with TensorFlow 2.21 on a machine without a GPU: TF_CPP_MIN_LOG_LEVEL=2 (the kit's
+default) hides TensorFlow's INFO and WARNING log lines but not the `failed call to cuInit` ERROR
+line; 3 hides that too, and real errors with it. Neither hides three lines absl prints before its
+logging is initialised, each twice in one import of TensorFlow:
+`WARNING: All log messages before absl::InitializeLog() ...`, `I0000 ... port.cc:N] oneDNN custom
+operations are on ...` and `I0000 ... cudart_stub.cc:N] Could not find cuda drivers ...`; nor does
+CUDA_VISIBLE_DEVICES. (2.20 printed an `MLIR V1 optimization pass is not enabled` line instead of
+the last two.) So the level stays at 2 and those lines are dropped from the children's stderr by
+pattern.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from typing import TextIO
 NOISE = re.compile(
     r"failed call to cuInit"
     r"|^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"
-    r"|mlir_graph_optimization_pass\.cc:\d+\] MLIR V1 optimization pass is not enabled$"
+    r"|\] oneDNN custom operations are on\. You may see slightly different numerical results"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used\.$"
 )
 
 

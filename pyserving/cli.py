@@ -22,7 +22,7 @@ from pyserving.settings import Settings
 
 logger = logging.getLogger("pyserving")
 
-PROGRAM_VERSION = "2.20.0-pyserving"
+PROGRAM_VERSION = "2.21.0-pyserving"
 
 
 class UsageError(Exception):

@@ -102,7 +102,7 @@ class BuildLayout:
 
 
 def base_image_ref(base_tag: str) -> str:
-    """``2.20.0-devel`` -> ``tensorflow/serving:2.20.0-devel``; full refs pass through."""
+    """``2.21.0-devel`` -> ``tensorflow/serving:2.21.0-devel``; full refs pass through."""
     if ":" in base_tag or "/" in base_tag or "@" in base_tag:
         return base_tag
     return f"{BASE_IMAGE_REPO}:{base_tag}"

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 # One pin for the whole Docker route: serving image, devel base and git tag.
-TF_SERVING_VERSION = "2.20.0"
+TF_SERVING_VERSION = "2.21.0"
 SERVING_IMAGE = f"tensorflow/serving:{TF_SERVING_VERSION}"
 
 GRPC_PORT = 8500  # fixed inside the official image (tf_serving_entrypoint.sh)

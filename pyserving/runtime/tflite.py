@@ -1,4 +1,4 @@
-"""A version folder's model.tflite served through tf.lite.Interpreter (--prefer_tflite_model),
+"""A version folder's model.tflite served through LiteRT's interpreter (--prefer_tflite_model),
 with the signatures TF Serving's TfLiteSession gives it (tflite_session.cc, TfLiteSession::Create):
 
 * a model with SignatureDefs in its `signature_defs_metadata` serves exactly those, under their
@@ -11,16 +11,20 @@ with the signatures TF Serving's TfLiteSession gives it (tflite_session.cc, TfLi
 TF Lite's own signature runners are not read, as in TF Serving. Inputs are resized to each
 request's shape; interpreters are not thread-safe, so a small pool of them serves concurrent
 requests.
+
+The interpreter is LiteRT's (`ai-edge-litert`), the TF Lite runtime's successor: TensorFlow 2.21's
+`tf.lite.Interpreter` warns that it is scheduled for deletion. `bench/tflite_runtimes.py` runs both
+on the same models: identical outputs (neither pip build links the Flex delegate for Select TF ops).
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
-import warnings
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
 from pyserving import dtypes
 from pyserving.errors import Code, ServingError
@@ -30,7 +34,6 @@ from pyserving.types import DEFAULT_SIGNATURE, PREDICT_METHOD, SignatureInfo
 
 logger = logging.getLogger(__name__)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2  # noqa: E402
 
 MODEL_FILE = "model.tflite"
@@ -108,7 +111,7 @@ class _Interpreter:
     """One interpreter and the shapes its inputs are allocated for."""
 
     def __init__(self, model: bytes):
-        self.interpreter = tf.lite.Interpreter(model_content=model)
+        self.interpreter = Interpreter(model_content=model)
         self.interpreter.allocate_tensors()
         self.shapes = {d["index"]: tuple(d["shape"]) for d in self.interpreter.get_input_details()}
 
@@ -121,13 +124,11 @@ class TfLiteServable:
         with open(model_path, "rb") as f:
             model = f.read()
         self._pool: queue.Queue = queue.Queue()
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT replaces it
-            warnings.simplefilter("ignore")
-            try:
-                for _ in range(max(1, num_interpreters)):
-                    self._pool.put(_Interpreter(model))
-            except (ValueError, RuntimeError) as exc:
-                raise ServingError(Code.INVALID_ARGUMENT, f"Invalid TF Lite model {model_path}: {exc}") from None
+        try:
+            for _ in range(max(1, num_interpreters)):
+                self._pool.put(_Interpreter(model))
+        except (ValueError, RuntimeError) as exc:
+            raise ServingError(Code.INVALID_ARGUMENT, f"Invalid TF Lite model {model_path}: {exc}") from None
         first = self._pool.queue[0].interpreter
         inputs = _tensor_infos(first.get_input_details(), "Input")
         outputs = _tensor_infos(first.get_output_details(), "Output")

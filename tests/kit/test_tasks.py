@@ -156,7 +156,7 @@ def test_serve_dry_run_prints_each_backends_command(build_with_models, capsys):
     assert f'base_path: "{build_with_models / "models" / "svm"}"' in config and 'name: "mnist"' in config
     tasks.serve(MockContext(), backend="docker", dry_run=True)
     docker = capsys.readouterr().out
-    assert "docker run" in docker and ":/models" in docker and "tensorflow/serving:2.20.0" in docker
+    assert "docker run" in docker and ":/models" in docker and "tensorflow/serving:2.21.0" in docker
     # The file that command reads, with container paths, for it and for docker/compose.yaml.
     assert "--model_config_file=/models/models.docker.config" in docker
     docker_config = (build_with_models / "models" / "models.docker.config").read_text()

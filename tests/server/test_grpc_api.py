@@ -53,6 +53,20 @@ def test_predict(stub, model):
     assert resp.model_spec.signature_name == "serving_default"
 
 
+def test_request_options_and_their_2_21_handshake_are_accepted_and_change_nothing(stub):
+    """tensorflow-serving-api 2.21 adds PredictRequest.RequestOptions.handshake; nothing in TF Serving's
+    open source reads request_options (they steer its internal streaming servables), so a Predict
+    carrying them answers as one without them."""
+    plain = stub.Predict(predict_request("hp2tf2", [[1.0], [3.0]]), timeout=10)
+    req = predict_request("hp2tf2", [[1.0], [3.0]])
+    req.request_options.handshake.estimated_payload_bytes = 4096
+    req.request_options.client_id = b"client-7"
+    assert req.request_options.HasField("handshake")
+    with_options = stub.Predict(req, timeout=10)
+    assert with_options == plain
+    np.testing.assert_allclose(to_numpy(with_options.outputs["y"]), [[2.5], [3.5]])
+
+
 def test_large_requests_are_decoded_in_the_pool_with_the_same_answers(stub):
     from pyserving.protocols.grpc import servicers
 

@@ -156,7 +156,7 @@ def test_version_flag():
     out = run_cli("--version")
     assert out.returncode == 0
     lines = out.stdout.strip().splitlines()
-    assert lines[0].startswith("TensorFlow ModelServer: ") and lines[1] == "TensorFlow Library: 2.20.0"
+    assert lines[0].startswith("TensorFlow ModelServer: ") and lines[1] == "TensorFlow Library: 2.21.0"
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -5,7 +5,6 @@ test models where ../shared/testdata/tfserving exists."""
 from __future__ import annotations
 
 import base64
-import warnings
 
 import grpc
 import numpy as np
@@ -69,12 +68,10 @@ def _grpc_predict(server, model: str, inputs: dict, signature: str = "") -> dict
 
 
 def _interpreter_tensors(model_file) -> tuple[list[str], list[str]]:
-    """The model's input and output tensor names, as TF Lite's own interpreter reads them."""
-    import tensorflow as tf
+    """The model's input and output tensor names, as the TF Lite runtime reads them."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    with warnings.catch_warnings():  # tf.lite.Interpreter warns that LiteRT replaces it
-        warnings.simplefilter("ignore")
-        interpreter = tf.lite.Interpreter(model_path=str(model_file))
+    interpreter = Interpreter(model_path=str(model_file))
     return ([d["name"] for d in interpreter.get_input_details()],
             [d["name"] for d in interpreter.get_output_details()])
 

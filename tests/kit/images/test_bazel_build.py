@@ -70,7 +70,7 @@ def test_image_build_command():
     assert image_build_command() == [
         "docker", "build",
         "-f", str(REPO / "docker" / "Dockerfile"),
-        "--build-arg", "BASE_IMAGE=tensorflow/serving:2.20.0-devel",
+        "--build-arg", "BASE_IMAGE=tensorflow/serving:2.21.0-devel",
         "-t", "tensorflow/serving:nightly-devel-mypy2",
         str(REPO),
     ]
@@ -104,7 +104,7 @@ def test_dockerfile_pins_the_base_image_the_kit_defaults_to():
 
 def test_clone_and_checkout_commands(tmp_path):
     assert clone_command(tmp_path / "serving") == [
-        "git", "clone", "--depth", "1", "--branch", "2.20.0",
+        "git", "clone", "--depth", "1", "--branch", "2.21.0",
         "https://github.com/tensorflow/serving", str(tmp_path / "serving"),
     ]
     assert clone_command(tmp_path, "2.19.1")[5] == "2.19.1"
@@ -273,7 +273,7 @@ def test_image_dry_run_prints_the_command_and_runs_nothing(repo, capsys):
     docker_tasks.image(MockContext(), dry_run=True)  # MockContext raises on any run
     assert capsys.readouterr().out == (
         f"$ docker build -f {repo}/docker/Dockerfile "
-        "--build-arg BASE_IMAGE=tensorflow/serving:2.20.0-devel "
+        "--build-arg BASE_IMAGE=tensorflow/serving:2.21.0-devel "
         f"-t tensorflow/serving:nightly-devel-mypy2 {repo}\n"
     )
 
@@ -284,7 +284,7 @@ def test_build_server_dry_run_prints_the_commands_and_runs_nothing(repo, capsys)
     layout = BuildLayout(repo)
     bazel = bazel_build_command(layout, bazel_options=["--jobs=2"], user=bb.host_user())
     assert out == [
-        f"$ git clone --depth 1 --branch 2.20.0 https://github.com/tensorflow/serving {layout.src}",
+        f"$ git clone --depth 1 --branch 2.21.0 https://github.com/tensorflow/serving {layout.src}",
         f"$ mkdir -p {layout.home} {layout.output_base}",
         "$ " + " ".join(bazel),
         # (absolute: the patch file lies outside this test's fake repository)
@@ -454,7 +454,7 @@ def test_build_server_refuses_an_unexpected_protobuf_build(engine_ok):
 
 def test_build_server_reuses_a_checkout_on_the_right_tag_only(engine_ok):
     (engine_ok.src / ".git").mkdir(parents=True)
-    c = FakeContext(engine_ok, [(0, "")], describe="2.20.0\n")
+    c = FakeContext(engine_ok, [(0, "")], describe="2.21.0\n")
     docker_tasks.build_server(c)
     assert c.commands[0] == " ".join(checkout_tag_command(engine_ok.src))
     assert engine_ok.binary.exists()
@@ -463,7 +463,7 @@ def test_build_server_reuses_a_checkout_on_the_right_tag_only(engine_ok):
     with pytest.raises(Exit) as stop:
         docker_tasks.build_server(c)
     assert stop.value.message == (
-        "build/src/serving is at 2.19.0, not 2.20.0: remove it or pass --serving-tag 2.19.0"
+        "build/src/serving is at 2.19.0, not 2.21.0: remove it or pass --serving-tag 2.19.0"
     )
 
 

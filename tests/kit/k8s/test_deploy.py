@@ -134,7 +134,7 @@ def test_configmap_apply_command_applies_the_rendered_configmap(rendered, overla
 def test_the_pinned_images_follow_the_kit(rendered):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert server(rendered["pyserving", "pvc"])["image"] == f"kit-pyserving:{version}"
-    assert server(rendered["tfserving", "pvc"])["image"] == docker_backend.SERVING_IMAGE == "tensorflow/serving:2.20.0"
+    assert server(rendered["tfserving", "pvc"])["image"] == docker_backend.SERVING_IMAGE == "tensorflow/serving:2.21.0"
     sync = find(rendered["tfserving", "s3"], "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
     assert sync["image"].startswith("amazon/aws-cli:2.")
     assert sync["envFrom"] == [{"secretRef": {"name": "kit-models-s3"}}]
@@ -485,8 +485,8 @@ DIGEST = "@sha256:" + "a" * 64
 
 
 @pytest.mark.parametrize("image,pinned", [
-    ("tensorflow/serving:2.20.0", True), ("tensorflow/serving" + DIGEST, True),
-    ("tensorflow/serving:2.20.0" + DIGEST, True), ("registry:5000/kit-pyserving:0.1.0", True),
+    ("tensorflow/serving:2.21.0", True), ("tensorflow/serving" + DIGEST, True),
+    ("tensorflow/serving:2.21.0" + DIGEST, True), ("registry:5000/kit-pyserving:0.1.0", True),
     ("tensorflow/serving", False), ("tensorflow/serving:latest", False),
     ("tensorflow/serving:latest" + DIGEST, False), ("registry:5000/kit-pyserving", False), ("", False),
 ])

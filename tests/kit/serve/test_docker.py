@@ -148,7 +148,7 @@ def test_docker_serve_command(tmp_path):
         "-p", "127.0.0.1:8500:8500",
         "-p", "127.0.0.1:8501:8501",
         "-v", f"{models}:/models:ro",
-        "tensorflow/serving:2.20.0",
+        "tensorflow/serving:2.21.0",
         "--model_config_file=/models/models.config",
         "--model_config_file_poll_wait_seconds=60",
     ]
