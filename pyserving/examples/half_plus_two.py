@@ -205,6 +205,11 @@ if __name__ == "__main__":
     parser.add_argument("--b", type=float, default=2.0)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+
+    # tf1's v1 SavedModel API logs deprecation warnings (build_tensor_info) that are no use to a
+    # user here: TF Serving's own half_plus_two is written with that API, and so is this one.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     writers = {"tf1": write_tf1, "tf2": write_tf2, "tflite": write_tflite,
                "tflite_examples": lambda *a, **kw: write_tflite(*a, examples=True, **kw)}
     print(writers[args.flavour](os.path.abspath(args.base_path), args.version, b=args.b))
