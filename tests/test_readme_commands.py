@@ -597,7 +597,7 @@ curl -d @/tmp/nothing.json localhost:8501/v1/models/m:predict
 .venv/bin/python -m models.svm.corpus --out /tmp/x.csv --no_such_option
 .venv/bin/python -m kit.no_such_module
 docker compose -f docker/compose.yaml --profile nope up
-docker run --rm -p 8501:8501 tensorflow/serving:2.20.0 --model_name=m --no_such_flag
+docker run --rm -p 8501:8501 tensorflow/serving:2.21.0 --model_name=m --no_such_flag
 frobnicate --now
 ```
 
@@ -621,7 +621,7 @@ STALE = {
         "its argument parser refuses the arguments: unrecognized arguments: --no_such_option",
     ".venv/bin/python -m kit.no_such_module": "no module named kit.no_such_module",
     "docker compose -f docker/compose.yaml --profile nope up": "docker/compose.yaml has no profile nope",
-    "docker run --rm -p 8501:8501 tensorflow/serving:2.20.0 --model_name=m --no_such_flag": "unknown flag: --no_such_f",
+    "docker run --rm -p 8501:8501 tensorflow/serving:2.21.0 --model_name=m --no_such_flag": "unknown flag: --no_such_f",
     "frobnicate --now": "no check knows `frobnicate`",
     "inv train-svm --epochs=5": "",
     "inv train-mnist --epochs=5": "inv refuses it: No idea what '--epochs' is!",
