@@ -127,6 +127,7 @@ class Cluster:
     build: Path
     kubectl: str
     pods: list[Pod] = field(default_factory=list)
+    buckets: dict[str, Path] = field(default_factory=dict)  # object-store URI -> folder here
     deploy_said: list[str] = field(default_factory=list)
 
     def stored(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict:
@@ -213,6 +214,16 @@ def run_init_container(cluster: Cluster, container: dict, view: Pod) -> None:
     shutil.copytree(view.buckets[source], view.local(target), dirs_exist_ok=True)
 
 
+def start_pod(cluster: Cluster, index: int, tmp: Path) -> Pod:
+    """Pod `index` of the applied Deployment, its server started (not waited for) with the
+    Deployment's args and the ConfigMap as stored now, as a controller starts a new pod."""
+    pod = new_pod(cluster, index, cluster.buckets, tmp)
+    cluster.pods.append(pod)
+    [container] = cluster.deployment()["spec"]["template"]["spec"]["containers"]
+    pod.server = launch(tmp / "logs", pod_args(pod, container), wait=False)
+    return pod
+
+
 def pod_args(pod: Pod, container: dict) -> list[str]:
     """The Deployment's server args, their paths mapped to this machine (the image's entrypoint adds
     --port and --rest_api_port: launch() gives free ones)."""
@@ -260,12 +271,9 @@ def make_cluster(tmp_path, monkeypatch, fake_kubectl):
         if "error" in outcome:
             raise outcome["error"]
         bucket = models_uri or deploy.DEFAULT_MODELS_URI.get(storage)
-        buckets = {bucket: build / "models"} if bucket else {}
-        server_container = cluster.deployment()["spec"]["template"]["spec"]["containers"][0]
+        cluster.buckets = {bucket: build / "models"} if bucket else {}
         for index in range(pods):
-            pod = new_pod(cluster, index, buckets, tmp_path)
-            cluster.pods.append(pod)
-            pod.server = launch(tmp_path / "logs", pod_args(pod, server_container), wait=False)
+            start_pod(cluster, index, tmp_path)
         for pod in cluster.pods:
             pod.server.wait_ready()
         cluster.write_pods()
@@ -273,7 +281,7 @@ def make_cluster(tmp_path, monkeypatch, fake_kubectl):
         if "error" in outcome or thread.is_alive():
             raise outcome.get("error") or AssertionError("inv deploy --apply did not end after the pods were ready")
         source = fake_kubectl / "objects" / NAMESPACE / "ConfigMap" / f"{cluster.mounted_configmap()}.json"
-        kubelets.append(Kubelet(source, cluster.pods, [0.0, SLOW_POD_DELAY_S, 0.5][:pods]))
+        kubelets.append(Kubelet(source, cluster.pods, [0.0, SLOW_POD_DELAY_S, 0.5]))  # pods added later too
         kubelets[-1].start()
         return cluster
 
@@ -339,9 +347,10 @@ def test_a_rollout_on_the_cluster_waits_for_every_ready_pod(make_cluster, tmp_pa
     assert len(forwards) == 8 and all(c.endswith(":8501 --address=127.0.0.1") for c in forwards)
 
 
-def test_a_pod_that_is_not_ready_is_not_asked_on_an_s3_cluster(make_cluster, capsys):
+def test_a_pod_that_is_not_ready_is_not_asked_on_an_s3_cluster(make_cluster, tmp_path, capsys):
     """s3: the init container copied the bucket into each pod at start; the ConfigMap a step
-    applies names the pods' /models paths, not the bucket."""
+    applies names the pods' /models paths, not the bucket. A pod added after the pin starts, with
+    the Deployment's args, from the ConfigMap that now has a label."""
     cluster = make_cluster("pyserving", "s3", pods=1, models_uri="s3://my-bucket/models")
     assert json.loads((cluster.build / "deploy" / f"applied-{NAMESPACE}.json").read_text()) == {
         "overlay": "pyserving", "storage": "s3", "models_uri": "s3://my-bucket/models"}
@@ -356,6 +365,15 @@ def test_a_pod_that_is_not_ready_is_not_asked_on_an_s3_cluster(make_cluster, cap
     assert "pin: svm stable=1 canary=None previous=None (acknowledged by the server in " in out
     applies = cluster.configmap_applies()
     assert len(applies) == 1 + 2 and [base_paths(a["data"]["models.config"]) for a in applies] == [["/models/svm"]] * 3
+    # A pod the HPA adds after the pin starts from a ConfigMap with a label, which a server refuses
+    # at start-up (nothing is loaded yet: 'Request to assign label to version 1 of model svm, which
+    # is not currently available for inference', and the pod crash-loops) unless the Deployment
+    # passes --allow_version_labels_for_unavailable_models.
+    assert 'key: "stable"' in applies[-1]["data"]["models.config"]
+    added = start_pod(cluster, 2, tmp_path)
+    added.server.wait_ready()
+    cluster.write_pods()
+    assert answers(cluster, "stable") == [2.5, 2.5]
 
 
 def test_a_failed_step_puts_the_configmap_back_on_a_gcs_cluster(make_cluster, tmp_path):
