@@ -84,6 +84,13 @@ class SavedModelServable:
             self._session.close()
             if isinstance(exc, tf.errors.OpError):
                 raise error_from_tf(exc) from exc
+            if isinstance(exc, OSError) and str(exc).startswith("Cannot parse file "):
+                # TF's C++ reader, which TF Serving loads with (ReadBinaryProto / ReadTextProto in
+                # env.cc): DATA_LOSS "Can't parse <file> as binary proto"; the Python loader says
+                # "Cannot parse file b'<file>': <protobuf's words>" in an OSError.
+                pb = os.path.join(path, "saved_model.pb")
+                kind, file = ("binary", pb) if os.path.exists(pb) else ("text", pb + "txt")
+                raise ServingError(Code.DATA_LOSS, f"Can't parse {file} as {kind} proto") from exc
             raise ServingError(Code.UNKNOWN, f"Failed to load SavedModel at {path}: {exc}") from exc
         self._graph.finalize()  # nothing may grow the graph while serving
         self._signature_map = get_model_metadata_pb2.SignatureDefMap()
