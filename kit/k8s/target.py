@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 from invoke.exceptions import Exit
 
 from kit import paths
+from kit.errors import KitError
 from kit.k8s import cluster as k8s
 from kit.k8s import deploy
 
@@ -52,7 +53,7 @@ def pod_replicas(namespace: str, run: k8s.Run = k8s.run_kubectl, forward=k8s.por
     by pid on exit): the replicas the all-pod wait asks."""
     pods = k8s.ready_pods(namespace, run=run)
     if not pods:
-        raise RuntimeError(f"no ready pod with {k8s.SELECTOR} in namespace {namespace} (inv deploy --apply first)")
+        raise KitError(f"no ready pod with {k8s.SELECTOR} in namespace {namespace} (inv deploy --apply first)")
     with contextlib.ExitStack() as stack:
         urls = []
         for pod in pods:

@@ -436,3 +436,14 @@ def test_without_a_cluster_a_step_says_what_is_missing_in_one_line(tmp_path, mon
         kit_tasks.rollback(MockContext(), model="svm", target="gke")
     with pytest.raises(Exit, match=r"^--dry-run goes with --target=k8s"):
         kit_tasks.rollback(MockContext(), model="svm", dry_run=True)
+
+
+def test_a_namespace_without_a_ready_pod_is_one_line_not_a_traceback(make_cluster):
+    """The cluster is there but nothing of the kit's is ready in the namespace asked (a typo, or
+    `inv deploy --apply` not run there): one line saying what to do, exit 1."""
+    make_cluster("pyserving", "pvc", pods=1)
+    with pytest.raises(Exit) as stopped:
+        kit_tasks.promote(MockContext(), model="svm", target="k8s", namespace="kit-typo")
+    assert stopped.value.message == ("no ready pod with app.kubernetes.io/name=kit-serving in namespace kit-typo "
+                                     "(inv deploy --apply first)")
+    assert stopped.value.code == 1
