@@ -107,11 +107,13 @@ class ModelServer:
             logger.error("--rest_api_port cannot be same as --port. Please use a different port for HTTP/REST API. "
                          "Skipped exporting HTTP/REST API.")
             return
+        from pyserving.protocols.oip_rest import OipRest
         from pyserving.protocols.rest import RestApi
 
         self.rest = RestApi(self.data_plane, self.metrics, num_threads=self._workers(s.rest_api_num_threads),
                             timeout_ms=s.rest_api_timeout_in_ms, enable_cors=s.rest_api_enable_cors_support,
                             max_body_bytes=s.max_request_size_bytes, metrics_path=self.metrics_path)
+        OipRest(self.rest, self.data_plane, self.metrics).register()  # the Open Inference Protocol's /v2
         self.rest.start(s.rest_api_port, host=s.listen_host)
         logger.info("Exporting HTTP/REST API at:localhost:%d ...", s.rest_api_port)
 

@@ -21,8 +21,19 @@ from typing import Callable, Optional, Sequence
 from pyserving.core import signatures
 from pyserving.core.runners import Runner, wait
 from pyserving.core.server_core import ServerCore
-from pyserving.errors import invalid_argument
+from pyserving.errors import Code, ServingError, invalid_argument, not_found
 from pyserving.types import ModelConfig, ModelSpec, Servable, SignatureInfo, VersionStatus
+
+
+@dataclass(frozen=True)
+class Description:
+    """One model version's signature as the Open Inference Protocol's metadata shows it."""
+    model_name: str
+    version: int
+    versions: tuple[int, ...]  # every AVAILABLE version, ascending
+    platform: str
+    signature_name: str
+    signature: SignatureInfo
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,32 @@ class DataPlane:
     def metadata(self, spec: ModelSpec) -> Result:
         with self._manager.servable(spec) as (version, servable):
             return Result(spec.name, version, "", servable.signature_def_map())
+
+    def describe(self, spec: ModelSpec) -> Description:
+        """The version a spec names and its signature (serving_default unless the spec names one)."""
+        with self._manager.servable(spec) as (version, servable):
+            key, sig = signatures.predict_signature(servable, spec.signature_name)
+            platform = getattr(servable, "platform", "tensorflow_savedmodel")
+        versions = tuple(sorted(self._manager.available_versions(spec.name)))
+        return Description(spec.name, version, versions, platform, key, sig)
+
+    def model_ready(self, spec: ModelSpec) -> bool:
+        """Whether the version a spec names is AVAILABLE; NOT_FOUND for a model not configured,
+        INVALID_ARGUMENT for an unknown label (as a request naming it gets)."""
+        if spec.name not in self._manager.model_names():
+            raise not_found(f"Model {spec.name} is not configured")
+        try:
+            with self._manager.servable(spec):
+                return True
+        except ServingError as exc:
+            if exc.code == Code.NOT_FOUND:
+                return False
+            raise
+
+    def server_ready(self) -> bool:
+        """Every configured model has a version AVAILABLE."""
+        names = self._core.configs
+        return all(self._manager.available_versions(name) for name in names)
 
     def reload(self, configs: Sequence[ModelConfig]) -> None:
         self._core.reload(configs)

@@ -93,6 +93,25 @@ class RestApi:
         self.add_route("OPTIONS", V1_RE, self._preflight)
         self.add_route(None, V1_RE, self._malformed)  # any other /v1 request: TF Serving's 400
 
+    # ---- what another API on this port shares ------------------------------------------
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """Where work too large for the event loop runs."""
+        return self._pool
+
+    @property
+    def completions(self) -> Completions:
+        """Hands finished runs back to the event loop (set once the server runs)."""
+        return self._completions
+
+    @property
+    def timeout_s(self) -> Optional[float]:
+        return self._timeout_s
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max_body
+
     # ---- routing ------------------------------------------------------------------------
     def add_route(self, methods: Union[str, Iterable[str], None], pattern: Union[str, re.Pattern],
                   handler: Handler) -> None:
@@ -123,11 +142,12 @@ class RestApi:
         return self._error(malformed(request.method, match.string))
 
     # ---- /v1 request handling ---------------------------------------------------------------
-    def json_response(self, status: int, text: str) -> web.Response:
+    def json_response(self, status: int, text: Union[str, bytes]) -> web.Response:
         """A JSON answer as every /v1 answer is sent: CORS headers when enabled, and closing its
         connection while the server drains."""
         headers = {**CORS_HEADERS, **JSON_HEADERS} if self._cors else JSON_HEADERS
-        response = web.Response(status=status, body=text.encode(), headers=headers)
+        response = web.Response(status=status, body=text if isinstance(text, bytes) else text.encode(),
+                                headers=headers)
         if self._draining:
             response.force_close()
         return response

@@ -55,6 +55,8 @@ def error_from_tf(exc: Exception) -> ServingError:
 class SavedModelServable:
     """One loaded version: a Session, its SignatureDefs, and cached callables per feed/fetch set."""
 
+    platform = "tensorflow_savedmodel"  # the Open Inference Protocol's name for the format
+
     def __init__(
         self,
         path: str,

@@ -117,6 +117,8 @@ class _Interpreter:
 
 
 class TfLiteServable:
+    platform = "tensorflow_tflite"  # the Open Inference Protocol's name for the format
+
     def __init__(self, path: str, num_interpreters: int = 1):
         model_path = os.path.join(path, MODEL_FILE)
         if not os.path.isfile(model_path):

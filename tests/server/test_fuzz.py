@@ -37,6 +37,7 @@ REST_REQUESTS, GRPC_REQUESTS = 10_000, 2_000
 WARMUP_REST, WARMUP_GRPC = 1_500, 300
 CONCURRENCY = 8
 V1 = re.compile(r"(?i)/v1/")
+V2 = re.compile(r"/v2(?:/|$)")  # the Open Inference Protocol's paths (case-sensitive, as its routes)
 BAD_GRPC = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE}
 
 VALID_BODIES = [
@@ -260,6 +261,8 @@ def judge(method: str, target: str, status: int, content_type: str, text: bytes)
     """What is wrong with one REST answer, or None."""
     if 500 <= status < 600 and status not in (503, 504):
         return "5xx"
+    if V2.match(target):
+        return judge_v2(method, target, status, content_type, text)
     if not V1.match(target):
         if status != 404 or not content_type.startswith("text/html"):
             return "not libevent's 404 outside /v1"
@@ -275,6 +278,22 @@ def judge(method: str, target: str, status: int, content_type: str, text: bytes)
     except ValueError:
         return "unparsable error body"
     return None if isinstance(doc, dict) and isinstance(doc.get("error"), str) else "no error key"
+
+
+def judge_v2(method: str, target: str, status: int, content_type: str, text: bytes):
+    """An Open Inference Protocol answer: 200, or JSON {"error": ...} (a not-ready model or server
+    is 503 with its {"ready": false} body)."""
+    if status == 200 or method == "HEAD":
+        return None
+    if content_type != "application/json":
+        return "non-JSON V2 error"
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "unparsable V2 error body"
+    if status == 503 and isinstance(doc, dict) and doc.get("ready") is False:
+        return None
+    return None if isinstance(doc, dict) and isinstance(doc.get("error"), str) else "no error key (V2)"
 
 
 def send_grpc(target: str, requests, counts: collections.Counter, violations: list) -> None:
@@ -345,3 +364,191 @@ def test_the_seed_bodies_are_json():
     # They seed the truncations and mutations: a typo here would only ever fuzz the parser.
     for text in VALID_BODIES:
         assert isinstance(json.loads(text), dict)
+
+
+# ---- the Open Inference Protocol (/v2 on the REST port, inference.GRPCInferenceService) -------
+V2_REST_REQUESTS, V2_GRPC_REQUESTS = 4_000, 1_500
+DATATYPES = ["FP32"] * 6 + ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                            "FP16", "FP64", "BYTES", "BF16", "", "fp32", "FLOAT", "\u00e9"]
+V2_VALID = [
+    '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 1], "data": [1.0, 2.0, 5.0]}]}',
+    '{"id": "a", "inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [[1], [2]]}], '
+    '"outputs": [{"name": "y", "parameters": {"binary_data": true}}]}',
+    '{"parameters": {"signature_name": "predict_x_y_y2", "binary_data_output": true}, '
+    '"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [4]}], "outputs": [{"name": "y2"}]}',
+    '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [0, 1], "data": []}]}',
+]
+V2_KEYS = ["inputs", "outputs", "name", "datatype", "shape", "data", "parameters", "id", "binary_data_size",
+           "binary_data", "binary_data_output", "signature_name", "x", "y", ""]
+
+
+def v2_json(rng: random.Random, depth: int = 0) -> str:
+    roll = rng.random()
+    if depth > 3 or roll < 0.4:
+        return rng.choice(NUMBERS[:-6] + STRINGS + ["true", "false", "null", '"FP32"', '"BYTES"', "[3, 1]", "[-1]",
+                                                    str(2**63), "[]", '"x"'])
+    if roll < 0.7:
+        return "[" + ", ".join(v2_json(rng, depth + 1) for _ in range(rng.randint(0, 4))) + "]"
+    items = [f'"{rng.choice(V2_KEYS)}": {v2_json(rng, depth + 1)}' for _ in range(rng.randint(0, 4))]
+    return "{" + ", ".join(items) + "}"
+
+
+def v2_tensor(rng: random.Random) -> dict:
+    shape = [rng.choice([0, 1, 1, 2, 3, -1, 2**40, 2**63]) for _ in range(rng.choice([0, 1, 2, 2, 3]))]
+    tensor = {"name": rng.choice(["x"] * 5 + ["y", "", "\u00e9"]), "datatype": rng.choice(DATATYPES),
+              "shape": shape if rng.random() < 0.9 else rng.choice(["3", None, [1.5], [True]])}
+    roll = rng.random()
+    if roll < 0.6:
+        size = rng.choice([0, 1, 2, 3, 6])
+        tensor["data"] = [rng.choice([1.5, 2, True, "s", None, [1.0], 2**64, -(2**63)]) if rng.random() < 0.2
+                          else rng.uniform(-9, 9) for _ in range(size)]
+    elif roll < 0.9:
+        tensor["parameters"] = {"binary_data_size": rng.choice([0, 4, 8, 12, 7, -4, 2**62, "4", 1.5])}
+    return tensor
+
+
+def v2_body(rng: random.Random) -> tuple[bytes, dict]:
+    """(body, headers): JSON, valid or not, with binary tensor data after it sometimes."""
+    roll = rng.random()
+    valid = rng.choice(V2_VALID).encode()
+    if roll < 0.15:
+        doc = valid
+    elif roll < 0.45:
+        request = {"inputs": [v2_tensor(rng) for _ in range(rng.choice([0, 1, 1, 1, 2]))]}
+        if rng.random() < 0.3:
+            request["outputs"] = [{"name": rng.choice(["y", "y2", "nope", 3]),
+                                   "parameters": {"binary_data": rng.choice([True, False, 1])}}]
+        if rng.random() < 0.3:
+            request["parameters"] = {rng.choice(["signature_name", "binary_data_output"]):
+                                     rng.choice(["predict_x_y_y2", "nope", 1, True, None])}
+        if rng.random() < 0.1:
+            request["id"] = rng.choice(["q", 7, None])
+        doc = json.dumps(request).encode()
+    elif roll < 0.6:
+        doc = v2_json(rng).encode()
+    elif roll < 0.8:
+        doc = mutated(rng, valid)
+    else:
+        doc = valid[:rng.randrange(len(valid))]
+    if rng.random() < 0.35:
+        binary = rng.randbytes(rng.choice([0, 1, 4, 8, 12, 13, 100]))
+        length = rng.choice([str(len(doc))] * 4 + ["0", "-1", "x", str(len(doc) + len(binary) + 1), " 3", "1e3"])
+        return doc + binary, {"Inference-Header-Content-Length": length}
+    return doc, {}
+
+
+def v2_path(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.15:
+        return rng.choice(["/v2", "/v2/", "/v2/health/live", "/v2/health/ready", "/v2/health", "/v2/models",
+                           "/v2/models/", "/v2//models/half_plus_two", "/v2/health/live/x"])
+    name = rng.choice([MODEL] * 6 + ["nope", "half%5Fplus%5Ftwo", segment(rng)])
+    if rng.random() < 0.4:
+        name += "/versions/" + rng.choice(["1", "0", "2", "00001", str(2**63), "1" * 30, "-1", "x", "%31",
+                                           segment(rng)])
+    verb = rng.choice(["/infer"] * 6 + ["/ready"] * 2 + ["", "/", "/infer/x", "/" + segment(rng)])
+    return "/v2/models/" + name + verb
+
+
+def v2_rest_requests(rng: random.Random, count: int) -> list[tuple[str, str, bytes, dict]]:
+    requests = []
+    for _ in range(count):
+        target = v2_path(rng)[:4000]
+        method = "POST" if target.endswith("/infer") and rng.random() < 0.85 else rng.choice(METHODS)
+        data, headers = v2_body(rng) if method == "POST" else (b"", {})
+        requests.append((method, target, data, headers))
+    return requests
+
+
+def v2_grpc_requests(rng: random.Random, count: int) -> list:
+    from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2 as pb
+
+    fields = ["fp32_contents"] * 4 + ["bool_contents", "int_contents", "int64_contents", "uint_contents",
+                                      "uint64_contents", "fp64_contents", "bytes_contents"]
+    requests = []
+    for _ in range(count):
+        roll = rng.random()
+        name = rng.choice([MODEL] * 6 + ["nope", ""])
+        version = rng.choice([""] * 5 + ["1", "2", "x", str(2**63), "\u00e9"])
+        if roll < 0.1:
+            requests.append(("ModelMetadata", pb.ModelMetadataRequest(name=name, version=version)))
+            continue
+        if roll < 0.2:
+            requests.append(("ModelReady", pb.ModelReadyRequest(name=name, version=version)))
+            continue
+        request = pb.ModelInferRequest(model_name=name, model_version=version, id=rng.choice(["", "q"]))
+        raw = rng.random() < 0.3
+        for _ in range(rng.choice([0, 1, 1, 1, 2])):
+            shape = [rng.choice([0, 1, 1, 2, 3, -1, 2**40, 2**62]) for _ in range(rng.choice([0, 1, 2, 2]))]
+            tensor = request.inputs.add(name=rng.choice(["x"] * 5 + ["y", ""]), datatype=rng.choice(DATATYPES),
+                                        shape=shape)
+            if raw:
+                request.raw_input_contents.append(rng.randbytes(rng.choice([0, 1, 4, 8, 12, 16])))
+            elif rng.random() < 0.9:
+                field = rng.choice(fields)
+                n = rng.choice([0, 1, 2, 3, 6])
+                if field == "bytes_contents":
+                    getattr(tensor.contents, field).extend(rng.randbytes(3) for _ in range(n))
+                elif field == "bool_contents":
+                    getattr(tensor.contents, field).extend(rng.random() < 0.5 for _ in range(n))
+                elif field in ("fp32_contents", "fp64_contents"):
+                    getattr(tensor.contents, field).extend(rng.uniform(-9, 9) for _ in range(n))
+                else:
+                    top = {"int_contents": 2**31, "int64_contents": 2**63}.get(field)
+                    low, high = (-top, top - 1) if top else (0, 2**32 - 1 if field == "uint_contents" else 2**64 - 1)
+                    getattr(tensor.contents, field).extend(rng.randint(low, high) for _ in range(n))
+        if raw and rng.random() < 0.2:
+            request.raw_input_contents.append(b"extra")
+        if rng.random() < 0.2:
+            request.outputs.add(name=rng.choice(["y", "y2", "nope", ""]))
+        if rng.random() < 0.2:
+            parameter = request.parameters["signature_name"]
+            if rng.random() < 0.8:
+                parameter.string_param = rng.choice(["predict_x_y_y2", "classify_x_to_y", "nope", ""])
+            else:
+                parameter.int64_param = 1
+        requests.append(("ModelInfer", request))
+    return requests
+
+
+def send_v2_grpc(target: str, requests, counts: collections.Counter, violations: list) -> None:
+    from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for start in range(0, len(requests), 32):
+            batch = requests[start:start + 32]
+            futures = [getattr(stub, method).future(r, timeout=60) for method, r in batch]
+            for (method, request), future in zip(batch, futures):
+                code = future.code()
+                counts[code.name] += 1
+                if code in BAD_GRPC:
+                    violations.append((method, code.name, future.details(), str(request)[:400]))
+
+
+@pytest.mark.timeout(120)
+def test_fuzz_open_inference_protocol(exported, start_server):
+    from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2 as pb
+    from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2_grpc as pb_grpc
+
+    server = start_server([f"--model_base_path={exported / 'hp2'}", f"--model_name={MODEL}"])
+    rng = random.Random(SEED + 2)
+    rest_counts, grpc_counts, violations = collections.Counter(), collections.Counter(), []
+    asyncio.run(send_rest(server.rest, v2_rest_requests(rng, V2_REST_REQUESTS), rest_counts, violations))
+    send_v2_grpc(server.grpc_target, v2_grpc_requests(rng, V2_GRPC_REQUESTS), grpc_counts, violations)
+    summary = (f"V2 REST {sum(rest_counts.values())} requests: {dict(sorted(rest_counts.items()))}; "
+               f"V2 gRPC {sum(grpc_counts.values())} requests: {dict(sorted(grpc_counts.items()))}")
+    print("\nfuzz:", summary)
+
+    assert not violations, f"{len(violations)} bad answers, first: {violations[:5]}\n{summary}"
+    assert sum(rest_counts.values()) == V2_REST_REQUESTS and sum(grpc_counts.values()) == V2_GRPC_REQUESTS
+    assert rest_counts[200] and grpc_counts["OK"], summary  # some requests were valid and ran
+    assert server.process.proc.poll() is None, summary
+    doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 1], "data": [1.0, 2.0, 5.0]}]}
+    status, answer = call_json(server, "POST", f"/v2/models/{MODEL}/infer", doc)
+    assert (status, answer["outputs"][0]["data"]) == (200, [2.5, 3.0, 4.5]), summary
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        request = pb.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name="x", datatype="FP32", shape=[2, 1]).contents.fp32_contents.extend([1.0, 3.0])
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        assert np.frombuffer(reply.raw_output_contents[0], "<f4").tolist() == [2.5, 3.5], summary

@@ -18,14 +18,19 @@ def reflected(target: str) -> tuple[list[str], DescriptorPool]:
 def test_every_service_is_listed_and_described_through_reflection(serve, exported):
     server = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=m"], rest=False)
     names, pool = reflected(server.grpc_target)
-    assert names == ["grpc.reflection.v1alpha.ServerReflection", "tensorflow.serving.ModelService",
-                     "tensorflow.serving.PredictionService"]
+    assert names == ["grpc.reflection.v1alpha.ServerReflection", "inference.GRPCInferenceService",
+                     "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService"]
     predict = pool.FindServiceByName("tensorflow.serving.PredictionService")
     assert {m.name for m in predict.methods} == {"Classify", "Regress", "Predict", "MultiInference",
                                                  "GetModelMetadata"}
     assert predict.methods_by_name["Predict"].input_type.full_name == "tensorflow.serving.PredictRequest"
     status = pool.FindServiceByName("tensorflow.serving.ModelService").methods_by_name["GetModelStatus"]
     assert status.output_type.full_name == "tensorflow.serving.GetModelStatusResponse"
+    # the Open Inference Protocol's service, described from the spec's .proto (package inference)
+    oip = pool.FindServiceByName("inference.GRPCInferenceService")
+    assert {m.name for m in oip.methods} == {"ServerLive", "ServerReady", "ModelReady", "ServerMetadata",
+                                             "ModelMetadata", "ModelInfer"}
+    assert oip.methods_by_name["ModelInfer"].input_type.full_name == "inference.ModelInferRequest"
 
 
 def test_the_health_service_is_listed_when_it_is_served(serve, exported):

@@ -193,9 +193,10 @@ def test_cors_headers_and_preflight(server):
 
 @pytest.mark.flags("monitoring_config_file")
 def test_an_added_route_answers_beside_v1_and_monitoring_whose_answers_stay(exported, tmp_path, serve):
-    """A second API registers a route on the live REST port (the Open Inference Protocol's
-    readiness, say): it answers, and every answer the port gave before stays byte for byte,
-    with the monitoring path under /v1, where it takes GET before /v1's routes do."""
+    """Another API registers a route on the live REST port (a /v3 readiness, say; the Open
+    Inference Protocol's /v2 is registered so, at start-up): it answers, and every answer the
+    port gave before stays byte for byte, with the monitoring path under /v1, where it takes GET
+    before /v1's routes do."""
     monitoring = tmp_path / "monitoring.txt"
     monitoring.write_text('prometheus_config { enable: true path: "/v1/models/prometheus" }')
     server = serve([f"--model_base_path={exported / 'hp2'}", "--model_name=hp2",
@@ -209,7 +210,7 @@ def test_an_added_route_answers_beside_v1_and_monitoring_whose_answers_stay(expo
         ("GET", "/v1/foo", None),
         ("OPTIONS", "/v1/models/hp2:predict", None),
         ("GET", "/healthz", None),
-        ("POST", "/v2/models/hp2/ready", b"{}"),
+        ("POST", "/v3/models/hp2/ready", b"{}"),
     ]
 
     def answers():
@@ -217,14 +218,14 @@ def test_an_added_route_answers_beside_v1_and_monitoring_whose_answers_stay(expo
                 for status, headers, text in (call(server, m, p, raw=b) for m, p, b in requests)]
 
     before = answers()
-    assert call(server, "GET", "/v2/models/hp2/ready")[0] == 404
+    assert call(server, "GET", "/v3/models/hp2/ready")[0] == 404
     api = server.model_server.rest
 
     async def ready(request, match):
         return api.json_response(200, json.dumps({"name": match["name"], "ready": True}))
 
-    api.add_route("GET", r"/v2/models/(?P<name>[^/:]+)/ready", ready)
-    status, headers, text = call(server, "GET", "/v2/models/hp2/ready")
+    api.add_route("GET", r"/v3/models/(?P<name>[^/:]+)/ready", ready)
+    status, headers, text = call(server, "GET", "/v3/models/hp2/ready")
     assert (status, json.loads(text)) == (200, {"name": "hp2", "ready": True})
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert answers() == before

@@ -1,8 +1,8 @@
 """The gRPC server: grpc.aio on an event loop thread of its own, driven from plain threads.
 
-build_server puts servicers.py's PredictionService and ModelService (and, when asked, the
-grpc.health.v1 service) on one grpc.aio server; LoopServer binds, starts and stops it for the
-app, which runs on plain threads.
+build_server puts servicers.py's PredictionService and ModelService, oip.py's
+inference.GRPCInferenceService (and, when asked, the grpc.health.v1 service) on one grpc.aio
+server; LoopServer binds, starts and stops it for the app, which runs on plain threads.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from pyserving.config_files import SslConfig
 from pyserving.core.dataplane import DataPlane
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.protocols.completions import Completions
+from pyserving.protocols.grpc import oip
+from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2_grpc
 from pyserving.protocols.grpc.servicers import BlockingPredictionServicer, ModelServicer, PredictionServicer
 from pyserving.protocols.loops import run_until_stopped
 
@@ -48,7 +50,7 @@ def channel_arguments(text: str) -> list[tuple[str, object]]:
 
 
 HEALTH_SERVICES = ("", "tensorflow.serving.ModelService", "tensorflow.serving.PredictionService",
-                   "ModelService", "PredictionService")
+                   "ModelService", "PredictionService", "inference.GRPCInferenceService")
 
 
 def draining_health():
@@ -153,7 +155,7 @@ class LoopServer:
         self._pool.shutdown(wait=False)
 
 
-SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService", oip.SERVICE)
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
@@ -199,6 +201,10 @@ def build_server(
                                tensor_content_outputs, max_elements=max_message_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(data_plane, metrics), server)
+        # The Open Inference Protocol (KServe V2) beside TF Serving's API, on the same port.
+        inference = oip.OipServicer if nonblocking_predict else oip.BlockingOipServicer
+        open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            inference(data_plane, Completions(asyncio.get_running_loop()), pool, metrics), server)
         names = list(SERVICES)
         if health_servicer is not None:
             from grpc_health.v1 import health_pb2_grpc

@@ -49,6 +49,9 @@ _ABORTS = ("_AbortionError", "AbortError")
 def _model_name(request) -> str:
     if hasattr(request, "model_spec"):
         return request.model_spec.name
+    for field in ("model_name", "name"):  # the Open Inference Protocol's requests (grpc/oip.py)
+        if hasattr(request, field):
+            return getattr(request, field)
     tasks = getattr(request, "tasks", None)
     return tasks[0].model_spec.name if tasks else ""
 
@@ -67,7 +70,7 @@ def _observe(servicer, request, api: str, code: Code, started: float) -> None:
     servicer._metrics.observe_request(_model_name(request), api, "GRPC", code.name, time.perf_counter() - started)
 
 
-def _guarded(method: Callable) -> Callable:
+def guarded(method: Callable) -> Callable:
     """Turn ServingError (and bugs) into gRPC statuses and observe every call; the server keeps
     serving. One guard for both kinds of handler: a coroutine handler (awaited on the loop, its
     abort awaited) gets a coroutine wrapper, as grpc.aio tells the two apart by that."""
@@ -98,7 +101,8 @@ def _guarded(method: Callable) -> Callable:
     return wrapper
 
 
-def _timeout(context) -> Optional[float]:
+def time_left(context) -> Optional[float]:
+    """The call's deadline as seconds left, None without one."""
     remaining = context.time_remaining()
     return remaining if remaining is not None and remaining < 1e8 else None
 
@@ -116,9 +120,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._metrics = metrics
         self._tensor_content = tensor_content_outputs
 
-    @_guarded
+    @guarded
     async def Predict(self, request, context):
-        timeout_s = _timeout(context)
+        timeout_s = time_left(context)
         if request.ByteSize() > INLINE_REQUEST_BYTES:
             prepared, future = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._start_predict, request, timeout_s, True)
@@ -140,12 +144,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(tensor_proto.from_numpy(value, self._tensor_content))
         return response
 
-    @_guarded
+    @guarded
     def Classify(self, request, context):
         return self._examples(request, context, self._data.classify, classification_pb2.ClassificationResponse(),
                               _fill_classifications)
 
-    @_guarded
+    @guarded
     def Regress(self, request, context):
         return self._examples(request, context, self._data.regress, regression_pb2.RegressionResponse(),
                               _fill_regressions)
@@ -153,17 +157,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _examples(self, request, context, run, response, fill):
         """Classify or Regress: tf.Example input -> the data plane -> `response`, filled by `fill`."""
         spec = messages.spec_from_proto(request.model_spec)
-        result = run(spec, example_codec.examples_from_input(request.input), _timeout(context))
+        result = run(spec, example_codec.examples_from_input(request.input), time_left(context))
         messages.fill_spec(response.model_spec, result.model_name, result.version, result.signature_name)
         fill(response.result, result.value)
         return response
 
-    @_guarded
+    @guarded
     def MultiInference(self, request, context):
         tasks = [(messages.spec_from_proto(t.model_spec), t.method_name) for t in request.tasks]
         examples = example_codec.examples_from_input(request.input)
         response = inference_pb2.MultiInferenceResponse()
-        for result, (_spec, method) in zip(self._data.multi_inference(tasks, examples, _timeout(context)), tasks):
+        for result, (_spec, method) in zip(self._data.multi_inference(tasks, examples, time_left(context)), tasks):
             entry = response.results.add()
             messages.fill_spec(entry.model_spec, result.model_name, result.version, result.signature_name)
             if method == CLASSIFY_METHOD:
@@ -172,7 +176,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 _fill_regressions(entry.regression_result, result.value)
         return response
 
-    @_guarded
+    @guarded
     def GetModelMetadata(self, request, context):
         spec = messages.spec_from_proto(request.model_spec)
         if not request.metadata_field:
@@ -187,9 +191,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class BlockingPredictionServicer(PredictionServicer):
     """Predict on a pool thread from start to end (grpc.aio runs sync handlers in its pool)."""
 
-    @_guarded
+    @guarded
     def Predict(self, request, context):
-        timeout_s = _timeout(context)
+        timeout_s = time_left(context)
         prepared, future = self._start_predict(request, timeout_s, True)
         return self._predict_response(prepared, wait(future, timeout_s))
 
@@ -215,13 +219,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._data = data_plane
         self._metrics = metrics
 
-    @_guarded
+    @guarded
     def GetModelStatus(self, request, context):
         spec = messages.spec_from_proto(request.model_spec)
         statuses = self._data.status(spec.name, spec.version)
         return messages.status_response(statuses)
 
-    @_guarded
+    @guarded
     def HandleReloadConfigRequest(self, request, context):
         if request.config.WhichOneof("config") != "model_config_list":
             raise ServingError(Code.FAILED_PRECONDITION, "ServerCore is configured with a ModelConfigList; "
