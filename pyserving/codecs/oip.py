@@ -143,6 +143,8 @@ def from_json(name: str, datatype: str, shape: Sequence[int], count: int, data: 
         raw = np.array([s.encode("utf-8") for s in raw.ravel()], dtype=object)
     else:
         kinds = _JSON_KINDS.get(datatype) or (_FLOAT_KINDS if datatype[:2] in ("FP", "BF") else _INT_KINDS)
+        if kinds is _INT_KINDS and raw.dtype.kind in "fO":
+            raw = _exact_ints(name, datatype, data, raw)  # numpy made floats (or objects) of large ints
         if raw.dtype.kind not in kinds:
             what = {"b": "booleans", "U": "strings"}.get(raw.dtype.kind, "numbers" if raw.dtype.kind in "iuf"
                                                           else "values of mixed or unsupported types")
@@ -154,6 +156,18 @@ def from_json(name: str, datatype: str, shape: Sequence[int], count: int, data: 
                 raise invalid_argument(f"Input '{name}': a value is out of the range of {datatype}")
         raw = raw.astype(target)
     return _sized(name, raw.ravel(), shape, count)
+
+
+def _exact_ints(name: str, datatype: str, data: list, raw: np.ndarray) -> np.ndarray:
+    """Integers numpy did not keep as integers (one past int64 among others turns the lot into
+    float64): taken one by one as Python ints, range-checked, so none is rounded."""
+    flat = np.asarray(data, dtype=object).ravel() if raw.dtype.kind == "f" else raw.ravel()
+    if not all(type(v) is int for v in flat):
+        return raw  # not all integers: refused below by kind
+    info = np.iinfo(NUMPY[datatype])
+    if flat.size and (min(flat) < info.min or max(flat) > info.max):
+        raise invalid_argument(f"Input '{name}': a value is out of the range of {datatype}")
+    return np.array(flat.tolist(), dtype=NUMPY[datatype]).reshape(raw.shape)
 
 
 def from_raw(name: str, datatype: str, shape: Sequence[int], count: int, raw: bytes) -> np.ndarray:

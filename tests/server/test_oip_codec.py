@@ -101,6 +101,9 @@ def test_json_data_flat_or_nested_row_major():
     assert oip.from_json("x", "BOOL", [2], 2, [True, False]).tolist() == [True, False]
     assert oip.from_json("x", "BYTES", [2], 2, ["a", "\u00e9"]).tolist() == [b"a", "\u00e9".encode()]
     assert oip.from_json("x", "UINT64", [1], 1, [2**64 - 1]).tolist() == [2**64 - 1]
+    # beside a small int, numpy would make float64 of 2^64-1 (rounded): taken exactly
+    assert oip.from_json("x", "UINT64", [2], 2, [1, 2**64 - 1]).tolist() == [1, 2**64 - 1]
+    assert oip.from_json("x", "INT64", [2], 2, [[-(2**63)], [2**63 - 1]]).tolist() == [-(2**63), 2**63 - 1]
     assert oip.from_json("x", "FP32", [0, 3], 0, []).shape == (0, 3)
 
 
@@ -115,7 +118,8 @@ def test_json_data_flat_or_nested_row_major():
     ("BYTES", [1], [1], "Input 'x': BYTES data must be strings"),
     ("FP32", [2], [[1], 2], "Input 'x': data is not a rectangular array"),
     ("FP32", [2], [1, None], "Input 'x': FP32 data cannot hold values of mixed or unsupported types"),
-    ("INT64", [1], [2**64], "Input 'x': INT64 data cannot hold values of mixed or unsupported types"),
+    ("INT64", [1], [2**64], "Input 'x': a value is out of the range of INT64"),
+    ("INT64", [2], [1.5, 2**64], "Input 'x': INT64 data cannot hold values of mixed or unsupported types"),
 ])
 def test_json_data_that_does_not_fit_is_refused(datatype, shape, data, message):
     count = oip.element_count(shape)

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2 as pb
 from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2_grpc as pb_grpc
-from tests.helpers import grpc_predict
+from tests.helpers import call_json, concurrently, grpc_predict
 
 X = [[1.0], [2.0], [5.0]]
 
@@ -163,3 +163,45 @@ def test_metadata_and_ready_mistakes(stub):
         with pytest.raises(grpc.RpcError) as info:
             call(req, timeout=10)
         assert (info.value.code(), info.value.details()) == (code, message)
+
+
+def test_with_batching_v2_and_tf_serving_requests_share_the_batcher(exported, tmp_path, serve):
+    """--enable_batching: ModelInfer awaits its run on the loop (REST's infer always does); V2 and
+    TF Serving requests of 1-3 rows, and > 64 KiB ones decoded in the pool, all answered right."""
+    params = tmp_path / "batching.txt"
+    params.write_text("max_batch_size { value: 64 } batch_timeout_micros { value: 3000 } "
+                      "max_enqueued_batches { value: 100 } num_batch_threads { value: 2 }")
+    server = serve([f"--model_base_path={exported / 'hp2tf2'}", "--model_name=hp2tf2", "--enable_batching",
+                    f"--batching_parameters_file={params}"])
+    channel = grpc.insecure_channel(server.grpc_target)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+    def v2_grpc(rows, wide=False):  # wide: one row of them all (a batch of one)
+        values = [rows] if wide else [[x] for x in rows]
+        response = stub.ModelInfer(request("hp2tf2", raw=True, values=values), timeout=60)
+        return np.frombuffer(response.raw_output_contents[0], "<f4").tolist()
+
+    def v2_rest(rows, wide=False):
+        shape = [1, len(rows)] if wide else [len(rows), 1]
+        doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": rows}]}
+        status, answer = call_json(server, "POST", "/v2/models/hp2tf2/infer", doc, timeout=60)
+        assert status == 200, answer
+        return answer["outputs"][0]["data"]
+
+    def v1_rest(rows):
+        status, answer = call_json(server, "POST", "/v1/models/hp2tf2:predict", {"instances": [[x] for x in rows]})
+        return [p[0] for p in answer["predictions"]]
+
+    work = []
+    for i in range(16):
+        rows = [float(i) + r / 4 for r in range(1 + i % 3)]
+        for fn in (v2_grpc, v2_rest, v1_rest):
+            work.append((lambda fn=fn, rows=rows: fn(rows), [0.5 * x + 2 for x in rows]))
+    big = [float(r) for r in range(20000)]  # > 64 KiB either way
+    work += [(lambda: v2_grpc(big, wide=True), [0.5 * x + 2 for x in big]),
+             (lambda: v2_rest(big, wide=True), [0.5 * x + 2 for x in big])]
+    try:
+        got = concurrently([call for call, _want in work])
+    finally:
+        channel.close()
+    assert got == [want for _call, want in work]
