@@ -34,9 +34,18 @@ venv: $(STAMP)  ## create .venv (Python 3.11, requirements.txt) if missing or st
 lint: $(STAMP)  ## ruff (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 
+# checkov, the manifest scanner the Kubernetes tests run over every overlay x storage, in a venv
+# of its own: its pins (packaging 23.2, ...) clash with requirements.txt's. kit/k8s/scanners.py
+# finds it there.
+CHECKOV_VENV := $(BUILD_DIR)/tools/checkov-venv
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 # Debian's Bazel (bazel-bootstrap, 4.2.3) for the zlib repro's tests, which build protobuf 3.8.0 for
 # real: installed here when missing and apt-get can (as root); otherwise those tests skip and say why.
-test: lint  ## lint, then the whole test suite (skip reasons shown)
+test: lint $(CHECKOV_VENV)/.installed  ## lint, then the whole test suite (skip reasons shown)
 	@command -v bazel >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq bazel-bootstrap zlib1g-dev; } >/dev/null 2>&1 || \
 	  echo "could not install bazel-bootstrap with apt-get (needs root and Debian's packages): the zlib repro tests will skip"

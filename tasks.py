@@ -240,14 +240,21 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
     "models_uri": "gs://... or s3://... holding svm/<N>/, mnist/<N>/ (default: gs:// or s3://kit-models/models)",
     "apply": "kubectl apply it and wait for the rollout (needs a cluster)",
     "dry_run": "print every command; render and check offline, touch no cluster",
+    "allow_namespace": "also let pods of this namespace reach ports 8500/8501 (e.g. ingress-nginx)",
+    "allow_pods": "also let pods with these labels (key=value[,...]) reach 8500/8501 (with --allow-namespace: there)",
+    "workload_identity": "gcs: the Google service account (GKE Workload Identity); s3: the IAM role ARN (EKS IRSA)",
+    "pin_digests": "give every image by the digest its registry resolves the tag to (production); "
+                   "without a reachable registry one line says so and the tag stays",
 })
 def deploy(c: Context, overlay: str = "tfserving", storage: str = "pvc", image: str = "", replicas: int = 2,
            namespace: str = k8s.DEFAULT_NAMESPACE, models_uri: str = "", apply: bool = False,
-           dry_run: bool = False) -> None:
+           dry_run: bool = False, allow_namespace: str = "", allow_pods: str = "", workload_identity: str = "",
+           pin_digests: bool = False) -> None:
     """Render build/deploy/<overlay>.yaml for the kit's models (the models.config `inv serve` writes),
     check it offline (Kubernetes schemas, semantic checks), and with --apply apply it."""
     try:
-        deploy_mod.deploy(overlay, storage, image, replicas, namespace, models_uri, apply=apply, dry_run=dry_run)
+        deploy_mod.deploy(overlay, storage, image, replicas, namespace, models_uri, apply=apply, dry_run=dry_run,
+                          access=deploy_mod.Access(allow_namespace, allow_pods, workload_identity), pin=pin_digests)
     except deploy_mod.DeployError as exc:
         raise Exit(str(exc)) from None
 

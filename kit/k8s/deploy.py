@@ -34,10 +34,37 @@ DEFAULT_IMAGES = {"tfserving": docker_backend.SERVING_IMAGE, "pyserving": pyserv
 DEFAULT_MODELS_URI = {"gcs": "gs://kit-models/models", "s3": "s3://kit-models/models"}
 DEFAULT_REPLICAS, DEFAULT_MAX_REPLICAS = 2, 6
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+# The namespace `inv deploy` renders admits only pods that meet Pod Security "restricted".
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+# The annotation on the ServiceAccount that names the cloud identity the pods act as.
+WORKLOAD_IDENTITY = {"gcs": "iam.gke.io/gcp-service-account", "s3": "eks.amazonaws.com/role-arn"}
+# Images a storage component adds (the s3 copy's), pinned by digest too with --pin-digests.
+STORAGE_IMAGES = {"s3": "amazon/aws-cli:2.15.0"}
+# deploy/base's checkov skips that only images by tag need (dropped when every image has a digest).
+TAG_SKIPS = ("checkov.io/skip1", "checkov.io/skip2")
 
 
 class DeployError(RuntimeError):
     """A deploy that cannot go on; the message is one line (or one line per problem)."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may reach the pods beyond their own namespace, and the cloud identity they act as.
+
+    allow_namespace / allow_pods: one more ingress source for the gRPC and REST ports, pods
+    matching `key=value[,key=value]` (all pods when empty) in namespace `allow_namespace` (this
+    one when empty), e.g. an ingress controller. workload_identity: the Google service account
+    (gcs) or IAM role ARN (s3) the ServiceAccount is annotated with."""
+    allow_namespace: str = ""
+    allow_pods: str = ""
+    workload_identity: str = ""
+
+    def pod_labels(self) -> dict[str, str]:
+        pairs = [p.strip() for p in self.allow_pods.split(",") if p.strip()]
+        return dict(p.split("=", 1) for p in pairs)
 
 
 def k8s_versions() -> tuple[str, str]:
@@ -78,6 +105,43 @@ def check_options(overlay: str, storage: str, image: str, replicas: int, namespa
                           f"with --storage={storage}")
 
 
+def check_access(access: Access, storage: str) -> None:
+    if access.allow_namespace and not NAMESPACE_RE.match(access.allow_namespace):
+        raise DeployError(f"--allow-namespace {access.allow_namespace!r} is not a valid namespace name")
+    for pair in [p.strip() for p in access.allow_pods.split(",") if p.strip()]:
+        key, sep, value = pair.partition("=")
+        if not sep or not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(value):
+            raise DeployError(f"--allow-pods takes key=value[,key=value] label pairs, got {pair!r}")
+    if access.workload_identity:
+        if storage not in WORKLOAD_IDENTITY:
+            raise DeployError("--workload-identity goes with --storage=gcs (a Google service account) or s3 (an IAM "
+                              f"role ARN); --storage={storage} needs no cloud identity")
+        if storage == "gcs" and not re.fullmatch(r"[^@\s]+@[^@\s]+\.iam\.gserviceaccount\.com",
+                                                 access.workload_identity):
+            raise DeployError(f"--workload-identity for gcs is a Google service account email "
+                              f"(NAME@PROJECT.iam.gserviceaccount.com), got {access.workload_identity!r}")
+        if storage == "s3" and not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+",
+                                                access.workload_identity):
+            raise DeployError(f"--workload-identity for s3 is an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME), got "
+                              f"{access.workload_identity!r}")
+
+
+def pin_digests(images: list[str], say: Callable[[str], None] = print,
+                resolve: Callable[[str], tuple[str, Optional[str]]] = None) -> dict[str, str]:
+    """Each image by digest where its registry answers; one line for each that stays by tag."""
+    from kit.k8s import digests
+
+    pinned = {}
+    for image in images:
+        result, why_not = (resolve or digests.pin)(image)
+        pinned[image] = result
+        if why_not:
+            say(f"[deploy] --pin-digests: {image} stays by tag: {why_not}")
+        elif result != image:
+            say(f"[deploy] --pin-digests: {image} -> {result}")
+    return pinned
+
+
 def served_config(workdir: Path, say: Callable[[str], None] = print) -> tuple[str, list[str]]:
     """The models.config `inv serve` would serve (host paths) and its model names. With no trained
     model here it names the kit's models at their base paths, latest version each: the volume or
@@ -102,18 +166,32 @@ def container_config(host_text: str, storage: str, models_uri: str) -> str:
                                        models_uri if storage == "gcs" else "")
 
 
+def _image_entry(placeholder: str, image: str) -> dict:
+    """A kustomize `images:` entry replacing `placeholder` (a name) with `image`."""
+    name, tag, digest = manifest_checks.IMAGE.match(image).group("name", "tag", "digest")
+    entry = {"name": placeholder, "newName": name}
+    if digest:
+        entry["digest"] = digest.removeprefix("@")
+    else:
+        entry["newTag"] = tag
+    return entry
+
+
+def _name_of(image: str) -> str:
+    return manifest_checks.IMAGE.match(image).group("name")
+
+
 def kustomization(overlay: str, storage: str, workdir: Path, image: str, replicas: int, namespace: str,
-                  models_uri: str) -> dict:
+                  models_uri: str, access: Access = Access(), storage_images: Optional[dict[str, str]] = None) -> dict:
     """The kustomization that renders one overlay with one storage component and the kit's settings."""
     def rel(path: Path) -> str:
         return os.path.relpath(path, workdir)  # kustomize refuses absolute paths for resources
 
-    name, tag, digest = manifest_checks.IMAGE.match(image).group("name", "tag", "digest")
-    image_entry = {"name": manifest_checks.IMAGE.match(DEFAULT_IMAGES[overlay]).group("name"), "newName": name}
-    if digest:
-        image_entry["digest"] = digest.removeprefix("@")
-    else:
-        image_entry["newTag"] = tag
+    images = [_image_entry(_name_of(DEFAULT_IMAGES[overlay]), image)]
+    extra = dict(storage_images or {})  # a storage component's own images, as given (pinned or not)
+    images += [_image_entry(_name_of(default), extra[default]) for default in extra if extra[default] != default]
+    everything = [image, *(extra.get(i, i) for i in ([STORAGE_IMAGES[storage]] if storage in STORAGE_IMAGES else []))]
+    by_digest = all(manifest_checks.IMAGE.match(i).group("digest") for i in everything)
     # Patches, not generators: this kustomization's generators run before the components', whose
     # ConfigMaps (gcs: models.config, s3: MODELS_URI) must be overridden too.
     config_maps = {k8s.CONFIGMAP_NAME: {k8s.MODELS_CONFIG_KEY: (workdir / k8s.MODELS_CONFIG_KEY).read_text()}}
@@ -124,7 +202,7 @@ def kustomization(overlay: str, storage: str, workdir: Path, image: str, replica
         "namespace": namespace,
         "resources": ["namespace.yaml", rel(k8s.DEPLOY / "overlays" / overlay)],
         "components": [rel(k8s.DEPLOY / "components" / f"storage-{storage}")],
-        "images": [image_entry],
+        "images": images,
         "replicas": [{"name": k8s.DEPLOYMENT, "count": replicas}],
         "patches": [*({"patch": yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
                                                  "data": data})} for name, data in config_maps.items()), {
@@ -133,16 +211,46 @@ def kustomization(overlay: str, storage: str, workdir: Path, image: str, replica
                 {"op": "replace", "path": "/spec/minReplicas", "value": replicas},
                 {"op": "replace", "path": "/spec/maxReplicas", "value": max(DEFAULT_MAX_REPLICAS, replicas)},
             ]),
-        }],
+        }, *_access_patches(access, storage), *([{
+            # every image by digest: the skips that only tags need go (checkov then checks them)
+            "target": {"kind": "Deployment", "name": k8s.DEPLOYMENT},
+            "patch": yaml.safe_dump([{"op": "remove", "path": "/metadata/annotations/" + key.replace("/", "~1")}
+                                     for key in TAG_SKIPS]),
+        }] if by_digest else [])],
     }
+
+
+def _access_patches(access: Access, storage: str) -> list[dict]:
+    patches = []
+    if access.allow_namespace or access.allow_pods:
+        peer = {"podSelector": {"matchLabels": access.pod_labels()} if access.allow_pods else {}}
+        if access.allow_namespace:
+            peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": access.allow_namespace}}
+        rule = {"from": [peer], "ports": [{"protocol": "TCP", "port": k8s.GRPC_PORT},
+                                          {"protocol": "TCP", "port": k8s.REST_PORT}]}
+        patches.append({"target": {"kind": "NetworkPolicy", "name": k8s.DEPLOYMENT},
+                        "patch": yaml.safe_dump([{"op": "add", "path": "/spec/ingress/-", "value": rule}])})
+    if access.workload_identity:
+        patches.append({"patch": yaml.safe_dump({
+            "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+                "name": k8s.DEPLOYMENT, "annotations": {WORKLOAD_IDENTITY[storage]: access.workload_identity}}})})
+    return patches
 
 
 def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", replicas: int = DEFAULT_REPLICAS,
            namespace: str = k8s.DEFAULT_NAMESPACE, models_uri: str = "", say: Callable[[str], None] = print,
-           out: Optional[Path] = None) -> Rendered:
-    """Render, check and write build/deploy/<overlay>.yaml (or `out`); DeployError on any problem."""
+           out: Optional[Path] = None, access: Access = Access(), pin: bool = False,
+           resolve: Callable[[str], tuple[str, Optional[str]]] = None) -> Rendered:
+    """Render, check and write build/deploy/<overlay>.yaml (or `out`); DeployError on any problem.
+    With `pin`, every image is given by the digest its registry resolves its tag to, where the
+    registry answers (`resolve`: kit/k8s/digests.py pin)."""
     check_options(overlay, storage, image, replicas, namespace, models_uri)
+    check_access(access, storage)
     image = image or DEFAULT_IMAGES[overlay]
+    storage_images = {i: i for i in ([STORAGE_IMAGES[storage]] if storage in STORAGE_IMAGES else [])}
+    if pin:
+        pinned = pin_digests([image, *storage_images], say, resolve)
+        image, storage_images = pinned[image], {i: pinned[i] for i in storage_images}
     models_uri = models_uri or DEFAULT_MODELS_URI.get(storage, "")
     workdir = paths.BUILD / "deploy" / f"{overlay}-{storage}"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -150,9 +258,11 @@ def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
     host_text, models = served_config(workdir, say)
     (workdir / k8s.MODELS_CONFIG_KEY).write_text(container_config(host_text, storage, models_uri))
     (workdir / "namespace.yaml").write_text(yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(k8s.LABELS)}}))
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": namespace, "labels": {**k8s.LABELS, **POD_SECURITY_LABELS}}}))
     (workdir / "kustomization.yaml").write_text(yaml.safe_dump(
-        kustomization(overlay, storage, workdir, image, replicas, namespace, models_uri), sort_keys=False))
+        kustomization(overlay, storage, workdir, image, replicas, namespace, models_uri, access, storage_images),
+        sort_keys=False))
     command = [k8s.render_kubectl(), "kustomize", str(workdir)]
     say(f"$ KUBECONFIG={os.devnull} {shlex.join(command)}")
     proc = subprocess.run(command, capture_output=True, text=True, env=k8s.offline_env(), check=False)
@@ -205,10 +315,11 @@ def apply_commands(path: Path, namespace: str) -> list[list[str]]:
 
 def deploy(overlay: str = "tfserving", storage: str = "pvc", image: str = "", replicas: int = DEFAULT_REPLICAS,
            namespace: str = k8s.DEFAULT_NAMESPACE, models_uri: str = "", apply: bool = False, dry_run: bool = False,
-           say: Callable[[str], None] = print, run: Callable[[list[str]], object] = None) -> Rendered:
+           say: Callable[[str], None] = print, run: Callable[[list[str]], object] = None,
+           access: Access = Access(), pin: bool = False) -> Rendered:
     """Render and check (always: offline), then with `apply` run kubectl apply and wait for the
     rollout; a dry run prints the cluster commands and runs none of them."""
-    rendered = render(overlay, storage, image, replicas, namespace, models_uri, say)
+    rendered = render(overlay, storage, image, replicas, namespace, models_uri, say, access=access, pin=pin)
     if not apply:
         return rendered
     commands = apply_commands(rendered.path, namespace)

@@ -4,7 +4,8 @@
 version); the semantic checks below catch what a schema cannot: a selector that matches no pod,
 a probe on a port that does not exist, server args that drifted from `inv serve`'s, a
 models.config pyserving cannot read, and any of the README's promises missing (the startup,
-readiness and liveness probes, the scrape annotations, an HPA on CPU, a PDB). Each returns a
+readiness and liveness probes, the scrape annotations, an HPA on CPU, a PDB, a NetworkPolicy, no
+API token, Pod Security "restricted"). Each returns a
 list of problems, one line each; `inv deploy` runs them all before it writes a file, and tests
 feed each a broken manifest.
 """
@@ -461,10 +462,164 @@ def check_scaling(docs: list[dict]) -> Problems:
     return problems
 
 
+def _storage(deployment: dict) -> str:
+    return (deployment.get("metadata", {}).get("annotations") or {}).get("kit-serving/storage", "pvc")
+
+
+def _rule_ports(rule: dict) -> Optional[set]:
+    """A NetworkPolicy rule's ports as numbers (names resolved to the server's), None for all ports."""
+    if not rule.get("ports"):
+        return None
+    named = {"grpc": k8s.GRPC_PORT, "rest": k8s.REST_PORT}
+    return {named.get(p.get("port"), p.get("port")) for p in rule["ports"]}
+
+
+def check_network_policy(docs: list[dict]) -> Problems:
+    """A NetworkPolicy selects each Deployment's pods and restricts both directions: ingress only
+    to the gRPC and REST ports and each rule from named sources (a rule without `from`, or an
+    ipBlock of everything, lets any pod or host in); egress only with ports, and beyond DNS (53)
+    only for bucket storage (gcs, s3), which needs its HTTPS endpoints."""
+    problems = []
+    policies = [o for o in docs if o.get("kind") == "NetworkPolicy"]
+    for deployment, template in workloads(docs):
+        labels = template.get("metadata", {}).get("labels", {})
+        mine = [p for p in policies if _matches(p.get("spec", {}).get("podSelector", {}), labels)]
+        if not mine:
+            problems.append(f"{_name(deployment)}: no NetworkPolicy selects its pods (any pod in the cluster can "
+                            f"reach ports {k8s.GRPC_PORT} and {k8s.REST_PORT})")
+            continue
+        types = {t for p in mine for t in p["spec"].get("policyTypes", [])}
+        for direction in ("Ingress", "Egress"):
+            if direction not in types:
+                problems.append(f"{_name(deployment)}: no NetworkPolicy restricts its {direction.lower()} "
+                                "(policyTypes)")
+        for policy in mine:
+            for i, rule in enumerate(policy["spec"].get("ingress") or []):
+                where = f"{_name(policy)} ingress[{i}]"
+                ports = _rule_ports(rule)
+                if ports is None or not ports <= {k8s.GRPC_PORT, k8s.REST_PORT}:
+                    problems.append(f"{where}: opens {'every port' if ports is None else sorted(ports, key=str)}; "
+                                    f"only {k8s.GRPC_PORT} and {k8s.REST_PORT} are served")
+                peers = rule.get("from") or []
+                if not peers:
+                    problems.append(f"{where}: no `from`: every source in and outside the cluster may connect")
+                if any(p.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0") for p in peers):
+                    problems.append(f"{where}: an ipBlock of every address may connect")
+            for i, rule in enumerate(policy["spec"].get("egress") or []):
+                ports = _rule_ports(rule)
+                if ports is None:
+                    problems.append(f"{_name(policy)} egress[{i}]: every port is open")
+                elif ports - {53} and _storage(deployment) not in ("gcs", "s3"):
+                    problems.append(f"{_name(policy)} egress[{i}]: ports {sorted(ports - {53}, key=str)} opened, "
+                                    f"but {_storage(deployment)} storage needs no egress beyond DNS")
+    return problems
+
+
+SECRET_KEY = re.compile(r"(secret|password|passwd|token|private_?key|access_?key|credential)", re.IGNORECASE)
+
+
+def check_service_account(docs: list[dict]) -> Problems:
+    """Pods run under their own ServiceAccount with no Kubernetes API token mounted (the server
+    never calls the API; GKE Workload Identity and EKS IRSA need none), and secrets reach a
+    container only as files: not through env (secretKeyRef, envFrom secretRef), and never in a
+    ConfigMap (no key named like a credential)."""
+    problems = []
+    accounts = {o["metadata"]["name"]: o for o in docs if o.get("kind") == "ServiceAccount"}
+    for obj in docs:
+        for pod_spec in _pod_specs(obj):
+            name = pod_spec.get("serviceAccountName") or "default"
+            if pod_spec.get("automountServiceAccountToken") is not False:
+                problems.append(f"{_name(obj)}: automountServiceAccountToken is not false (the pods get a Kubernetes "
+                                "API token they never use)")
+            if name == "default":
+                problems.append(f"{_name(obj)}: runs under the namespace's default ServiceAccount; give it its own")
+            elif obj.get("kind") == "Deployment" and name not in accounts:
+                problems.append(f"{_name(obj)}: its ServiceAccount {name!r} is not among the manifests")
+            elif name in accounts and accounts[name].get("automountServiceAccountToken") is not False:
+                problems.append(f"ServiceAccount/{name}: automountServiceAccountToken is not false")
+            for container in containers(pod_spec):
+                who = f"{_name(obj)} container {container.get('name')}"
+                for env in container.get("env") or []:
+                    if "secretKeyRef" in (env.get("valueFrom") or {}):
+                        problems.append(f"{who}: env {env.get('name')} comes from a Secret (mount it as a file)")
+                for source in container.get("envFrom") or []:
+                    if "secretRef" in source:
+                        problems.append(f"{who}: envFrom Secret {source['secretRef'].get('name')!r} (mount it as "
+                                        "files)")
+                for arg in [*(container.get("command") or []), *(container.get("args") or [])]:
+                    if SECRET_KEY.search(str(arg).split("=", 1)[0]) and "=" in str(arg):
+                        problems.append(f"{who}: a credential on the command line ({str(arg).split('=', 1)[0]}=...)")
+    for obj in docs:
+        if obj.get("kind") == "ConfigMap":
+            for key in [*(obj.get("data") or {}), *(obj.get("binaryData") or {})]:
+                if SECRET_KEY.search(key):
+                    problems.append(f"{_name(obj)}: key {key!r} looks like a credential; put it in a Secret")
+    return problems
+
+
+# Pod Security Standards, "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards).
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+HIGH_ID = 10000  # ids below it can belong to users of the node (checkov CKV_K8S_40)
+
+
+def check_pod_security(docs: list[dict]) -> Problems:
+    """Every pod meets Pod Security "restricted" (what the namespace `inv deploy` renders enforces)
+    with a high uid and gid: no host namespaces, ports or paths, only the allowed volume types,
+    non-root, seccomp RuntimeDefault (or Localhost), no privilege or privilege escalation, ALL
+    capabilities dropped (NET_BIND_SERVICE the only one that may be added); and each Namespace
+    among the manifests enforces "restricted"."""
+    problems = []
+    for obj in docs:
+        if obj.get("kind") == "Namespace":
+            level = (obj.get("metadata", {}).get("labels") or {}).get("pod-security.kubernetes.io/enforce")
+            if level != "restricted":
+                problems.append(f"{_name(obj)}: label pod-security.kubernetes.io/enforce is {level!r}, expected "
+                                "'restricted'")
+        for pod_spec in _pod_specs(obj):
+            for field in ("hostNetwork", "hostPID", "hostIPC"):
+                if pod_spec.get(field):
+                    problems.append(f"{_name(obj)}: {field} is true")
+            for volume in pod_spec.get("volumes", []):
+                kinds = set(volume) - {"name"}
+                if not kinds <= RESTRICTED_VOLUMES:
+                    problems.append(f"{_name(obj)}: volume {volume.get('name')!r} is of type "
+                                    f"{', '.join(sorted(kinds - RESTRICTED_VOLUMES))}, which restricted forbids")
+            pod_sc = pod_spec.get("securityContext") or {}
+            for container in containers(pod_spec):
+                sc = {**pod_sc, **(container.get("securityContext") or {})}
+                who = f"{_name(obj)} container {container.get('name')}"
+                if sc.get("runAsNonRoot") is not True:
+                    problems.append(f"{who}: runAsNonRoot is not true")
+                for field in ("runAsUser", "runAsGroup"):
+                    if not isinstance(sc.get(field), int) or sc[field] < HIGH_ID:
+                        problems.append(f"{who}: {field} is {sc.get(field)!r}, expected a high id (>= {HIGH_ID}) "
+                                        "that no node user has")
+                if (sc.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+                    problems.append(f"{who}: seccompProfile is not RuntimeDefault")
+                if sc.get("privileged"):
+                    problems.append(f"{who}: privileged")
+                if sc.get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{who}: allowPrivilegeEscalation is not false")
+                capabilities = sc.get("capabilities") or {}
+                if "ALL" not in capabilities.get("drop", []):
+                    problems.append(f"{who}: capabilities do not drop ALL")
+                added = set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}
+                if added:
+                    problems.append(f"{who}: adds capabilities {sorted(added)}")
+                if sc.get("readOnlyRootFilesystem") is not True:
+                    problems.append(f"{who}: readOnlyRootFilesystem is not true")
+                if any(p.get("hostPort") for p in container.get("ports", [])):
+                    problems.append(f"{who}: uses a hostPort")
+    return problems
+
+
 SEMANTIC_CHECKS: dict[str, Callable[[list[dict]], Problems]] = {
     "selectors": check_selectors, "ports": check_ports, "args": check_args, "config": check_config,
     "config-mount": check_config_mount, "images": check_images, "non-root": check_non_root,
     "shutdown": check_shutdown, "probes": check_probes, "scrape": check_scrape, "scaling": check_scaling,
+    "network-policy": check_network_policy, "service-account": check_service_account,
+    "pod-security": check_pod_security,
 }
 
 

@@ -138,7 +138,9 @@ def test_the_pinned_images_follow_the_kit(rendered):
     assert server(rendered["tfserving", "pvc"])["image"] == docker_backend.SERVING_IMAGE == "tensorflow/serving:2.21.0"
     sync = find(rendered["tfserving", "s3"], "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
     assert sync["image"].startswith("amazon/aws-cli:2.")
-    assert sync["envFrom"] == [{"secretRef": {"name": "kit-models-s3"}}]
+    assert "envFrom" not in sync  # the optional Secret kit-models-s3 is mounted as files, never env
+    assert {"name": "s3-credentials", "mountPath": "/var/run/secrets/kit-models-s3", "readOnly": True} \
+        in sync["volumeMounts"]
 
 
 def test_tfserving_gets_a_short_grace_and_pyserving_a_real_drain(rendered):
@@ -265,8 +267,8 @@ def test_the_readme_s_promises_hold_for_every_overlay_and_storage(rendered, comb
     assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "kit-serving"
     # rolling updates with maxUnavailable: 0
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    # uid 1000 on a read-only root file system with no capabilities
-    assert template["spec"]["securityContext"]["runAsUser"] == 1000
+    # uid 10001 on a read-only root file system with no capabilities
+    assert template["spec"]["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     # TF Serving: a 5 s preStop sleep and a 15 s grace period; pyserving: 30 s

@@ -34,7 +34,8 @@ def deploy_steps(job: dict) -> list[list[str]]:
 
 def test_actions_kind_and_node_images_are_pinned(job):
     kind_step = next(s for s in job["steps"] if s.get("uses", "").startswith("helm/kind-action@"))
-    assert re.fullmatch(r"helm/kind-action@v\d+\.\d+\.\d+", kind_step["uses"])
+    assert re.fullmatch(r"helm/kind-action@[0-9a-f]{40}", kind_step["uses"])  # a commit; the tag in a comment
+    assert re.search(r"helm/kind-action@[0-9a-f]{40}  # v\d+\.\d+\.\d+\n", WORKFLOW.read_text())
     assert re.fullmatch(r"v\d+\.\d+\.\d+", kind_step["with"]["version"])
     nodes = job["strategy"]["matrix"]["node"]
     assert all(re.fullmatch(r"v1\.\d+\.\d+", n) for n in nodes)
@@ -49,7 +50,13 @@ def test_the_workflow_covers_the_whole_route(job):
                    "kubectl apply -f deploy/kind/models-pv.yaml", "port-forward svc/kit-serving-rest",
                    "port-forward svc/kit-serving-grpc", ".venv/bin/inv test-svm", ".venv/bin/inv test-mnist",
                    "inv canary --model=svm --target=k8s", "inv promote --model=svm --target=k8s",
-                   "inv rollback --model=svm --target=k8s", "kubectl -n \"$ns\" delete \"$pod\""):
+                   "inv rollback --model=svm --target=k8s", "kubectl -n \"$ns\" delete \"$pod\"",
+                   # Pod Security "restricted" refuses a plain pod; the NetworkPolicy lets the namespace in, not others
+                   "--dry-run=server", 'violates PodSecurity "restricted',
+                   "deploy/kind/netpol-probe.yaml | kubectl -n \"$ns\" apply -f -",
+                   "kubectl -n \"$ns\" wait --for=condition=complete job/kit-netpol-probe",
+                   "deploy/kind/netpol-probe.yaml | kubectl -n kit-outside apply -f -",
+                   "kubectl -n kit-outside wait --for=condition=failed job/kit-netpol-probe"):
         assert needed in text, needed
     overlays = {next(a for a in argv if a.startswith("--overlay=")) for argv in deploy_steps(job)}
     assert overlays == {"--overlay=tfserving", "--overlay=pyserving"}
@@ -64,6 +71,14 @@ def test_the_model_volumes_match_the_namespaces_deployed_to(job):
     nodes = yaml.safe_load((k8s.DEPLOY / "kind" / "kind-config.yaml").read_text())["nodes"]
     mounted = {m["containerPath"] for n in nodes for m in n["extraMounts"]}
     assert mounted == {pv["spec"]["hostPath"]["path"] for pv in pvs}
+
+
+def test_the_network_policy_probe_meets_restricted_and_asks_the_rest_service():
+    """The probe Job runs in the restricted serving namespaces too, so it must pass their rules."""
+    [probe] = list(yaml.safe_load_all((k8s.DEPLOY / "kind" / "netpol-probe.yaml").read_text()))
+    assert manifest_checks.check_images([probe]) == [] and manifest_checks.check_pod_security([probe]) == []
+    assert f"http://{k8s.REST_SERVICE}.TARGET_NS.svc.cluster.local:{k8s.REST_PORT}/v1/models/svm" in probe["spec"][
+        "template"]["spec"]["containers"][0]["args"]
 
 
 def test_the_load_job_is_pinned_and_non_root():

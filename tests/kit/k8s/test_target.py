@@ -314,7 +314,7 @@ def test_a_rollout_on_the_cluster_waits_for_every_ready_pod(make_cluster, tmp_pa
     assert "rollout status deployment/kit-serving --namespace kit-py --timeout=10m" in cluster.calls()
     assert {p.parent.name for p in (cluster.state / "objects" / NAMESPACE).glob("*/*.json")} == {
         "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-        "PersistentVolumeClaim"}
+        "PersistentVolumeClaim", "ServiceAccount", "NetworkPolicy"}
     assert json.loads((cluster.build / "deploy" / f"applied-{NAMESPACE}.json").read_text()) == {
         "overlay": "pyserving", "storage": "pvc", "models_uri": ""}
 
