@@ -201,14 +201,19 @@ def test_the_binary_part_must_be_used_up(server):
                                                          "binary_data_size"})
 
 
-def test_v2_requests_are_counted_in_tf_servings_metrics_by_api(tmp_path, exported, serve):
+def test_v2_requests_are_counted_in_tf_servings_metrics_by_api_and_the_body_limit_holds(tmp_path, exported, serve):
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true path: "/metrics" }\n')
     config = write_config(tmp_path / "models.config", {"hp2": exported / "hp2"})
-    server = serve([f"--model_config_file={config}", f"--monitoring_config_file={monitoring}"])
+    server = serve([f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
+                    "--max_request_size_bytes=4096"])
     assert infer(server, "hp2", {"inputs": [fp32_input(X)]})[0] == 200
     assert infer(server, "hp2", {"inputs": []})[0] == 400
     text = scrape(server, "/metrics")
     assert ':tensorflow:serving:request_count{model_name="hp2",status="OK"} 1' in text
     assert ':tensorflow:serving:request_count{model_name="hp2",status="INVALID_ARGUMENT"} 1' in text
     assert 'API="ModelInfer",entrypoint="REST"' in text
+    large = {"inputs": [fp32_input([1.0] * 2000, shape=(2000, 1))]}
+    status, _h, body = infer(server, "hp2", large)
+    size = len(json.dumps(large).encode())
+    assert (status, json.loads(body)) == (429, {"error": f"Request body of {size} bytes exceeds the limit of 4096 bytes"})
