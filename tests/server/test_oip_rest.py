@@ -216,4 +216,5 @@ def test_v2_requests_are_counted_in_tf_servings_metrics_by_api_and_the_body_limi
     large = {"inputs": [fp32_input([1.0] * 2000, shape=(2000, 1))]}
     status, _h, body = infer(server, "hp2", large)
     size = len(json.dumps(large).encode())
-    assert (status, json.loads(body)) == (429, {"error": f"Request body of {size} bytes exceeds the limit of 4096 bytes"})
+    message = f"Request body of {size} bytes exceeds the limit of 4096 bytes"
+    assert (status, json.loads(body)) == (429, {"error": message})
