@@ -75,6 +75,7 @@ def resolve(name: str, tag: str) -> str:
                     break
             except urllib.error.HTTPError as exc:
                 challenge = exc.headers.get("WWW-Authenticate", "")
+                exc.close()  # its response, else left for the garbage collector (a ResourceWarning)
                 if exc.code == 401 and attempt == 0 and challenge.lower().startswith("bearer "):
                     headers["Authorization"] = f"Bearer {_token(challenge[7:], repository)}"
                     continue
