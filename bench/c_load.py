@@ -48,15 +48,17 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def rest(host: str, port: int, model: str, body: bytes, concurrency: int, duration_s: float) -> LoadResult:
-    """POST `body` to :predict with wrk, `concurrency` keep-alive connections."""
+def rest(host: str, port: int, model: str, body: bytes, concurrency: int, duration_s: float,
+         path: str = "") -> LoadResult:
+    """POST `body` to :predict (or to `path`, e.g. an Open Inference Protocol /infer) with wrk,
+    `concurrency` keep-alive connections."""
     _check_loopback(host)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "body.json").write_bytes(body)
         Path(tmp, "post.lua").write_text(_WRK_SCRIPT.format(path=Path(tmp, "body.json")))
         out = subprocess.run(
             ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--latency", "--timeout", "30s",
-             "-s", f"{tmp}/post.lua", f"http://{host}:{port}/v1/models/{model}:predict"],
+             "-s", f"{tmp}/post.lua", f"http://{host}:{port}{path or f'/v1/models/{model}:predict'}"],
             capture_output=True, text=True, check=True, timeout=duration_s + 60,
         ).stdout
     total, took = re.search(r"(\d+) requests in (\S+),", out).groups()
@@ -71,10 +73,11 @@ def rest(host: str, port: int, model: str, body: bytes, concurrency: int, durati
     return result
 
 
-def grpc(host: str, port: int, request: bytes, response_size: int, concurrency: int, duration_s: float) -> LoadResult:
-    """Unary PredictionService/Predict calls with h2load, one stream on each of `concurrency`
-    HTTP/2 connections. `request` is a serialized PredictRequest; `response_size` the size of
-    the serialized PredictResponse a success carries (all requests are the same)."""
+def grpc(host: str, port: int, request: bytes, response_size: int, concurrency: int, duration_s: float,
+         method: str = "/tensorflow.serving.PredictionService/Predict") -> LoadResult:
+    """Unary PredictionService/Predict calls (or `method`'s) with h2load, one stream on each of
+    `concurrency` HTTP/2 connections. `request` is a serialized PredictRequest; `response_size`
+    the size of the serialized PredictResponse a success carries (all requests are the same)."""
     _check_loopback(host)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "request.bin").write_bytes(grpc_frame(request))
@@ -82,7 +85,7 @@ def grpc(host: str, port: int, request: bytes, response_size: int, concurrency: 
         out = subprocess.run(
             ["h2load", "-D", str(max(1, round(duration_s))), "-c", str(concurrency), "-m", "1",
              "-d", f"{tmp}/request.bin", "-H", "content-type: application/grpc", "-H", "te: trailers",
-             f"--log-file={log}", f"http://{host}:{port}/tensorflow.serving.PredictionService/Predict"],
+             f"--log-file={log}", f"http://{host}:{port}{method}"],
             capture_output=True, text=True, check=True, timeout=duration_s + 60,
         ).stdout
         latencies_us = [int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") >= 2]
