@@ -19,8 +19,9 @@ means each of them). Placeholders (`<repo>`, `N`, `DIR`, ...) take a sample valu
 * `python`: the module or script exists; one of ours with an argparse parser runs, in one child
   process for all of them, until its parser has read the arguments (argparse stops it there);
   one without is imported; `-c` code compiles. The repo's code runs under `.venv/bin/python`.
-* `curl`: pyserving's REST route table takes the URL's path with curl's method, an inline JSON
-  body parses, and an `@file` body is written by an earlier line of the same block.
+* `curl`: pyserving's REST route table (TF Serving's /v1 grammar, or the Open Inference Protocol's
+  /v2 routes) takes the URL's path with curl's method, an inline JSON body parses, and an
+  `@file` body is written by an earlier line of the same block.
 * a heredoc into a `.config` file parses with pyserving's model config reader.
 * docker, kubectl, bazel, git and the shell's tools do not run here: EXTERNAL names each with its
   reason; their compose files, services, profiles and the image tags are checked.
@@ -55,7 +56,7 @@ from kit.serve.docker import TF_SERVING_VERSION
 from pyserving import cli
 from pyserving.core import config as model_config
 from pyserving.errors import ServingError
-from pyserving.protocols import routes
+from pyserving.protocols import oip_rest, routes
 from tests.helpers import ROOT, inv_exit_code
 
 SHELL_BLOCKS = {"shell", "sh", "bash", "console"}
@@ -480,6 +481,10 @@ class Checks:
         found = []
         for url in urls:
             path = urlsplit(url if "://" in url else f"http://{url}").path
+            if oip_rest.V2_RE.fullmatch(path):  # the Open Inference Protocol's routes
+                if not any(verb == method and re.fullmatch(pattern, path) for verb, pattern, _h, _a in oip_rest.ROUTES):
+                    found.append(f"pyserving's Open Inference Protocol API does not take {method} {path}")
+                continue
             try:
                 routes.parse_path(method, path)
             except ServingError as exc:
@@ -593,6 +598,7 @@ make reproduce BAKEND=docker
 curl -d '{"instances": [1.0' localhost:8501/v1/models/m:predict
 curl localhost:8501/v1/models/m:predicts
 curl -d @/tmp/nothing.json localhost:8501/v1/models/m:predict
+curl localhost:8501/v2/models/m/infer
 .venv/bin/python client/no_such_client.py
 .venv/bin/python -m models.svm.corpus --out /tmp/x.csv --no_such_option
 .venv/bin/python -m kit.no_such_module
@@ -616,6 +622,7 @@ STALE = {
     "curl -d '{\"instances\": [1.0' localhost:8501/v1/models/m:predict": "its JSON body does not parse",
     "curl localhost:8501/v1/models/m:predicts": "REST API does not take GET /v1/models/m:predicts: Malformed request",
     "curl -d @/tmp/nothing.json localhost:8501/v1/models/m:predict": "nothing writes /tmp/nothing.json",
+    "curl localhost:8501/v2/models/m/infer": "Open Inference Protocol API does not take GET /v2/models/m/infer",
     ".venv/bin/python client/no_such_client.py": "no such script: client/no_such_client.py",
     ".venv/bin/python -m models.svm.corpus --out /tmp/x.csv --no_such_option":
         "its argument parser refuses the arguments: unrecognized arguments: --no_such_option",
