@@ -5,6 +5,7 @@
     python client/client.py http://localhost:8501/v1/models/svm --text "@kg.MutualFund 基金@初始规模 是怎样"
     python client/client.py http://localhost:8501/v1/models/svm/versions/1 --text "..." --print_request > req.json
     curl -d @req.json http://localhost:8501/v1/models/svm/versions/1:predict
+    python client/client.py http://localhost:8501/v1/models/svm --protocol=v2   # KServe V2 (pyserving)
 
 It asks the server which versions are AVAILABLE, takes the highest, vectorises
 the text with *that* version's transformer (<model_dir>/<version>/assets.extra/
@@ -19,6 +20,10 @@ Several replicas of one model (comma-separated URLs with the same path, e.g.
 http://127.0.0.1:8501/v1/models/svm,http://127.0.0.1:8511/v1/models/svm) share the requests
 round-robin; a request whose connection failed goes to the next replica (client.rest.Replicas),
 and a label must point at the same version on every replica that answered.
+
+--protocol=v2 sends each text as an Open Inference Protocol infer request (pyserving serves it
+beside TF Serving's API on the same port) to /v2/models/<m>/versions/<version or label>/infer;
+the version is chosen as above, and the answer is read as the same predictions.
 """
 import argparse
 import json
@@ -75,29 +80,34 @@ def target(replicas, url):
     return model_url, label, version, rest.label_predict_url(model_url, label)
 
 
-def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print):
+def classify(url, model_dir, texts, labels=None, timeout=30.0, out=print, protocol="v1"):
     """Send each text, print the answer tutorial-style; return a list of result dicts.
 
     `url` may name several replicas of one model ('http://a/v1/models/svm,http://b/v1/models/svm'
     or a list): requests are spread over them (client.rest.Replicas) and each result says which
-    one answered."""
+    one answered. protocol: v1 (TF Serving's :predict) or v2 (the Open Inference Protocol's /infer)."""
+    if protocol not in ("v1", "v2"):
+        raise ValueError("protocol must be v1 or v2, not %r" % protocol)
     bases, path = rest.split_replica_urls(url)
     with rest.Replicas(bases, timeout=timeout) as replicas:
-        return _classify(replicas, bases[0] + path, model_dir, texts, labels, out)
+        return _classify(replicas, bases[0] + path, model_dir, texts, labels, out, protocol)
 
 
-def _classify(replicas, url, model_dir, texts, labels, out):
+def _classify(replicas, url, model_dir, texts, labels, out, protocol="v1"):
     model_url, label, version, endpoint = target(replicas, url)
     endpoint_path = rest.split_base_url(endpoint)[1]
+    if protocol == "v2":
+        endpoint_path = rest.infer_path(endpoint_path)
     transformer = load_transformer(model_dir, version)
     out("model version: %d%s (%d features, %d classes)"
         % (version, " (label %s)" % label if label else "", transformer.n_features, len(transformer.classes)))
     results = []
     for i, text in enumerate(texts):
-        body = rest.build_predict_request(transformer.transform([text]))
+        rows = transformer.transform([text])
+        body = rest.build_infer_request(rows) if protocol == "v2" else rest.build_predict_request(rows)
         reply = replicas.predict(endpoint_path, body)
         answer = reply.answer
-        prediction = answer["predictions"][0]
+        prediction = (rest.infer_predictions(answer) if protocol == "v2" else answer["predictions"])[0]
         predicted = int(prediction["predictClass"])
         result = {"text": text, "answer": answer, "predictClass": predicted,
                   "predicted": transformer.class_name(predicted),
@@ -139,6 +149,9 @@ def build_parser():
     p.add_argument("--num", type=int, default=5, help="number of CSV rows to send")
     p.add_argument("--text", help="classify this text instead of CSV rows")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v1",
+                   help="v1: TF Serving's REST predict; v2: the Open Inference Protocol's /v2/.../infer "
+                        "(pyserving serves both on one port)")
     p.add_argument("--print_request", action="store_true",
                    help="print the predict request body for --text (e.g. for curl) instead of sending it")
     return p
@@ -171,7 +184,7 @@ def main(argv=None):
         texts, labels = data.load_data_and_labels(args.data)
         texts, labels = texts[:args.num], labels[:args.num]
     try:
-        classify(args.url, args.model_dir, texts, labels, args.timeout)
+        classify(args.url, args.model_dir, texts, labels, args.timeout, protocol=args.protocol)
     except (rest.ServingError, FileNotFoundError, ValueError) as err:
         print("error: %s" % err, file=sys.stderr)
         return 1

@@ -5,9 +5,13 @@ most --concurrency requests in flight, and prints the inference error rate.
 
     python client/mnist_client.py --num_tests=1000 --server=localhost:8500 --concurrency=4
     python client/mnist_client.py --server=127.0.0.1:8500,127.0.0.1:8510   # replicas, round_robin
+    python client/mnist_client.py --server=localhost:8500 --protocol=v2   # KServe V2 (pyserving)
 
 Several servers (replicas) share one channel that gRPC balances round_robin, retrying a call
-that failed UNAVAILABLE on another replica (client.balancing).
+that failed UNAVAILABLE on another replica (client.balancing). --protocol=v2 sends the same
+images as Open Inference Protocol ModelInfer calls (inference.GRPCInferenceService, which
+pyserving serves on the same port; raw FP32 contents, the signature named by the request
+parameter signature_name) instead of TF Serving's Predict.
 """
 import argparse
 import os
@@ -103,7 +107,38 @@ def predicted_label(response):
     return int(np.argmax(tf.make_ndarray(response.outputs["scores"])))
 
 
-def _create_rpc_callback(label, result_counter):
+def build_infer_request(image, model_name="mnist", signature_name=SIGNATURE_NAME):
+    """The Open Inference Protocol's ModelInferRequest for one image: `images` FP32 [1, 784] as
+    raw little-endian contents, asking for `scores`."""
+    from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2 as pb
+
+    image = np.asarray(image, dtype="<f4").reshape(1, input_data.IMAGE_PIXELS)
+    request = pb.ModelInferRequest(model_name=model_name)
+    request.parameters["signature_name"].string_param = signature_name
+    request.inputs.add(name="images", datatype="FP32", shape=list(image.shape))
+    request.raw_input_contents.append(image.tobytes())
+    request.outputs.add(name="scores")
+    return request
+
+
+def infer_label(response):
+    """argmax of the `scores` output of a ModelInferResponse (FP32 raw contents)."""
+    index = [output.name for output in response.outputs].index("scores")
+    return int(np.argmax(np.frombuffer(response.raw_output_contents[index], dtype="<f4")))
+
+
+def _stub(channel, protocol):
+    """(the call, request builder, label reader) of TF Serving's API (v1) or the OIP (v2)."""
+    if protocol == "v2":
+        from pyserving.protocols.grpc.oip_pb import open_inference_grpc_pb2_grpc as pb_grpc
+
+        return pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer, build_infer_request, infer_label
+    if protocol != "v1":
+        raise ValueError("protocol must be v1 or v2, not %r" % protocol)
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict, build_request, predicted_label
+
+
+def _create_rpc_callback(label, result_counter, read_label=predicted_label):
     def _callback(result_future):
         try:
             exception = result_future.exception()
@@ -111,7 +146,7 @@ def _create_rpc_callback(label, result_counter):
                 # A failed RPC counts as an error, as in TF Serving's example.
                 result_counter.inc_error()
                 result_counter.inc_failed(exception)
-            elif predicted_label(result_future.result()) != int(label):
+            elif read_label(result_future.result()) != int(label):
                 result_counter.inc_error()
         finally:
             result_counter.inc_done()
@@ -120,26 +155,27 @@ def _create_rpc_callback(label, result_counter):
 
 
 def do_inference(hostport, test_set, concurrency, num_tests, model_name="mnist", timeout=5.0, stop_on_failure=False,
-                 counter=None):
+                 counter=None, protocol="v1"):
     """Send num_tests requests (cycling over test_set) to one server or several ('a:1,b:2' or a
     list, balanced round_robin); return (error_rate, failed_rpcs). With stop_on_failure no request
-    is sent after one has failed (the rate is then over the requests sent)."""
+    is sent after one has failed (the rate is then over the requests sent). protocol: v1 (TF
+    Serving's Predict) or v2 (the Open Inference Protocol's ModelInfer)."""
     if num_tests <= 0 or concurrency <= 0:
         raise ValueError("num_tests and concurrency must be positive")
     counter = counter or ResultCounter(num_tests, concurrency)
     with balancing.channel(hostport) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        call, build, read_label = _stub(channel, protocol)
         sent = 0
         for i in range(num_tests):
             row = i % test_set.num_examples
-            request = build_request(test_set.images[row], model_name)
+            request = build(test_set.images[row], model_name)
             counter.throttle()
             if stop_on_failure and counter.failed:
                 counter.dec_active()
                 break
-            future = stub.Predict.future(request, timeout)
+            future = call.future(request, timeout)
             sent += 1
-            future.add_done_callback(_create_rpc_callback(test_set.labels[row], counter))
+            future.add_done_callback(_create_rpc_callback(test_set.labels[row], counter, read_label))
         return counter.get_error_rate(sent if sent < num_tests else None), counter.failed
 
 
@@ -171,6 +207,9 @@ def build_parser():
                    help="folder with the MNIST IDX files (default: scikit-learn digits stand-in, "
                         "the same test split the offline model was trained without)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per RPC")
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v1",
+                   help="v1: TF Serving's PredictionService/Predict; v2: the Open Inference Protocol's "
+                        "GRPCInferenceService/ModelInfer (pyserving serves both on one port)")
     return p
 
 
@@ -187,7 +226,7 @@ def main(argv=None):
     print("Dataset: %s" % datasets.description)
     counter = ResultCounter(args.num_tests, args.concurrency)
     error_rate, failed = do_inference(args.server, datasets.test, args.concurrency, args.num_tests, args.model_name,
-                                      args.timeout, stop_on_failure=True, counter=counter)
+                                      args.timeout, stop_on_failure=True, counter=counter, protocol=args.protocol)
     if failed:
         # One line for the first failure, not one per request; the rest were not sent.
         print("RPC failed (%d of the requests sent; no more were sent): %s"

@@ -86,6 +86,44 @@ def build_predict_request(instances, signature_name="serving_default"):
     return {"signature_name": signature_name, "instances": rows}
 
 
+def infer_path(predict_path):
+    """A TF Serving predict path -> the Open Inference Protocol's infer path for the same model and
+    version or label (pyserving takes a label as the V2 version string):
+    '/v1/models/svm/versions/3:predict' -> '/v2/models/svm/versions/3/infer',
+    '/v1/models/svm/labels/stable:predict' -> '/v2/models/svm/versions/stable/infer'."""
+    match = re.fullmatch(r"(?P<prefix>.*?)/v1/models/(?P<name>[^/:]+)(?:/(?:versions|labels)/(?P<v>[^/:]+))?:predict",
+                         predict_path)
+    if match is None:
+        raise ValueError("not a TF Serving predict path: %s" % predict_path)
+    version = "/versions/%s" % match.group("v") if match.group("v") else ""
+    return "%s/v2/models/%s%s/infer" % (match.group("prefix"), match.group("name"), version)
+
+
+def build_infer_request(instances, input_name="x", signature_name="serving_default"):
+    """The Open Inference Protocol's JSON request for float rows: one FP32 input [rows, width]."""
+    rows = [row.tolist() if hasattr(row, "tolist") else list(row) for row in instances]
+    body = {"inputs": [{"name": input_name, "datatype": "FP32", "shape": [len(rows), len(rows[0]) if rows else 0],
+                        "data": rows}]}
+    if signature_name != "serving_default":
+        body["parameters"] = {"signature_name": signature_name}
+    return body
+
+
+def infer_predictions(answer):
+    """A V2 infer answer's outputs as TF Serving's row-format predictions: one {output: row value}
+    per row (a [rows] output gives a scalar, [rows, n] a list)."""
+    columns = {}
+    for output in answer["outputs"]:
+        shape, data = output["shape"], output["data"]
+        width = 1
+        for dim in shape[1:]:
+            width *= dim
+        columns[output["name"]] = [data[i] if len(shape) == 1 else data[i * width:(i + 1) * width]
+                                   for i in range(shape[0] if shape else 1)]
+    rows = len(next(iter(columns.values()))) if columns else 0
+    return [{name: values[i] for name, values in columns.items()} for i in range(rows)]
+
+
 CONNECT_RETRIES = 2  # a refused connection is tried this many more times (a server restarting)
 
 

@@ -152,3 +152,38 @@ def test_main_stops_at_the_first_failed_rpc_and_exits_1(exported, capsys):
     failed = int(line.split("RPC failed (", 1)[1].split(" ", 1)[0])
     assert 1 <= failed <= 4  # what was in flight when the first failure came back; the rest never left
     assert line.endswith("no more were sent): NOT_FOUND: Servable not found for request: Latest(mnist)")
+
+
+@pytest.fixture(scope="module")
+def mnist_server(tmp_path_factory):
+    """pyserving serving a real MNIST export (the digits stand-in, 300 steps)."""
+    from models.mnist import mnist_saved_model
+
+    base = tmp_path_factory.mktemp("mnist_model")
+    datasets = input_data.read_data_sets()
+    mnist_saved_model.train_and_export(datasets, str(base), 1, 300, seed=0)
+    server = InProcessServer([f"--model_base_path={base}", "--model_name=mnist"], rest=False).start()
+    yield server, datasets.test
+    server.stop()
+
+
+def test_protocol_v2_gives_the_same_error_rate_as_tf_servings_predict(mnist_server, capsys):
+    """--protocol=v2: the same images as the Open Inference Protocol's ModelInfer on the same
+    port of a real pyserving; the same predictions, so the same error rate."""
+    server, test_set = mnist_server
+    v1 = mnist_client.do_inference(server.grpc_target, test_set, concurrency=4, num_tests=60)
+    v2 = mnist_client.do_inference(server.grpc_target, test_set, concurrency=4, num_tests=60, protocol="v2")
+    assert v1 == v2 and v2[1] == 0 and v2[0] < 0.3
+    assert mnist_client.main(["--num_tests=20", f"--server={server.grpc_target}", "--protocol=v2"]) == 0
+    assert "Inference error rate: " in capsys.readouterr().out
+
+
+def test_the_v2_request_is_the_predict_requests_image():
+    test_set = input_data.read_data_sets().test
+    request = mnist_client.build_infer_request(test_set.images[0], model_name="mnist")
+    assert (request.model_name, request.parameters["signature_name"].string_param) == ("mnist", "predict_images")
+    assert [(t.name, t.datatype, list(t.shape)) for t in request.inputs] == [("images", "FP32", [1, 784])]
+    assert np.frombuffer(request.raw_input_contents[0], "<f4").tolist() == np.asarray(
+        test_set.images[0], np.float32).tolist()
+    with pytest.raises(ValueError, match="protocol must be v1 or v2"):
+        mnist_client.do_inference("127.0.0.1:1", test_set, 1, 1, protocol="v3")

@@ -218,3 +218,40 @@ def test_several_replicas_share_the_texts_and_the_label_is_checked_on_each(serve
     assert all(r["predicted"] == oldest.class_name(r["predictClass"]) for r in results)
     assert "answered by: label stable = version 1" in lines
     assert "texts per replica: %s 3, %s 3; retried on another replica: 0" % (servers[0].rest, servers[1].rest) in lines
+
+
+def test_protocol_v2_answers_as_v1_on_a_real_pyserving_by_version_and_by_label(served, tmp_path):
+    """--protocol=v2 against pyserving itself (not the stand-in): the same texts over TF Serving's
+    :predict and the Open Inference Protocol's /infer, by the latest version and by a label (which
+    pyserving takes as the V2 version string), give the same predictions."""
+    _url, base, _transformer = served
+    config = write_config(tmp_path / "models.config", {"svm": (
+        base, 'model_version_policy { all {} } version_labels { key: "stable" value: 1 }')})
+    server = InProcessServer([f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"])
+    server.start()
+    try:
+        texts = [text for text, _label in corpus.generate(6, 6, seed=5)]
+        for path in ("/v1/models/svm", "/v1/models/svm/labels/stable"):
+            lines = []
+            v1 = client.classify(server.rest + path, str(base), texts, out=lambda line: None)
+            v2 = client.classify(server.rest + path, str(base), texts, out=lines.append, protocol="v2")
+            assert [r["predictClass"] for r in v2] == [r["predictClass"] for r in v1], path
+            assert [r["answer"]["model_version"] for r in v2] == ["1" if "stable" in path else "2"] * len(texts)
+            assert all(r["answer"]["outputs"][0]["datatype"] in ("INT64", "FP32") for r in v2)
+        assert client.main([server.rest + "/v1/models/svm", "--model_dir", str(base), "--protocol=v2",
+                            "--text", texts[0]]) == 0
+        with pytest.raises(ValueError, match="protocol must be v1 or v2"):
+            client.classify(server.rest + "/v1/models/svm", str(base), texts, protocol="v3")
+    finally:
+        server.stop()
+
+
+def test_v2_paths_and_bodies():
+    assert rest.infer_path("/v1/models/svm/versions/3:predict") == "/v2/models/svm/versions/3/infer"
+    assert rest.infer_path("/v1/models/svm/labels/stable:predict") == "/v2/models/svm/versions/stable/infer"
+    assert rest.build_infer_request([np.array([1.0, 2.0])]) == {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [[1.0, 2.0]]}]}
+    answer = {"outputs": [{"name": "predictClass", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+                          {"name": "scores", "datatype": "FP32", "shape": [2, 2], "data": [0.5, 1.5, 2.5, 3.5]}]}
+    assert rest.infer_predictions(answer) == [{"predictClass": 1, "scores": [0.5, 1.5]},
+                                              {"predictClass": 2, "scores": [2.5, 3.5]}]
