@@ -2,6 +2,7 @@
 held until the run ends, and the runners (no TensorFlow: a servable that doubles its input)."""
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from pyserving.types import (
     TensorSpec,
     VersionState,
 )
+from tests.helpers import wait_for
 
 
 class Doubler:
@@ -340,3 +342,36 @@ def test_classify_and_regress_check_the_signature_for_their_method(served):
             call()
         assert err.value.message == ("Expected classification signature method_name to be "
                                      "tensorflow/serving/classify. Was: tensorflow/serving/predict")
+
+
+# ---- what the Open Inference Protocol asks of the data plane --------------------------------
+def test_describe_model_ready_and_server_ready(tmp_path):
+    (tmp_path / "m" / "3").mkdir(parents=True)
+    (tmp_path / "m" / "3" / "saved_model.pb").write_bytes(b"")  # the loader here reads nothing
+    servable = Doubler()
+    core = ServerCore(lambda name, version, path: servable, file_system_poll_wait_s=0.05)
+    try:
+        core.reload([ModelConfig("m", str(tmp_path / "m"))])
+        data = DataPlane(core, PoolRunner(ThreadPoolExecutor(1)), NullMetrics())
+        described = data.describe(ModelSpec("m"))
+        assert (described.model_name, described.version, described.versions, described.platform,
+                described.signature_name) == ("m", 3, (3,), "tensorflow_savedmodel", "serving_default")
+        assert described.signature is Doubler.signatures["serving_default"]
+        servable.platform = "tensorflow_tflite"
+        assert data.describe(ModelSpec("m", version=3)).platform == "tensorflow_tflite"
+        with pytest.raises(SignatureNotFound):
+            data.describe(ModelSpec("m", signature_name="nope"))
+        assert data.model_ready(ModelSpec("m")) and data.model_ready(ModelSpec("m", version=3))
+        assert not data.model_ready(ModelSpec("m", version=4))
+        with pytest.raises(ServingError) as info:
+            data.model_ready(ModelSpec("nope"))
+        assert (info.value.code, info.value.message) == (Code.NOT_FOUND, "Model nope is not configured")
+        with pytest.raises(ServingError) as info:
+            data.model_ready(ModelSpec("m", label="beta"))
+        assert info.value.code == Code.INVALID_ARGUMENT
+        assert data.server_ready()
+        shutil.rmtree(tmp_path / "m" / "3")  # the source drops version 3: m has none AVAILABLE
+        wait_for(lambda: not data.server_ready(), timeout=10, what="server_ready() to turn false")
+        assert not data.model_ready(ModelSpec("m"))
+    finally:
+        core.stop()
