@@ -1,13 +1,17 @@
-"""TF Serving's API vs the Open Inference Protocol on one pyserving, side by side in one run.
+"""TF Serving's API vs the Open Inference Protocol on one pyserving, and OIP on MLServer with the
+same SavedModel, side by side in one run.
 
-    .venv/bin/python bench/oip.py [--seconds 5] [--levels 1,32]
+    .venv/bin/python bench/oip.py [--seconds 5] [--levels 1,32] [--mlserver-python VENV/bin/python]
+    python -m venv /tmp/mlsvenv && /tmp/mlsvenv/bin/pip install -r bench/mlserver/requirements.txt  # MLServer's venv
 
-One server process serves half_plus_two; at each concurrency, wrk posts the same one-row request
-as TF Serving's JSON (`/v1/models/m:predict`) and as OIP JSON (`/v2/models/m/infer`), and h2load
-sends it as a PredictRequest and as a ModelInferRequest (raw_input_contents, as tritonclient
-sends). Each answer is checked once before the load; the table gives throughput, p50/p99 and
-OIP / TF API per transport. Client and server share the machine (loopback). MLServer is not
-measured here (it needs a venv of its own with TensorFlow and a custom runtime).
+One pyserving process serves half_plus_two (TF2); at each concurrency, wrk posts the same one-row
+request as TF Serving's JSON (`/v1/models/m:predict`) and as OIP JSON (`/v2/models/m/infer`), and
+h2load sends it as a PredictRequest and as a ModelInferRequest (raw_input_contents, as tritonclient
+sends). With --mlserver-python (a venv with mlserver and tensorflow-cpu), MLServer serves the same
+SavedModel through bench/mlserver/savedmodel_runtime.py with its default settings, and gets the
+same OIP requests. Each answer is checked once before the load; the table gives throughput,
+p50/p99, and the ratios per transport. Client and servers share the machine (loopback); the
+servers run one at a time.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -61,7 +66,8 @@ def response_sizes(rest_port: int, grpc_port: int, apis: dict) -> dict:
     sizes = {}
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         for api, (body, path, request, method) in apis.items():
-            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{rest_port}{path}", data=body),
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{rest_port}{path}", data=body,
+                                                               headers={"Content-Type": "application/json"}),
                                         timeout=30) as resp:
                 answer = json.loads(resp.read())
             y = answer["predictions"][0][0] if "predictions" in answer else answer["outputs"][0]["data"][0]
@@ -71,10 +77,76 @@ def response_sizes(rest_port: int, grpc_port: int, apis: dict) -> dict:
     return sizes
 
 
+def measure(label: str, rest_port: int, grpc_port: int, apis: dict, levels, seconds: float) -> dict:
+    """{(transport, c, label/api): LoadResult} for one running server."""
+    sizes = response_sizes(rest_port, grpc_port, apis)
+    results = {}
+    for c in levels:
+        for transport in ("REST", "gRPC"):
+            for api, (body, path, request, method) in apis.items():
+                if transport == "REST":
+                    result = c_load.rest("127.0.0.1", rest_port, MODEL, body, c, seconds, path=path)
+                else:
+                    result = c_load.grpc("127.0.0.1", grpc_port, request, sizes[api], c, seconds, method=method)
+                assert not result.failed, result.errors
+                results[(transport, c, f"{label} {api}")] = result
+                print(f"{transport:4} c={c:<3} {label} {api}: {result.throughput:.0f} req/s", flush=True)
+    return results
+
+
+def serve_pyserving(tmp: str, apis: dict, levels, seconds: float) -> dict:
+    grpc_port, rest_port = free_ports(2)
+    server = ServerProcess([sys.executable, "-m", "pyserving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                            f"--model_name={MODEL}", f"--model_base_path={tmp}/{MODEL}"],
+                           Path(tmp) / "pyserving.log", ready_port=rest_port)
+    server.start()
+    try:
+        server.wait_ready()
+        return measure("pyserving", rest_port, grpc_port, apis, levels, seconds)
+    finally:
+        server.stop()
+
+
+def serve_mlserver(tmp: str, python: str, apis: dict, levels, seconds: float) -> dict:
+    """MLServer (its defaults) with bench/mlserver/savedmodel_runtime.py over the same SavedModel."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    repo = Path(tmp) / "mlserver"
+    (repo / MODEL).mkdir(parents=True)
+    (repo / "settings.json").write_text(json.dumps({"http_port": http_port, "grpc_port": grpc_port,
+                                                    "metrics_port": metrics_port, "host": "127.0.0.1"}))
+    (repo / MODEL / "model-settings.json").write_text(json.dumps({
+        "name": MODEL, "implementation": "savedmodel_runtime.SavedModelRuntime",
+        "parameters": {"uri": f"{tmp}/{MODEL}/1"}}))
+    mlserver = str(Path(python).parent / "mlserver")
+    server = ServerProcess([mlserver, "start", str(repo)], Path(tmp) / "mlserver.log", ready_port=http_port,
+                           env={"PYTHONPATH": str(ROOT / "bench" / "mlserver"), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    server.start()
+    try:
+        server.wait_ready(timeout=180)
+        deadline = time.monotonic() + 180
+        while not _ready(http_port):  # the port opens before the model has loaded
+            if time.monotonic() > deadline:
+                raise RuntimeError("MLServer's model is not ready:\n" + server.log()[-3000:])
+            time.sleep(0.2)
+        return measure("MLServer", http_port, grpc_port, {"OIP": apis["OIP"]}, levels, seconds)
+    finally:
+        server.stop()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{MODEL}/ready", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--levels", default="1,32")
+    parser.add_argument("--mlserver-python", default="",
+                        help="python of a venv with mlserver and tensorflow-cpu: also measure MLServer")
     args = parser.parse_args()
     if not c_load.available():
         print("wrk and h2load are needed (Debian: wrk, nghttp2-client)")
@@ -85,34 +157,22 @@ def main() -> int:
         from pyserving.examples import half_plus_two
 
         half_plus_two.write_tf2(f"{tmp}/{MODEL}", 1)
-        grpc_port, rest_port = free_ports(2)
-        server = ServerProcess([sys.executable, "-m", "pyserving", f"--port={grpc_port}",
-                                f"--rest_api_port={rest_port}", f"--model_name={MODEL}",
-                                f"--model_base_path={tmp}/{MODEL}"], Path(tmp) / "server.log", ready_port=rest_port)
-        server.start()
-        try:
-            server.wait_ready()
-            sizes = response_sizes(rest_port, grpc_port, apis)
-            rows = []
-            for c in levels:
-                for transport in ("REST", "gRPC"):
-                    got = {}
-                    for api, (body, path, request, method) in apis.items():
-                        if transport == "REST":
-                            result = c_load.rest("127.0.0.1", rest_port, MODEL, body, c, args.seconds, path=path)
-                        else:
-                            result = c_load.grpc("127.0.0.1", grpc_port, request, sizes[api], c, args.seconds,
-                                                 method=method)
-                        assert not result.failed, result.errors
-                        got[api] = result
-                        rows.append((transport, c, api, result))
-                    ratio = got["OIP"].throughput / got["TF Serving API"].throughput
-                    print(f"{transport:4} c={c:<3} OIP / TF Serving API: {ratio:.2f}", flush=True)
-        finally:
-            server.stop()
-    print(f"\n{'transport':9} {'c':>3}  {'API':15} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
-    for transport, c, api, r in rows:
-        print(f"{transport:9} {c:>3}  {api:15} {r.throughput:8.0f} {r.percentile(50):7.2f} {r.percentile(99):7.2f}")
+        results = serve_pyserving(tmp, apis, levels, args.seconds)
+        if args.mlserver_python:
+            results |= serve_mlserver(tmp, args.mlserver_python, apis, levels, args.seconds)
+    print(f"\n{'transport':9} {'c':>3}  {'server and API':25} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for (transport, c, what), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        print(f"{transport:9} {c:>3}  {what:25} {r.throughput:8.0f} {r.percentile(50):7.2f} {r.percentile(99):7.2f}")
+    print()
+    for c in levels:
+        for transport in ("REST", "gRPC"):
+            oip, tf_api = results[(transport, c, "pyserving OIP")], results[(transport, c, "pyserving TF Serving API")]
+            ratio = oip.throughput / tf_api.throughput
+            line = f"{transport:4} c={c:<3} pyserving OIP / its TF Serving API: {ratio:.2f}"
+            mls = results.get((transport, c, "MLServer OIP"))
+            if mls is not None:
+                line += f"; pyserving OIP / MLServer OIP: {oip.throughput / mls.throughput:.2f}"
+            print(line)
     return 0
 
 
