@@ -43,9 +43,18 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
+# The Open Inference Protocol's third-party clients (tritonclient, kserve) that
+# tests/server/test_oip_clients.py runs in child processes, in a venv of their own: tritonclient
+# needs protobuf < 7, and both register the inference.* proto names pyserving's stubs do.
+OIP_CLIENTS_VENV := $(BUILD_DIR)/tools/oip-clients-venv
+$(OIP_CLIENTS_VENV)/.installed: requirements-oip-clients.txt
+	test -x $(OIP_CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(OIP_CLIENTS_VENV)
+	$(OIP_CLIENTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-oip-clients.txt
+	touch $@
+
 # Debian's Bazel (bazel-bootstrap, 4.2.3) for the zlib repro's tests, which build protobuf 3.8.0 for
 # real: installed here when missing and apt-get can (as root); otherwise those tests skip and say why.
-test: lint $(CHECKOV_VENV)/.installed  ## lint, then the whole test suite (skip reasons shown)
+test: lint $(CHECKOV_VENV)/.installed $(OIP_CLIENTS_VENV)/.installed  ## lint, then the whole test suite (skip reasons shown)
 	@command -v bazel >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq bazel-bootstrap zlib1g-dev; } >/dev/null 2>&1 || \
 	  echo "could not install bazel-bootstrap with apt-get (needs root and Debian's packages): the zlib repro tests will skip"
