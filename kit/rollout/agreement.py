@@ -103,8 +103,9 @@ def wait(replicas: Sequence[str], check: Check, timeout: float, what: str,
 
 
 def _pending(replicas, agreed, down, last_answer) -> str:
-    """' (what it answers)' for one replica; ' on k of n replicas (r: answer; ...)' for several."""
+    """' (what it answers)' for one replica; ' on k of n replicas (r: answer; ...)' for several.
+    Called after a whole round, so every replica still awaited has answered once."""
     if len(replicas) == 1:
-        return f" ({last_answer.get(replicas[0], 'not asked')})"
-    pending = [f"{r}: {last_answer.get(r, 'not asked')}" for r in replicas if r not in agreed and r not in down]
+        return f" ({last_answer[replicas[0]]})"
+    pending = [f"{r}: {last_answer[r]}" for r in replicas if r not in agreed and r not in down]
     return f" on {len(pending)} of {len(replicas)} replicas ({'; '.join(pending)})"

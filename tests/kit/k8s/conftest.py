@@ -1,8 +1,10 @@
-"""The stand-in cluster's kubectl (data/fake_kubectl.py), as $KUBECTL."""
+"""The stand-in cluster's kubectl (data/fake_kubectl.py), as $KUBECTL, and pod ports for its port-forwards."""
 from __future__ import annotations
 
 import shlex
+import socketserver
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,32 @@ def fake_kubectl(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("KUBECTL", str(exe))
     monkeypatch.setenv("FAKE_K8S_DIR", str(state))
     return state
+
+
+class Answering(socketserver.TCPServer):
+    """A pod port: answers every connection with its own name (one at a time, at once)."""
+
+    def __init__(self, word: bytes):
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                self.request.sendall(word)
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+@pytest.fixture
+def pod_ports():
+    """A stand-in pod's gRPC and REST ports ("grpc", "rest"): each answers every connection with its name."""
+    servers = {"grpc": Answering(b"grpc"), "rest": Answering(b"rest")}
+    yield servers
+    for server in servers.values():
+        server.stop()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-import socketserver
+import subprocess
 import sys
 import textwrap
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -59,6 +58,57 @@ def test_kubectl_for_cluster_commands_can_be_the_clusters_own(monkeypatch):
     assert k8s.render_kubectl().endswith("/.venv/bin/kubectl")
 
 
+def test_without_the_venv_s_kubectl_the_one_on_path_renders(monkeypatch, tmp_path):
+    monkeypatch.setattr(k8s.paths, "VENV_BIN", tmp_path / "no-venv")
+    on_path = tmp_path / "bin" / "kubectl"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert k8s.render_kubectl() == str(on_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert k8s.render_kubectl() == "kubectl"  # none at all: the bare name, whose run says it is missing
+
+
+def test_a_kubectl_named_on_path_is_found(fake_kubectl, monkeypatch):
+    """$KUBECTL may be a bare name, looked up on PATH."""
+    monkeypatch.setenv("PATH", f"{os.path.dirname(os.environ['KUBECTL'])}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("KUBECTL", "kubectl")
+    assert k8s.cluster_unavailable() is None
+
+
+def test_offline_rendering_reads_no_kubeconfig(monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", "/home/someone/.kube/config")
+    env = k8s.offline_env()
+    assert env["KUBECONFIG"] == os.devnull and env["PATH"] == os.environ["PATH"]
+
+
+def stand_in(tmp_path, script: str) -> str:
+    """An executable kubectl stand-in running `script` (sh)."""
+    exe = tmp_path / "kubectl-stand-in"
+    exe.write_text(f"#!/bin/sh\n{script}\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_run_kubectl_says_which_command_failed_and_kubectl_s_first_line(tmp_path):
+    exe = stand_in(tmp_path, "echo; echo 'error: the server has asked for credentials' >&2; echo second >&2; exit 1")
+    with pytest.raises(RuntimeError) as failed:
+        k8s.run_kubectl([exe, "get", "pods", "--namespace", "ml"])
+    assert str(failed.value) == f"{exe} get pods failed: error: the server has asked for credentials"
+    silent = stand_in(tmp_path, "exit 3")
+    with pytest.raises(RuntimeError, match=r"^\S+ apply failed: exit 3$"):
+        k8s.run_kubectl([silent, "apply"])
+    echo = stand_in(tmp_path, "cat")
+    assert k8s.run_kubectl([echo], stdin="the manifest") == "the manifest"
+
+
+def test_run_kubectl_gives_up_on_a_kubectl_that_hangs(tmp_path):
+    exe = stand_in(tmp_path, "exec sleep 30")
+    with pytest.raises(subprocess.TimeoutExpired):
+        k8s.run_kubectl([exe], timeout=0.5)
+
+
 def pod(name: str, ready: str, terminating: bool = False) -> dict:
     meta = {"name": name, **({"deletionTimestamp": "2026-11-30T05:00:00Z"} if terminating else {})}
     return {"metadata": meta, "status": {"conditions": [{"type": "Initialized", "status": "True"},
@@ -67,9 +117,11 @@ def pod(name: str, ready: str, terminating: bool = False) -> dict:
 
 def test_ready_pods_keeps_ready_pods_that_are_not_terminating():
     pods = {"items": [pod("kit-serving-b", "True"), pod("kit-serving-a", "True"), pod("kit-serving-c", "False"),
-                      pod("kit-serving-d", "True", terminating=True), {"metadata": {"name": "pending"}, "status": {}}]}
+                      pod("kit-serving-d", "True", terminating=True), {"metadata": {"name": "pending"}, "status": {}},
+                      {"metadata": {"name": "new"}}, pod("kit-serving-e", "True")]}
     run = fake_run({"get": json.dumps(pods)})
-    assert k8s.ready_pods("kit-py", k8s.SELECTOR, run) == ["kit-serving-a", "kit-serving-b"]
+    assert k8s.ready_pods("kit-py", k8s.SELECTOR, run) == ["kit-serving-a", "kit-serving-b", "kit-serving-e"]
+    assert k8s.ready_pods("kit-py", k8s.SELECTOR, fake_run({"get": "{}"})) == []
     assert run.calls[0][1:] == ["get", "pods", "--namespace", "kit-py", "--selector",
                                 "app.kubernetes.io/name=kit-serving", "-o", "json"]
 
@@ -78,6 +130,9 @@ def test_configmap_apply_command_carries_the_config_under_the_fixed_name():
     argv, stdin = k8s.configmap_apply_command('model_config_list { config { name: "svm" } }\n', "ml")
     assert argv == [k8s.kubectl(), "apply", "--namespace", "ml", "-f", "-"]
     manifest = json.loads(stdin)
+    assert (manifest["apiVersion"], manifest["kind"]) == ("v1", "ConfigMap")
+    assert manifest["metadata"] == {"name": "kit-serving-config", "namespace": "ml", "labels": {
+        "app.kubernetes.io/name": "kit-serving", "app.kubernetes.io/part-of": "tf-serving-kit"}}
     assert manifest["metadata"]["name"] == k8s.CONFIGMAP_NAME == "kit-serving-config"
     assert manifest["data"][k8s.MODELS_CONFIG_KEY] == 'model_config_list { config { name: "svm" } }\n'
     assert sorted(manifest["data"]) == ["batching.config", "models.config", "monitoring.config"]
@@ -100,6 +155,25 @@ def test_port_forward_yields_kubectls_local_port_and_stops_it_by_pid(tmp_path):
         pid = int(pid_file.read_text())
         assert port == 43117 and pid_alive(pid)
     assert not pid_alive(pid)
+
+
+@pytest.mark.parametrize("script,said", [
+    ("print('a'); print('b'); print('c'); print('d')", "b | c | d"),  # kubectl's last three lines
+    ("pass", "no output"),
+])
+def test_a_port_forward_that_exits_says_what_kubectl_said(tmp_path, script, said):
+    command = [sys.executable, "-c", f"import sys\n{script}"]
+    with pytest.raises(RuntimeError) as failed:
+        with k8s.port_forward("p", "ns", 8501, command=command):
+            pass
+    assert str(failed.value) == f"kubectl port-forward to pod/p:8501 did not start: {said}"
+
+
+def test_a_port_forward_that_says_nothing_is_given_up_after_its_timeout():
+    silent = [sys.executable, "-c", "import time; time.sleep(600)"]
+    with pytest.raises(RuntimeError, match="^kubectl port-forward to pod/p:8501 did not start: no output$"):
+        with k8s.port_forward("p", "ns", 8501, timeout=1.0, command=silent):
+            pass
 
 
 def test_port_forward_that_cannot_start_says_why(monkeypatch):
@@ -161,34 +235,6 @@ def test_ready_pods_asks_the_namespace_for_the_kit_s_pods(fake_kubectl):
     assert k8s.ready_pods("ml") == ["kit-serving-e"]
     assert k8s.ready_pods("kit-py", "app.kubernetes.io/name in (kit-serving, other),!tier") == [
         "kit-serving-a", "kit-serving-b", "other-a"]
-
-
-class Answering(socketserver.TCPServer):
-    """A pod port: answers every connection with its own name (one at a time, at once)."""
-
-    def __init__(self, word: bytes):
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                self.request.sendall(word)
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-@pytest.fixture
-def pod_ports():
-    servers = {"grpc": Answering(b"grpc"), "rest": Answering(b"rest")}
-    yield servers
-    for server in servers.values():
-        server.stop()
 
 
 def ask(port: int) -> bytes:

@@ -47,6 +47,24 @@ CASES = [
      {"a": [(0, True)], "b": [(0, "down"), (3.0, False), (4.0, True)]}, 10, 5, ("agreed", ["a", "b"], {}, 4.0)),
     ("a replica that answers but never agrees times out, naming its answer",
      {"a": [(0, True)], "b": [(0, "stable=1")]}, 2, 5, ("timeout", r"1 of 2 replicas \(b: stable=1\)")),
+    ("a replica that is down does not hold up those after it",
+     {"a": [(0, "down")], "b": [(0, True)]}, 10, 5, ("agreed", ["b"], {"a": "Connection refused"}, 0.0)),
+    ("down_after is counted from each replica's own first failure",
+     {"a": [(0, "down")], "b": [(0, False), (3.0, "down"), (7.0, True)], "c": [(0, True)]}, 10, 5,
+     ("agreed", ["b", "c"], {"a": "Connection refused"}, 7.0)),
+    ("an answer resets the count: two short outages are not one long one",
+     {"a": [(0, True)], "b": [(0, "down"), (3.0, False), (6.0, "down"), (10.0, True)]}, 20, 5,
+     ("agreed", ["a", "b"], {}, 10.0)),
+    ("unreachable for exactly down_after is down",
+     {"a": [(0, True)], "b": [(0, "down"), (5.25, True)]}, 10, 5, ("agreed", ["a"], {"b": "Connection refused"}, 0.0)),
+    ("the timeout is exact: an agreement one poll later is too late",
+     {"a": [(0, True)], "b": [(0, False), (2.25, True)]}, 2, 5, ("timeout", r"1 of 2 replicas \(b: not yet\)")),
+    ("a replica unreachable when the time is up is named so",
+     {"a": [(0, True)], "b": [(0, "down")]}, 2, 5,
+     ("timeout", r"1 of 2 replicas \(b: unreachable: Connection refused\)")),
+    ("every replica still awaited is named",
+     {"a": [(0, "stable=1")], "b": [(0, True)], "c": [(0, False)]}, 2, 5,
+     ("timeout", r"2 of 3 replicas \(a: stable=1; c: not yet\)")),
 ]
 
 
@@ -84,8 +102,26 @@ def test_an_error_other_than_down_stops_the_wait_at_once():
 def test_it_says_who_it_waits_for_every_so_often():
     clock, said = Clock(), []
     check = scripted({"a": [(0, True)], "b": [(0, "stable=1"), (7.0, True)]})(clock)
-    agreement.wait(["a", "b"], check, 30, "labels", say=said.append, every=3, clock=clock, sleep=clock.sleep)
+    agreement.wait(["a", "b"], check, 30, "labels", say=said.append, every=3, clock=clock, sleep=clock.sleep,
+                   poll=1.0)
     assert said == [f"still waiting for labels on 1 of 2 replicas (b: stable=1), {t} s of 30 s" for t in (3, 6)]
+
+
+def test_by_default_it_polls_20_times_a_second_speaks_every_3_s_and_gives_up_on_a_replica_after_5_s():
+    clock, said, slept = Clock(), [], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock.sleep(seconds)
+    # b is unreachable from 0 s to 5.5 s: down after 5 s, with a word at 3 s. c agrees at 3.6 s, once
+    # the word at 3 s was said and before the next one at 6 s would be.
+    check = scripted({"a": [(0, True)], "b": [(0, "down"), (5.5, True)],
+                      "c": [(0, False), (3.6, True)]})(clock)
+    result = agreement.wait(["a", "b", "c"], check, 30, "labels", say=said.append, clock=clock, sleep=sleep)
+    assert (result.agreed, result.down) == (["a", "c"], {"b": "Connection refused"})
+    assert set(slept) == {0.05} and clock.now - 100.0 == pytest.approx(5.0, abs=0.06)
+    assert said == ["still waiting for labels on 2 of 3 replicas (b: unreachable: Connection refused; c: not yet), "
+                    "3 s of 30 s"]
 
 
 def test_one_replica_is_named_by_its_answer_alone():
@@ -102,5 +138,7 @@ def test_what_an_agreement_says():
     assert partial.describe() == "1 of 2 replicas agreed in 0.50 s; down: b (Connection refused)"
     assert not partial.complete
     assert agreement.Agreement(0.1, ["a"]).describe() == "1 of 1 replica agreed in 0.10 s"
-    with pytest.raises(ValueError):
+    two_down = agreement.Agreement(0.2, ["a"], {"b": "reset", "c": "refused"})
+    assert two_down.describe() == "1 of 3 replicas agreed in 0.20 s; down: b (reset); c (refused)"
+    with pytest.raises(ValueError, match="^no replica to wait for$"):
         agreement.wait([], lambda r: True, 1, "x")
