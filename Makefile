@@ -139,11 +139,13 @@ bench-ab: $(STAMP)  ## before/after serving benchmark against BASE=<git revision
 # run starts from a fresh mutants/ (mutmut does not retest a mutant when only the tests changed)
 # and is cut off after MUTATE_TIMEOUT seconds; ARGS='<mutant name or glob>' retests only those
 # mutants and keeps the other results. Then kit/devtools/mutation_report.py prints the table per module.
-MUTATE_TIMEOUT ?= 1800
+# mutants/.venv: the kit's root is mutants/ there, and the kit renders with <root>/.venv/bin/kubectl.
+MUTATE_TIMEOUT ?= 10800
 MUTATE_CHILDREN ?= 2
 
-mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{steps,rollout/plan,model_config}.py (~20 min)
+mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{steps,model_config}.py, kit/rollout/{plan,agreement}.py, kit/k8s/{target,cluster,deploy,manifest_checks}.py, app.py's flag wiring (~2.5 h)
 	$(if $(ARGS),,rm -rf mutants)
+	mkdir -p mutants && ln -sfn ../.venv mutants/.venv
 	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \
 	  status=$$?; $(VENV)/bin/python -m kit.devtools.mutation_report; exit $$status
 
