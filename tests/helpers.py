@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -461,8 +462,6 @@ def interpolate(value, env):
 def exit_codes_listening_then_closed(run_check: Callable[[int], int]) -> tuple[int, int]:
     """run_check(port)'s exit code while a loopback port accepts connections, then once it is
     closed: a healthcheck command must give (0, non-zero)."""
-    import socket
-
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -510,3 +509,12 @@ def inv_exit_code(*argv: str) -> int:
     except SystemExit as done:
         return done.code or 0
     return 0
+
+
+def read_until_closed(port: int) -> bytes:
+    """Everything a TCP server on 127.0.0.1:port sends before it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        chunks = []
+        while chunk := conn.recv(64):
+            chunks.append(chunk)
+        return b"".join(chunks)

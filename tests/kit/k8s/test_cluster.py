@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import pytest
 from kit.k8s import cluster as k8s
 from kit.process import pid_alive
 from kit.rollout import agreement, plan
+from tests.helpers import read_until_closed
 
 
 def test_cluster_unavailable_without_a_kubeconfig_says_so_in_one_line(monkeypatch):
@@ -237,22 +237,14 @@ def test_ready_pods_asks_the_namespace_for_the_kit_s_pods(fake_kubectl):
         "kit-serving-a", "kit-serving-b", "other-a"]
 
 
-def ask(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        chunks = []
-        while chunk := conn.recv(64):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 def test_port_forward_through_the_stand_in_reaches_the_pod_port_it_names(fake_kubectl, pod_ports):
     ports = {"8500": pod_ports["grpc"].port, "8501": pod_ports["rest"].port}
     stand_in_pods(fake_kubectl, stand_in_pod("kit-serving-a", ports=ports))
     with k8s.port_forward("kit-serving-a", "kit-py", 8501) as rest, \
             k8s.port_forward("kit-serving-a", "kit-py", 8500) as grpc:
-        assert (ask(rest), ask(grpc)) == (b"rest", b"grpc")
+        assert (read_until_closed(rest), read_until_closed(grpc)) == (b"rest", b"grpc")
     with pytest.raises(OSError):  # stopped with the context
-        ask(rest)
+        read_until_closed(rest)
     with pytest.raises(RuntimeError, match="did not start: error: pod kit-serving-a has no container port 9000"):
         with k8s.port_forward("kit-serving-a", "kit-py", 9000):
             pass
@@ -268,7 +260,7 @@ def test_port_forward_keeps_reading_what_kubectl_prints(fake_kubectl, pod_ports)
     stand_in_pods(fake_kubectl, stand_in_pod("kit-serving-a", ports={"8500": 1, "8501": pod_ports["rest"].port}))
     line = len("Handling connection for 40000\n")
     with k8s.port_forward("kit-serving-a", "kit-py", 8501) as rest, ThreadPoolExecutor(4) as clients:
-        answers = list(clients.map(lambda _: ask(rest), range(65536 // line + 200)))
+        answers = list(clients.map(lambda _: read_until_closed(rest), range(65536 // line + 200)))
     assert set(answers) == {b"rest"}
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 
 import pytest
 from invoke.exceptions import Exit
@@ -16,6 +15,7 @@ from kit import model_config, paths
 from kit.k8s import cluster as k8s
 from kit.k8s import deploy
 from kit.k8s import target as k8s_target
+from tests.helpers import read_until_closed
 
 POD_LABELS = {"app.kubernetes.io/name": "kit-serving", "app.kubernetes.io/part-of": "tf-serving-kit"}
 
@@ -35,14 +35,6 @@ def base_paths(config_text: str) -> list[str]:
 
 def applied_config(manifest: str) -> str:
     return json.loads(manifest)["data"][k8s.MODELS_CONFIG_KEY]
-
-
-def ask(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-        chunks = []
-        while chunk := conn.recv(64):
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 @pytest.mark.parametrize("record,expected", [
@@ -106,7 +98,7 @@ def test_the_replicas_are_the_ready_pods_each_through_its_own_port_forward(fake_
     with k8s_target.pod_replicas("kit-py", say=said.append) as urls:
         assert len(urls) == 2 and all(url.startswith("http://127.0.0.1:") for url in urls)
         local = [int(url.rpartition(":")[2]) for url in urls]
-        assert [ask(port) for port in local] == [b"rest", b"rest"]  # the REST port, 8501
+        assert [read_until_closed(port) for port in local] == [b"rest", b"rest"]  # the REST port, 8501
         assert said == [f"asking 2 ready pod(s) through port-forwards: kit-serving-a -> {urls[0]}, "
                         f"kit-serving-b -> {urls[1]}"]
     forwards = [line for line in (fake_kubectl / "calls.log").read_text().splitlines()
@@ -115,7 +107,7 @@ def test_the_replicas_are_the_ready_pods_each_through_its_own_port_forward(fake_
                         for pod in ("kit-serving-a", "kit-serving-b")]
     for port in local:  # stopped with the context
         with pytest.raises(OSError):
-            ask(port)
+            read_until_closed(port)
 
 
 def test_no_ready_pod_is_an_error_that_says_what_to_do(fake_kubectl):
@@ -166,7 +158,7 @@ def test_the_target_object(build, fake_kubectl, pod_ports):
     assert said[-1].endswith("apply --namespace ml -f -  # ConfigMap kit-serving-config")
     stand_in_pods(fake_kubectl, {"8501": pod_ports["rest"].port}, ("kit-serving-a", "ml", True))
     with target.replicas() as urls:
-        assert ask(int(urls[0].rpartition(":")[2])) == b"rest"
+        assert read_until_closed(int(urls[0].rpartition(":")[2])) == b"rest"
     assert said[-1].startswith("asking 1 ready pod(s) through port-forwards: kit-serving-a -> http://127.0.0.1:")
     assert k8s_target.create().namespace == k8s.DEFAULT_NAMESPACE == "kit-serving"
 
