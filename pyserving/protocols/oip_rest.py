@@ -82,10 +82,6 @@ class OipRest:
         name = unquote(groups.get("name") or "")
         try:
             response = await handler(request, name, unquote(groups.get("version") or ""))
-        except web.HTTPRequestEntityTooLarge as exc:
-            error = ServingError(Code.RESOURCE_EXHAUSTED, f"Request body of {exc.actual_size} bytes exceeds "
-                                                          f"the limit of {self._rest.max_body_bytes} bytes")
-            response, code = self._error(error), error.code
         except ServingError as exc:
             response, code = self._error(exc), exc.code
         except Exception as exc:  # a bug must cost one request, not the server
@@ -118,11 +114,7 @@ class OipRest:
 
     # ---- inference ----------------------------------------------------------------------------
     async def _infer(self, request: web.BaseRequest, name: str, version: str) -> web.Response:
-        limit = self._rest.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise ServingError(Code.RESOURCE_EXHAUSTED,
-                               f"Request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
-        body = await request.read()
+        body = await self._rest.read_body(request)
         header_length = request.headers.get(HEADER_LENGTH)
         if len(body) <= INLINE_BODY_BYTES:
             started = self._start(name, version, body, header_length, False)

@@ -108,10 +108,6 @@ class RestApi:
     def timeout_s(self) -> Optional[float]:
         return self._timeout_s
 
-    @property
-    def max_body_bytes(self) -> int:
-        return self._max_body
-
     # ---- routing ------------------------------------------------------------------------
     def add_route(self, methods: Union[str, Iterable[str], None], pattern: Union[str, re.Pattern],
                   handler: Handler) -> None:
@@ -162,19 +158,12 @@ class RestApi:
         route = None
         try:
             route = to_route(match)
-            body = b""
-            if request.method == "POST":
-                if request.content_length is not None and request.content_length > self._max_body:
-                    raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(request.content_length))
-                body = await request.read()
+            body = await self.read_body(request) if request.method == "POST" else b""
             if route.kind == "predict":
                 text = await self._predict(route, body)
             else:
                 text = await asyncio.get_running_loop().run_in_executor(self._pool, self._process, route, body)
             response, code = self.json_response(200, text), Code.OK
-        except web.HTTPRequestEntityTooLarge as exc:
-            error = ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(exc.actual_size))
-            response, code = self._error(error), error.code
         except ServingError as exc:
             response, code = self._error(exc), exc.code
         except Exception as exc:  # a bug must cost one request, not the server
@@ -183,6 +172,16 @@ class RestApi:
         if route is not None:
             self._metrics.observe_request(route.name, route.kind, "REST", code.name, time.perf_counter() - started)
         return response
+
+    async def read_body(self, request: web.BaseRequest) -> bytes:
+        """A request's body within --max_request_size_bytes, for every REST API (/v1 and /v2): one
+        declared larger, or found larger while read (chunked), is RESOURCE_EXHAUSTED."""
+        if request.content_length is not None and request.content_length > self._max_body:
+            raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(request.content_length))
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(exc.actual_size)) from None
 
     def _too_large(self, size) -> str:
         return f"Request body of {size} bytes exceeds the limit of {self._max_body} bytes"
