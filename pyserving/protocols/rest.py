@@ -180,8 +180,9 @@ class RestApi:
             raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(request.content_length))
         try:
             return await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise ServingError(Code.RESOURCE_EXHAUSTED, self._too_large(exc.actual_size)) from None
+        except web.HTTPRequestEntityTooLarge:  # aiohttp stops at the limit: the whole size is unknown
+            raise ServingError(Code.RESOURCE_EXHAUSTED,
+                               f"Request body exceeds the limit of {self._max_body} bytes") from None
 
     def _too_large(self, size) -> str:
         return f"Request body of {size} bytes exceeds the limit of {self._max_body} bytes"
