@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -199,11 +200,26 @@ def unpack(archive: Archive, offline: Path, dest: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(offline / archive.file) as tar:
-        strays = [m.name for m in tar.getmembers() if m.name.split("/")[0] != archive.prefix]
+        strays = [m.name for m in tar.getmembers() if _lands_outside(m, archive.prefix)]
         if strays:
             raise ReproError(f"{offline / archive.file}: {strays[0]} lies outside {archive.prefix}/")
-        tar.extractall(dest, filter="data")
+        # The check above is what keeps the tree in dest on every 3.11: extraction filters came in
+        # 3.11.4 (Debian 12 has 3.11.2); where they exist, "data" also drops modes such as setuid.
+        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     return target
+
+
+def _lands_outside(member: tarfile.TarInfo, prefix: str) -> bool:
+    """A member not under prefix/ once normalised (absolute, `..`), a link pointing out of it, or
+    anything but a file, a directory or a link."""
+    def inside(path: str) -> bool:
+        parts = posixpath.normpath(path).split("/")
+        return not posixpath.isabs(path) and parts[0] == prefix
+    if not inside(member.name) or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        return True
+    if member.issym():
+        return not inside(posixpath.join(posixpath.dirname(member.name), member.linkname))
+    return member.islnk() and not inside(member.linkname)
 
 
 def fresh_protobuf(layout: Layout) -> None:

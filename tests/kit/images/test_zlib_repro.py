@@ -159,6 +159,30 @@ def test_unpack_makes_a_fresh_tree_and_refuses_one_outside_its_folder(offline, t
         zlib_repro.unpack(stray, offline, tmp_path / "src")
 
 
+def _member(name: str, kind=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, linkname
+    return member
+
+
+@pytest.mark.parametrize("member, outside", [
+    (_member("p/BUILD"), False),
+    (_member("p/src", tarfile.DIRTYPE), False),
+    (_member("p/a/link", tarfile.SYMTYPE, "../BUILD"), False),  # protobuf 3.8.0 ships one such link
+    (_member("p/hard", tarfile.LNKTYPE, "p/BUILD"), False),
+    (_member("q/BUILD"), True),
+    (_member("/p/BUILD"), True),
+    (_member("p/../q/BUILD"), True),
+    (_member("p/a/link", tarfile.SYMTYPE, "../../etc/passwd"), True),
+    (_member("p/a/link", tarfile.SYMTYPE, "/etc/passwd"), True),
+    (_member("p/hard", tarfile.LNKTYPE, "etc/passwd"), True),
+    (_member("p/dev", tarfile.CHRTYPE), True),
+])
+def test_a_member_that_would_land_outside_the_archives_folder_is_refused(member, outside):
+    """The check that keeps unpack inside its folder on every Python 3.11, extraction filters or not."""
+    assert zlib_repro._lands_outside(member, "p") is outside
+
+
 # ---- the task, with Bazel played by a recording Context ---------------------------------------------------
 class FakeBazel(Context):
     """Plays `bazel build` (scripted exit codes; the first build fetches protobuf into the output base as
