@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from kit.images.zlib_patch import (
     PATCH_FILE,
@@ -58,13 +59,15 @@ class BazelBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuildLayout:
-    """Where the build keeps things on the host, all under ``<repo>/build``."""
+    """Where the build keeps things on the host, all under the build folder: ``<repo>/build``, or
+    $KIT_BUILD_DIR as the rest of the kit uses it (``build_dir``)."""
 
     root: Path = REPO_ROOT
+    build_dir: Optional[Path] = None
 
     @property
     def build(self) -> Path:
-        return self.root / "build"
+        return self.build_dir if self.build_dir is not None else self.root / "build"
 
     @property
     def src(self) -> Path:

@@ -16,6 +16,7 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from kit.images import bazel_build as bb
+from kit import paths
 from kit.images import pyserving_image
 from kit.images.zlib_patch import PATCH_FILE, ZlibPatchError
 from kit.serve.docker import engine_status
@@ -106,7 +107,7 @@ def build_server(c: Context, serving_tag: str = bb.TF_SERVING_GIT_TAG, image: st
     """`inv build-server`: clone TF Serving at `serving_tag`, build it with Bazel in the devel image
     (patching protobuf's @zlib label and retrying once when Bazel stops on it), copy the binary
     to build/bin/; or show those commands."""
-    layout = bb.BuildLayout(bb.REPO_ROOT)
+    layout = bb.BuildLayout(bb.REPO_ROOT, paths.build_dir())
     bazel_argv = bb.bazel_build_command(
         layout, image=image, bazel_options=shlex.split(bazel_options), user=bb.host_user()
     )

@@ -13,6 +13,7 @@ def repo(tmp_path, monkeypatch):
     root = tmp_path / "repo"
     root.mkdir()
     monkeypatch.setattr(bb, "REPO_ROOT", root)
+    monkeypatch.setenv("KIT_BUILD_DIR", str(root / "build"))
 
     def no_probe():
         raise AssertionError("the engine must not be probed here")

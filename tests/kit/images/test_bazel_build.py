@@ -314,6 +314,16 @@ def test_the_printed_copy_runs_as_printed_after_a_build(tmp_path, shell):
     assert layout.binary.read_bytes() == b"\x7fELF server"
 
 
+def test_build_server_keeps_its_checkout_cache_and_binary_in_kit_build_dir(repo, tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("KIT_BUILD_DIR", str(elsewhere))
+    docker_tasks.build_server(MockContext(), dry_run=True)
+    out = capsys.readouterr().out
+    assert f"--branch 2.21.0 https://github.com/tensorflow/serving {elsewhere}/src/serving\n" in out
+    assert f"{elsewhere}/bazel-cache/home" in out and f"{elsewhere}/bin/tensorflow_model_server" in out
+    assert f"{repo}/build" not in out
+
+
 def test_build_server_dry_run_with_existing_checkout(repo, capsys):
     (BuildLayout(repo).src / ".git").mkdir(parents=True)
     docker_tasks.build_server(MockContext(), dry_run=True, serving_tag="2.19.1")
