@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 from pyserving import config_files, gc_policy
 from pyserving.core import config
@@ -20,6 +21,7 @@ from pyserving.errors import Code, ServingError
 from pyserving.metrics import NullMetrics, ServingMetrics
 from pyserving.runtime.loader import Loader, SessionOptions
 from pyserving.settings import Settings
+from pyserving.worker import StatusBoard, Worker
 
 logger = logging.getLogger("pyserving")
 HEALTH_NOTICE_S = 0.5  # NOT_SERVING before the edges stop: a health watch hears it within milliseconds
@@ -28,8 +30,10 @@ HEALTH_NOTICE_S = 0.5  # NOT_SERVING before the edges stop: a health watch hears
 class ModelServer:
     """Owns every running part; stop() takes them down in the order that drops no request."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, worker: Optional[Worker] = None):
         s = self.settings = settings
+        self.worker = worker  # one of several sharing the ports (pyserving/supervisor.py), or None
+        self.board = None
         self.metrics_path = config_files.prometheus_path(s.monitoring_config_file) if s.monitoring_config_file else None
         if self.metrics_path and not s.rest_api_port:
             raise ServingError(Code.INVALID_ARGUMENT, "Monitoring (prometheus_config) requires --rest_api_port: "
@@ -55,13 +59,29 @@ class ModelServer:
                                allow_labels_for_unavailable=s.allow_version_labels_for_unavailable_models,
                                on_state_change=self._on_state_change)
         runner = self.batcher or PoolRunner(self._run_pool)
+        if worker is not None:
+            self.board = StatusBoard(worker, self._statuses)
+            self.board.publish(serving=False)
         self.data_plane = DataPlane(self.core, self.metrics.timed(runner), self.metrics,
-                                    check_method_name=s.enable_signature_method_name_check)
+                                    check_method_name=s.enable_signature_method_name_check,
+                                    status_view=self.board.merged if self.board is not None else None)
         self.grpc_server = self.rest = None
 
     def _on_state_change(self, model: str, version: int, state, error) -> None:
         self.metrics.on_state_change(model, version, state, error)
         gc_policy.after_state_change(state.name)
+        if self.board is not None:
+            self.board.publish()
+
+    def _statuses(self) -> dict:
+        """Every model's version statuses in this process (what a worker publishes)."""
+        found = {}
+        for name in self.core.manager.model_names():
+            try:
+                found[name] = self.core.manager.status(name)
+            except ServingError:  # no version yet
+                found[name] = []
+        return found
 
     def start(self) -> None:
         s = self.settings
@@ -75,12 +95,30 @@ class ModelServer:
         if s.model_config_file:
             text = config.read_text(s.model_config_file)
             self.core.reload(config.models_from_text(text, s.model_config_file))
+            if self.worker is not None and s.polls_model_config:
+                text = self._catch_up(text)
         else:
             self.core.reload(config.single_model(s.model_name, s.model_base_path))
         self._start_grpc()
         self._start_rest()
+        if self.board is not None:
+            self.board.publish(serving=True)
         if s.polls_model_config:
             self.core.poll_config_file(s.model_config_file, s.model_config_file_poll_wait_seconds, text)
+
+    def _catch_up(self, text: str, rounds: int = 3) -> str:
+        """A worker (re)started while a rollout runs: the config may have changed during its
+        load. Load the config as it is now before opening the shared ports, so that a worker
+        joining after a rollout step was acknowledged never answers with the step before."""
+        s = self.settings
+        for _ in range(rounds):
+            newer = config.read_text(s.model_config_file)
+            if newer == text:
+                break
+            logger.info("%s changed while loading: loading it as it is now", s.model_config_file)
+            text = newer
+            self.core.reload(config.models_from_text(text, s.model_config_file))
+        return text
 
     def _workers(self, configured: int) -> int:
         # With batching, a request thread mostly waits for its batch: many cheap waiting threads
@@ -96,8 +134,9 @@ class ModelServer:
             channel_args=channel_arguments(s.grpc_channel_arguments),
             tensor_content_outputs=s.enable_serialization_as_tensor_content,
             health=s.enable_grpc_healthcheck_service, max_message_bytes=s.max_request_size_bytes,
-            nonblocking_predict=self.batcher is not None)
-        self.grpc_server.listen(s.port, s.grpc_socket_path, self._ssl, host=s.listen_host)
+            nonblocking_predict=self.batcher is not None, reuse_port=self.worker is not None)
+        self.grpc_server.listen(s.port, s.grpc_socket_path, self._ssl, host=s.listen_host,
+                                private_port=self.worker.private_grpc_port if self.worker else 0)
 
     def _start_rest(self) -> None:
         s = self.settings
@@ -114,10 +153,13 @@ class ModelServer:
                             timeout_ms=s.rest_api_timeout_in_ms, enable_cors=s.rest_api_enable_cors_support,
                             max_body_bytes=s.max_request_size_bytes, metrics_path=self.metrics_path)
         OipRest(self.rest, self.data_plane, self.metrics).register()  # the Open Inference Protocol's /v2
-        self.rest.start(s.rest_api_port, host=s.listen_host)
+        self.rest.start(s.rest_api_port, host=s.listen_host, reuse_port=self.worker is not None,
+                        private_port=self.worker.private_rest_port if self.worker else 0)
         logger.info("Exporting HTTP/REST API at:localhost:%d ...", s.rest_api_port)
 
     def stop(self, grace_s: float = 10.0) -> None:
+        if self.board is not None:  # the other workers' status stops counting this one
+            self.board.publish(serving=False)
         # Health-checking gRPC clients hear NOT_SERVING first and move to other replicas while this
         # one still answers: once it stops accepting, calls that had reached it but no handler yet
         # would end CANCELLED (grpc/grpc#41785), and such clients send none by then.

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from pyserving.errors import ServingError
 from pyserving.flags import BY_NAME, FLAGS
 from pyserving.settings import Settings
+from pyserving.worker import Worker, watch_parent
 
 logger = logging.getLogger("pyserving")
 
@@ -86,6 +87,12 @@ def validate(settings: Settings) -> list[str]:
         except ValueError:
             errors.append(f"--pyserving_listen_address: expected an IP address such as 127.0.0.1, got "
                           f"'{settings.pyserving_listen_address}'")
+    if settings.num_workers < 1:
+        errors.append(f"--pyserving_num_workers: expected a number of workers (1 or more) or auto, got "
+                      f"'{settings.pyserving_num_workers}'")
+    elif settings.num_workers > 1 and settings.grpc_socket_path:
+        errors.append("--grpc_socket_path cannot be shared by several workers (--pyserving_num_workers): "
+                      "a UNIX socket has one listener")
     for name in ("port", "rest_api_port", "rest_api_num_threads", "grpc_max_threads", "max_request_size_bytes"):
         if getattr(settings, name) < 0:
             errors.append(f"--{name} must not be negative")
@@ -134,13 +141,13 @@ def parse_or_exit(argv: Sequence[str]):
     return settings, given
 
 
-def _setup_logging() -> None:
+def _setup_logging(tag: str = "") -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, datefmt="%Y-%m-%d %H:%M:%S",
-                        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s")
+                        format=f"%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s{tag}] %(message)s")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
-def _fail(exc: BaseException) -> int:
+def fail(exc: BaseException) -> int:
     if hasattr(exc, "parser_line"):  # a malformed text proto: protobuf's line first, as TF Serving logs it
         logger.error(exc.parser_line)
     print(f"Failed to start server. Error: {_error_text(exc)}", file=sys.stderr)
@@ -152,20 +159,29 @@ def _error_text(exc: BaseException) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    settings, given = parse_or_exit(sys.argv[1:] if argv is None else argv)
-    _setup_logging()
-    for warning in no_effect_warnings(settings, given):
-        logger.warning(warning)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    settings, given = parse_or_exit(argv)
+    worker = Worker.from_env()  # set by a supervisor (pyserving/supervisor.py) for its workers
+    _setup_logging(f" worker-{worker.slot}" if worker is not None else "")
+    if worker is None:  # the supervisor, or a lone server: said once
+        for warning in no_effect_warnings(settings, given):
+            logger.warning(warning)
+    if worker is None and settings.num_workers > 1:
+        from pyserving import supervisor  # imports neither TensorFlow nor gRPC
+
+        return supervisor.run(settings, argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if worker is not None:
+        watch_parent(worker, stop.set)
     from pyserving.app import ModelServer  # TensorFlow and the servers load from here on
 
     try:
-        server = ModelServer(settings)
+        server = ModelServer(settings, worker)
     except ServingError as exc:
-        return _fail(exc)
+        return fail(exc)
     failure: list[BaseException] = []
     started = threading.Event()
 
@@ -182,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pass
     if failure and not stop.is_set():
         server.stop(0)
-        return _fail(failure[0])
+        return fail(failure[0])
     while not stop.wait(0.5):
         pass
     logger.info("Shutting down: finishing in-flight requests")

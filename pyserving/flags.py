@@ -88,6 +88,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("pyserving_listen_address", str, "", "extension",
          "pyserving only, a name no TF Serving flag can clash with: the IP address REST and gRPC listen on "
          "(127.0.0.1: this machine only); empty: every interface, as TF Serving binds"),
+    # TF Serving is one process using every core; pyserving's protocol work runs on one core per
+    # process, so N full servers share the two ports (SO_REUSEPORT) under a supervisor.
+    Flag("pyserving_num_workers", str, "1", "extension",
+         "pyserving only: N worker processes sharing --port and --rest_api_port (SO_REUSEPORT), under a "
+         "supervisor; auto: the CPUs this process may use (affinity and cgroup limit); 1: one process, and a "
+         "port already in use fails start-up"),
 )
 
 BY_NAME = {f.name: f for f in FLAGS}

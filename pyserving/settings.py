@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from pyserving import cpus
+
 _CPUS = os.cpu_count() or 1
 
 
@@ -63,6 +65,7 @@ class Settings:
     enable_serialization_as_tensor_content: bool = False
     max_request_size_bytes: int = 128 << 20
     pyserving_listen_address: str = ""
+    pyserving_num_workers: str = "1"
 
     # ---- derived values ----------------------------------------------------------------------
     @property
@@ -97,6 +100,17 @@ class Settings:
     def listen_host(self) -> str:
         """The address both listeners bind: --pyserving_listen_address, else every interface (TF Serving's)."""
         return self.pyserving_listen_address or "0.0.0.0"
+
+    @property
+    def num_workers(self) -> int:
+        """--pyserving_num_workers as a count (auto: the CPUs this process may use); 0 when invalid
+        (cli.validate says why before anything starts)."""
+        if self.pyserving_num_workers.strip().lower() == "auto":
+            return cpus.available()
+        try:
+            return max(int(self.pyserving_num_workers, 10), 0)
+        except ValueError:
+            return 0
 
     @property
     def polls_model_config(self) -> bool:

@@ -24,6 +24,9 @@ from pyserving.core.server_core import ServerCore
 from pyserving.errors import Code, ServingError, invalid_argument, not_found
 from pyserving.types import ModelConfig, ModelSpec, Servable, SignatureInfo, VersionStatus
 
+# (model, version or None, this process's statuses) -> the statuses to answer
+StatusView = Callable[[str, Optional[int], list[VersionStatus]], list[VersionStatus]]
+
 
 @dataclass(frozen=True)
 class Description:
@@ -82,8 +85,11 @@ class Prepared:
 
 
 class DataPlane:
-    def __init__(self, core: ServerCore, runner: Runner, metrics, check_method_name: bool = False):
+    def __init__(self, core: ServerCore, runner: Runner, metrics, check_method_name: bool = False,
+                 status_view: Optional[StatusView] = None):
         self._core = core
+        # With workers (pyserving/worker.py): this process's statuses merged with the other workers'.
+        self._status_view = status_view
         self._manager = core.manager
         self._runner = runner
         self._metrics = metrics
@@ -91,7 +97,8 @@ class DataPlane:
 
     # ---- model status and config -------------------------------------------------------
     def status(self, name: str, version: Optional[int] = None) -> list[VersionStatus]:
-        return self._manager.status(name, version)
+        found = self._manager.status(name, version)
+        return found if self._status_view is None else self._status_view(name, version, found)
 
     def metadata(self, spec: ModelSpec) -> Result:
         with self._manager.servable(spec) as (version, servable):

@@ -230,8 +230,10 @@ class RestApi:
             return fmt, prepared.submit(inputs, (), self._timeout_s, inline)
 
     # ---- lifecycle --------------------------------------------------------------------------
-    def start(self, port: int, host: str = "0.0.0.0") -> None:
-        """Listen on `port` from a thread of its own; returns once the socket is bound."""
+    def start(self, port: int, host: str = "0.0.0.0", reuse_port: bool = False, private_port: int = 0) -> None:
+        """Listen on `port` from a thread of its own; returns once the socket is bound.
+        reuse_port: SO_REUSEPORT, for workers sharing the port; private_port: also listen on
+        127.0.0.1:private_port (a worker's own port, pyserving/worker.py)."""
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -250,7 +252,11 @@ class RestApi:
                 server = web.Server(self.handle, request_factory=make_request, access_log=None, loop=loop)
                 self._runner = web.ServerRunner(server, handle_signals=False)
                 loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
+                if private_port:
+                    loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", private_port,
+                                                        reuse_address=True, backlog=1024).start())
+                site = web.TCPSite(self._runner, host, port, reuse_address=True, reuse_port=reuse_port or None,
+                                   backlog=1024)
                 loop.run_until_complete(site.start())
             except BaseException as exc:  # reported to start()'s caller
                 failure.append(exc)

@@ -104,8 +104,12 @@ class LoopServer:
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
-    def listen(self, port: int, socket_path: str = "", ssl: Optional[SslConfig] = None, host: str = "0.0.0.0") -> None:
-        """Serve on host:port (0: not on TCP), and on a UNIX socket when given; TLS with `ssl`."""
+    def listen(self, port: int, socket_path: str = "", ssl: Optional[SslConfig] = None, host: str = "0.0.0.0",
+               private_port: int = 0) -> None:
+        """Serve on host:port (0: not on TCP), and on a UNIX socket when given; TLS with `ssl`.
+        private_port: also on 127.0.0.1:private_port (a worker's own port, pyserving/worker.py)."""
+        if private_port and not self._bind(self._server.add_insecure_port, f"127.0.0.1:{private_port}"):
+            raise ServingError(Code.UNAVAILABLE, f"Could not bind the worker's private gRPC port {private_port}")
         if port:
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
             if ssl is not None:
@@ -181,15 +185,22 @@ def build_server(
     health: bool = False,
     max_message_bytes: int = INT32_MAX,
     nonblocking_predict: bool = True,
+    reuse_port: bool = False,
 ) -> LoopServer:
     """nonblocking_predict: Predict awaits its run on the loop (pays off with batching, where a
     blocking thread would sit parked until its batch runs); otherwise the whole Predict runs on
-    a pool thread, which saves a hand-off per request when every request is its own run."""
+    a pool thread, which saves a hand-off per request when every request is its own run.
+    reuse_port: SO_REUSEPORT on, for workers sharing the port; off otherwise, so that a second
+    server on a port in use fails to bind as TF Serving's does (gRPC turns it on by default,
+    grpc/grpc#10755). A grpc.so_reuseport in --grpc_channel_arguments wins (gRPC reads the first
+    of two, so ours is left out then)."""
     options = [
         ("grpc.max_receive_message_length", min(max_message_bytes, INT32_MAX)),
         ("grpc.max_send_message_length", INT32_MAX),
         *channel_args,
     ]
+    if not any(key == "grpc.so_reuseport" for key, _ in channel_args):
+        options.append(("grpc.so_reuseport", 1 if reuse_port else 0))
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
     health_servicer = draining_health() if health else None
     register_service_files()
