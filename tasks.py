@@ -63,11 +63,15 @@ def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: 
             "rest_port": "REST port (replica i: +10*i)",
             "host": "127.0.0.1 (this machine only) or 0.0.0.0 (every interface; the binary always listens there)",
             "replicas": "servers sharing build/models and its models.config, as pods share a volume and a ConfigMap",
+            "workers": "native: worker processes per server sharing its two ports (--pyserving_num_workers); a "
+                       "rollout waits for every worker",
             "stop": "stop the running server (every replica) instead", "dry_run": "print the serve command(s) only"})
 def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port: int = 8501,
-          host: str = flags.LOOPBACK, replicas: int = 1, stop: bool = False, dry_run: bool = False) -> None:
+          host: str = flags.LOOPBACK, replicas: int = 1, workers: int = 1, stop: bool = False,
+          dry_run: bool = False) -> None:
     """Serve build/models (svm, mnist) in the background, or stop the server (--stop); --replicas=N
-    starts N servers on loopback, replica i on ports +10*i."""
+    starts N servers on loopback, replica i on ports +10*i; --workers=N runs N pyserving workers
+    on each server's ports."""
     if stop:
         if not serving.stop(run=c.run):
             print("no server is running")
@@ -76,18 +80,23 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
     if host not in flags.HOSTS:
         raise Exit(f"--host must be {' or '.join(flags.HOSTS)}, got {host!r}: the kit's clients connect to "
                    f"{flags.LOOPBACK}")
+    if workers < 1:
+        raise Exit(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and backend != "native":
+        raise Exit(f"--workers is pyserving's (--pyserving_num_workers): the {backend} backend has no workers")
     try:
         ports = serving.replica_ports(grpc_port, rest_port, replicas)
     except ValueError as exc:
         raise Exit(str(exc)) from None
     config = model_config.served()
+    extra = [f"--pyserving_num_workers={workers}"] if workers > 1 else []
     if dry_run:
         backends.get(backend).prepare()  # what the printed command reads besides models.config
         for i, (grpc, rest) in enumerate(ports):
-            show(" ".join(serving.serve_command(backend, config, grpc, rest, host=host, index=i)))
+            show(" ".join(serving.serve_command(backend, config, grpc, rest, extra, host=host, index=i)))
         return
     try:
-        serving.start(backend, grpc_port, rest_port, run=c.run, host=host, replicas=replicas)
+        serving.start(backend, grpc_port, rest_port, run=c.run, host=host, replicas=replicas, workers=workers)
     except RuntimeError as exc:
         raise Exit(str(exc)) from None
     print("stop it with: inv serve --stop")
@@ -205,20 +214,25 @@ def remove(c: Context, model: str = "svm", version: int = 0) -> None:
             "rest_clients": "REST clients", "grpc_clients": "gRPC clients",
             "replicas": "servers sharing the soak's models.config; with 2 or more, one is stopped (SIGTERM) and one "
                         "killed (SIGKILL) mid-rollout and both started again",
-            "compare": "run the same soak with 1 replica first and print both side by side"})
+            "compare": "run the same soak with 1 replica first and print both side by side",
+            "workers": "pyserving workers per replica on its one port pair (--pyserving_num_workers); with 2 or "
+                       "more and 1 replica, a worker is SIGKILLed during a rollout step and its supervisor starts "
+                       "it again"})
 def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int = 2, grpc_clients: int = 2,
-         replicas: int = 1, compare: bool = False) -> None:
+         replicas: int = 1, compare: bool = False, workers: int = 1) -> None:
     """Steady REST+gRPC load on loopback while versions are published, canaried, promoted, rolled back."""
     from kit.soak import report as soak_report
     from kit.soak import run as soak_run
 
     if replicas < 1:
         raise Exit(f"--replicas must be at least 1, got {replicas}")
+    if workers < 1:
+        raise Exit(f"--workers must be at least 1, got {workers}")
     runs = sorted({1, replicas}) if compare else [replicas]
     failures, summaries = [], {}
     for n in runs:
         out = paths.BUILD / "soak" if len(runs) == 1 else paths.BUILD / "soak" / f"replicas-{n}"
-        summary = soak_run.run(out, switches, seconds, rest_clients, grpc_clients, replicas=n)
+        summary = soak_run.run(out, switches, seconds, rest_clients, grpc_clients, replicas=n, workers=workers)
         line, failure = soak_report.report(summary, out, wanted=switches)
         print(line)
         summaries[n] = summary

@@ -49,8 +49,26 @@ def replica_ports(grpc_port: int, rest_port: int, replicas: int) -> list[tuple[i
 
 
 def rest_urls(state: dict) -> list[str]:
-    """Every replica's REST base URL, in replica order."""
-    return [f"http://127.0.0.1:{r['rest_port']}" for r in state["replicas"]]
+    """Every replica's REST base URL, in replica order; a replica running workers
+    (--pyserving_num_workers) counts each worker as a replica, reached on its private port, so
+    that a rollout waits until every worker answers the change."""
+    urls = []
+    for r in state["replicas"]:
+        private = worker_urls(r) if r.get("workers", 1) > 1 else []
+        urls += private or [f"http://127.0.0.1:{r['rest_port']}"]
+    return urls
+
+
+def worker_urls(replica: dict) -> list[str]:
+    """Each worker's private REST base URL, from its supervisor's state file ([] while none is
+    written yet). A restarted worker keeps its slot's port."""
+    from pyserving import supervisor  # imports neither TensorFlow nor gRPC
+
+    try:
+        state = json.loads(supervisor.state_path(replica["pid"]).read_text())
+    except (OSError, ValueError, KeyError):
+        return []
+    return [f"http://127.0.0.1:{w['private_rest_port']}" for w in state["workers"] if w["private_rest_port"]]
 
 
 def replica_up(replica: dict) -> bool:
@@ -79,11 +97,12 @@ def _replica_log(index: int) -> Path:
 
 
 def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, timeout: float = 180.0,
-          note_every: float = WAIT_NOTE_EVERY, host: str = LOOPBACK, replicas: int = 1) -> dict:
+          note_every: float = WAIT_NOTE_EVERY, host: str = LOOPBACK, replicas: int = 1, workers: int = 1) -> dict:
     """Start `replicas` servers in the background, all serving build/models/models.config (as pods
     mount one volume and one ConfigMap), replica i on ports grpc_port + 10*i and rest_port + 10*i;
     wait until every one serves, saying every `note_every` s what it waits for; returns the
-    recorded state. A replica that fails to start stops the others."""
+    recorded state. A replica that fails to start stops the others. workers > 1: each replica is
+    a pyserving supervisor with that many workers on its ports (--pyserving_num_workers)."""
     if running():
         raise RuntimeError(f"a server is already running ({paths.SERVER_STATE}); stop it first: inv serve --stop")
     chosen = backends.get(backend)
@@ -94,14 +113,17 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
     for port in (p for pair in ports for p in pair):
         if port_open(port):
             raise RuntimeError(f"port {port} is already in use on 127.0.0.1")
+    if workers > 1 and backend != "native":
+        raise RuntimeError(f"--workers is pyserving's (--pyserving_num_workers): the {backend} backend has no workers")
+    extra = [f"--pyserving_num_workers={workers}"] if workers > 1 else []
     chosen.prepare()
     state = {"backend": backend, "replicas": []}
     server_state = paths.SERVER_STATE
     server_state.parent.mkdir(parents=True, exist_ok=True)
     for index, (grpc, rest) in enumerate(ports):
-        command = serve_command(backend, paths.MODEL_CONFIG, grpc, rest, host=host, index=index)
+        command = serve_command(backend, paths.MODEL_CONFIG, grpc, rest, extra, host=host, index=index)
         say("$ " + " ".join(command))
-        replica = {"grpc_port": grpc, "rest_port": rest, "log": str(_replica_log(index))}
+        replica = {"grpc_port": grpc, "rest_port": rest, "log": str(_replica_log(index)), "workers": workers}
         try:
             replica.update(chosen.launch(command, index, _replica_log(index), rest, run))
         except RuntimeError:
@@ -113,6 +135,9 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
     lines = [f"serving ({backend}) on gRPC 127.0.0.1:{replica['grpc_port']} and REST "
              f"http://127.0.0.1:{replica['rest_port']}" + (f", pid {replica['pid']}" if "pid" in replica else "")
              for replica in state["replicas"]]
+    if workers > 1:
+        lines = [f"{line}, {workers} workers (each also on its own port: {', '.join(worker_urls(r))})"
+                 for line, r in zip(lines, state["replicas"])]
     if replicas == 1:
         say(f"{lines[0]}; {chosen.listening_note(host)}")
     else:
@@ -122,8 +147,22 @@ def start(backend: str, grpc_port: int, rest_port: int, run=None, say=print, tim
     return state
 
 
+def workers_serving(replica: dict) -> bool:
+    """Every worker of the replica opened its ports (True for a replica without workers)."""
+    if replica.get("workers", 1) <= 1:
+        return True
+    from pyserving import supervisor
+
+    try:
+        workers = json.loads(supervisor.state_path(replica["pid"]).read_text())["workers"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(w["serving"] for w in workers)
+
+
 def _wait_serving(state: dict, timeout: float, note_every: float, run, say) -> None:
-    """Until every replica's REST port accepts (each opens its ports once its models are loaded)."""
+    """Until every replica's REST port accepts (each opens its ports once its models are loaded),
+    and each of its workers serves."""
     began = time.monotonic()
     deadline, next_note = began + timeout, began + note_every
     waiting = list(state["replicas"])
@@ -133,7 +172,7 @@ def _wait_serving(state: dict, timeout: float, note_every: float, run, say) -> N
                 stop(run=run, say=say)
                 raise ServerFailed(f"server exited during start-up; see {replica['log']}:\n"
                                    + _tail(Path(replica["log"])))
-            if port_open(replica["rest_port"]):
+            if port_open(replica["rest_port"]) and workers_serving(replica):
                 waiting.remove(replica)
         if not waiting:
             return

@@ -119,7 +119,9 @@ def report(summary: dict, out: Path, wanted: int | None = None) -> tuple[str, st
     rss = summary["rss_mb_after_each_switch"]
     first, last = (rss[0], rss[-1]) if rss else (None, None)
     rss_text = f"rss after switches {first:.0f} -> {last:.0f} MB" if rss else "no switch made"
-    line = (f"replicas {summary.get('replicas', 1)}, requests {summary['requests']}, failed {summary['failed']}, "
+    line = (f"replicas {summary.get('replicas', 1)}"
+            + (f" x {summary['workers']} workers" if summary.get("workers", 1) > 1 else "")
+            + f", requests {summary['requests']}, failed {summary['failed']}, "
             f"retries {sum(summary.get('retries', {}).values())}, wrong version after ack "
             f"{summary['wrong_version_after_ack']}, switches {summary['switches']}"
             + (f" of {wanted}" if wanted else "") + ", p50 "

@@ -11,9 +11,18 @@ is SIGKILLed during a rollout step and started again once the step is acknowledg
 lost, the pod rescheduled); a restarted replica takes REST traffic again only once it answers
 the current labels (its readiness). kit/soak/report.py turns what was seen into summary.json,
 the printed line and latency.png.
+
+With workers (`--workers=N`: one pyserving running N workers on one port pair,
+--pyserving_num_workers) the clients know one address, as a TF Serving client does: a request
+that got no answer (its worker killed) is sent again on a new connection, which the kernel gives
+to a live worker. Each rollout step waits for every worker (its private port), and two thirds in
+a worker is SIGKILLed during a step; the supervisor starts it again.
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -24,6 +33,7 @@ import numpy as np
 from kit import model_config
 from kit.rollout import agreement
 from kit.rollout import plan as ro
+from kit.serve import server as serving
 from kit.serve.replica_set import ReplicaSet
 from kit.soak.report import Answer, summarize
 
@@ -150,7 +160,7 @@ class Traffic:
 
 
 def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients: int = 2, grpc_clients: int = 2,
-        replicas: int = 1, say=print) -> dict:
+        replicas: int = 1, say=print, workers: int = 1) -> dict:
     import shutil
 
     from pyserving.examples import half_plus_two
@@ -165,22 +175,30 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
         f.unlink()
     actions = plan(switches)
     kills_at = kill_plan(switches, replicas)
+    if workers > 1 and replicas == 1 and switches >= 3:  # a worker lost mid-step (a replica's kill, above)
+        kills_at = {(2 * switches) // 3: ("SIGKILL-worker", 1)}
     exports = 1 + actions.count("publish")
-    say(f"[soak] exporting {exports} versions of the soak model; {replicas} replica(s)")
+    say(f"[soak] exporting {exports} versions of the soak model; {replicas} replica(s)"
+        + (f", {workers} workers each" if workers > 1 else ""))
     for b in range(1, exports + 1):
         half_plus_two.write_tf1(str(staging), b, b=float(b))
     b_of = {ro.publish(base, staging / "1"): 1.0}
     state = model_config.Rollout(MODEL, str(base), stable=1)
     model_config.write_rollouts(config, [], state)
     model_config.save_state(config, state)
-    servers = ReplicaSet(replicas, config, out / "logs")
+    servers = ReplicaSet(replicas, config, out / "logs",
+                         (f"--pyserving_num_workers={workers}",) if workers > 1 else ())
     rests = [r.rest for r in servers.replicas]
-    endpoints = Endpoints(rests)
+    # Workers: one address for the clients, listed once per worker so that a request whose
+    # connection died is sent again (on a new connection: a live worker).
+    endpoints = Endpoints(rests * workers if workers > 1 else rests)
     traffic = Traffic(endpoints, [r.grpc for r in servers.replicas], rest_clients, grpc_clients)
     events, kills = [], []  # rollout steps; stops and kills (seconds since t0)
     t0 = time.monotonic()
     try:
         servers.start_all()
+        if workers > 1:
+            rests = _wait_workers(servers, replicas)  # each rollout step waits for every worker
         traffic.start()
         time.sleep(1.0)
         next_b, made = 2, 0
@@ -200,20 +218,27 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
             new = (ro.start_canary(state, max(b_of)) if action == "canary"
                    else ro.promote(state) if action == "promote" else ro.rollback(state))
             lost = {"signal": "SIGKILL", "replica": kill[1]} if kill and kill[0] == "SIGKILL" else None
+            worker_lost = ({"signal": "SIGKILL", "replica": 0, "worker": kill[1]}
+                           if kill and kill[0] == "SIGKILL-worker" else None)
             started = time.monotonic()
             # A node lost mid-step: the replica dies once the step's first config is written,
             # before any replica acknowledged it.
-            agreed = ro.apply(config, new, [], rests, down_after=DOWN_AFTER_S,
-                              config_written=_kill_once(servers, lost, t0) if lost else lambda: None)
+            hook = (_kill_once(servers, lost, t0) if lost else _kill_worker_once(servers, worker_lost, t0)
+                    if worker_lost else lambda: None)
+            agreed = ro.apply(config, new, [], rests, down_after=DOWN_AFTER_S, config_written=hook)
             state = new
             if lost is not None:
                 kills.append(_reschedule(servers, endpoints, lost, state, t0, say))
+            if worker_lost is not None:
+                kills.append(_worker_back(servers, rests, worker_lost, state, t0, say))
             events.append({"action": action, "started": started - t0, "acknowledged": agreed.at - t0,
                            "stable": state.stable, "agreement_s": round(agreed.at - started, 3),
                            "agreed": len(agreed.agreed), "down": sorted(agreed.down),
                            "rss_mb": servers.rss_mb_each()})
+            who = (f"worker {kills[-1]['worker']}" if kill and "worker" in kills[-1]
+                   else f"replica {kills[-1]['replica']}" if kill else "")
             say(f"[soak] {len(events):2d} {action:<8} stable={state.stable} canary={state.canary} "
-                f"{agreed.describe()}" + (f"; {kills[-1]['signal']} replica {kills[-1]['replica']}, serving again "
+                f"{agreed.describe()}" + (f"; {kills[-1]['signal']} {who}, serving again "
                                           f"{kills[-1]['back'] - kills[-1]['at']:.1f} s later" if kill else ""))
             time.sleep(0.3)
         time.sleep(1.0)
@@ -221,8 +246,91 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
         duration = time.monotonic() - t0
         traffic.stop()
         rss = servers.rss_mb_each()
+        worker_rss = _workers_rss(servers) if workers > 1 else None
         servers.stop_all()
-    return summarize(out, traffic.answers, events, b_of, t0, kills, replicas, rss_mb=rss, duration=duration)
+    summary = summarize(out, traffic.answers, events, b_of, t0, kills, replicas, rss_mb=rss, duration=duration)
+    if workers > 1:
+        summary["workers"] = workers
+        summary["worker_rss_mb"] = worker_rss  # replica -> worker slot -> MB (rss_mb: the supervisors)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _supervisor_state(servers: ReplicaSet, index: int) -> dict:
+    """Replica `index` as kit/serve/server.py records a replica with workers (their count > 1)."""
+    return {"pid": servers.replicas[index].pid, "workers": 2}
+
+
+def _wait_workers(servers: ReplicaSet, replicas: int, timeout: float = 120.0) -> list[str]:
+    """Until every worker of every replica serves; their private REST URLs, in order."""
+    deadline = time.monotonic() + timeout
+    for index in range(replicas):
+        while not serving.workers_serving(_supervisor_state(servers, index)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers of replica {index} did not all serve within {timeout:.0f} s")
+            time.sleep(0.1)
+    return [url for index in range(replicas) for url in serving.worker_urls(_supervisor_state(servers, index))]
+
+
+def _worker_pids(servers: ReplicaSet, index: int = 0) -> list:
+    from pyserving import supervisor
+
+    state = json.loads(supervisor.state_path(servers.replicas[index].pid).read_text())
+    return [w["pid"] for w in state["workers"]]
+
+
+def _worker_serving_again(servers: ReplicaSet, lost: dict) -> bool:
+    from pyserving import supervisor
+
+    worker = json.loads(supervisor.state_path(servers.replicas[0].pid).read_text())["workers"][lost["worker"]]
+    return worker["pid"] not in (None, lost["pid"]) and worker["serving"]
+
+
+def _workers_rss(servers: ReplicaSet) -> dict:
+    rss = {}
+    for replica in servers.replicas:
+        try:
+            pids = _worker_pids(servers, replica.index)
+        except (OSError, ValueError):
+            continue
+        rss[str(replica.index)] = {str(slot): _rss_mb(pid) for slot, pid in enumerate(pids)}
+    return rss
+
+
+def _rss_mb(pid) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, TypeError):
+        return None
+    return None
+
+
+def _kill_worker_once(servers: ReplicaSet, lost: dict, t0: float) -> Callable[[], None]:
+    """A config_written hook that SIGKILLs worker `lost["worker"]` of replica 0 at its first call."""
+    def kill() -> None:
+        if "at" not in lost:
+            pid = _worker_pids(servers)[lost["worker"]]
+            os.kill(pid, signal.SIGKILL)
+            lost["pid"] = pid
+            lost["at"] = time.monotonic() - t0
+    return kill
+
+
+def _worker_back(servers: ReplicaSet, rests: list[str], lost: dict, state: model_config.Rollout, t0: float,
+                 say) -> dict:
+    """The supervisor starts the killed worker again; it is back once it answers the current labels
+    on its private port (it opens the shared ports only with the config as it is then)."""
+    say(f"[soak] SIGKILL worker {lost['worker']} (pid {lost['pid']}) during the step; its supervisor starts it again")
+    deadline = time.monotonic() + 120
+    while not _worker_serving_again(servers, lost):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {lost['worker']} was not serving again within 120 s")
+        time.sleep(0.1)
+    agreement.wait([rests[lost["worker"]]], ro.labels_answered(MODEL, state.labels()), 120, f"labels {state.labels()}")
+    return {**lost, "back": time.monotonic() - t0}
 
 
 def _kill_once(servers: ReplicaSet, lost: dict, t0: float) -> Callable[[], None]:

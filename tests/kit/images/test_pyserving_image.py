@@ -29,6 +29,7 @@ from kit.images import build as docker_tasks
 from kit.images import pyserving_image as pi
 from kit.process import ServerProcess, free_port, free_ports, stop_pid
 from kit.serve import docker as db
+from pyserving import cpus
 from tests.helpers import (
     ROOT,
     TEST_SERVER_FLAGS,
@@ -258,7 +259,9 @@ def test_entrypoint_execs_the_server_which_serves_and_exits_zero_on_sigterm(expo
         assert Path(argv[1]).name == "tensorflow_model_server"
         assert argv[2:6] == ["--port=8500", "--rest_api_port=8501", "--model_name=hp2",
                              f"--model_base_path={exported}/hp2"]
-        assert argv[6:] == server.process.command[1:]
+        # Without PYSERVING_NUM_WORKERS: auto under a CPU limit (cgroup quota), else one worker.
+        assert argv[6] == ("--pyserving_num_workers=auto" if cpus.cgroup_quota() else "--pyserving_num_workers=1")
+        assert argv[7:] == server.process.command[1:]
         server.process.proc.send_signal(signal.SIGTERM)
         assert server.process.proc.wait(30) == 0
     finally:

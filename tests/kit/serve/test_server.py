@@ -37,3 +37,32 @@ def test_a_starting_server_says_what_it_waits_for(build, exported):
     assert serving_line.startswith(f"serving (native) on gRPC 127.0.0.1:{grpc_port} and REST http://127.0.0.1:{rest_port}")
     assert lines.index(waits[-1]) < lines.index(serving_line) < lines.index(lines[-1])
     assert lines[-1].startswith("stopped server pid ")
+
+
+def test_workers_are_waited_for_and_count_as_replicas(build, exported):
+    """`inv serve --workers=2`: start waits until both workers serve, and the rollout's replicas
+    (rest_urls) are the two workers' private ports, each answering for itself."""
+    from kit.process import free_ports, stop_pid
+
+    shutil.copytree(exported / "hp2", build / "models" / "svm")
+    model_config.served()
+    grpc_port, rest_port = free_ports(2)
+    code = (f"import json, urllib.request\nfrom kit.serve import server\n"
+            f"try:\n    state = server.start('native', {grpc_port}, {rest_port}, workers=2)\n"
+            "    urls = server.rest_urls(server.running())\n"
+            "    answers = [json.loads(urllib.request.urlopen(u + '/v1/models/svm', timeout=10).read()) for u in urls]\n"
+            "    print(json.dumps({'urls': urls, 'answers': answers, 'state': state}))\n"
+            "finally:\n    server.stop()")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, KIT_BUILD_DIR=str(build)),
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        if (build / "server.json").exists():
+            for replica in json.loads((build / "server.json").read_text())["replicas"]:
+                stop_pid(replica["pid"])
+    assert done.returncode == 0, done.stderr
+    found = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert len(found["urls"]) == 2 and f"http://127.0.0.1:{rest_port}" not in found["urls"]
+    assert all(a["model_version_status"][0]["state"] == "AVAILABLE" for a in found["answers"])
+    assert found["state"]["replicas"][0]["workers"] == 2
+    assert "2 workers (each also on its own port: " in done.stdout
