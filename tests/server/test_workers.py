@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -82,6 +81,14 @@ class Started:
         self.processes = [self.workers, self.orphan, self.plain]
         self.rest = f"http://127.0.0.1:{self.rest_port}"
 
+    def start_second_servers(self, models: Path) -> None:
+        """Plain servers (no --grpc_channel_arguments) on the plain server's and on the workers'
+        gRPC port, started together; the port tests read how they ended."""
+        model = ["--model_name=m", f"--model_base_path={models}", "--pyserving_listen_address=127.0.0.1"]
+        self.on_plain = _start(self.tmp, "second-on-plain", [f"--port={self.plain_grpc}", *model], None)
+        self.on_workers = _start(self.tmp, "second-on-workers", [f"--port={self.grpc_port}", *model], None)
+        self.processes += [self.on_plain, self.on_workers]
+
     def state(self, process: ServerProcess | None = None) -> dict:
         return json.loads(supervisor.state_path((process or self.workers).pid).read_text())
 
@@ -101,6 +108,7 @@ def started(tmp_path_factory, models):
             if process is not run.orphan:
                 process.wait_ready(180)
         wait_for(run.all_serving, timeout=120, what="both workers serving")
+        run.start_second_servers(models)
         yield run
     finally:
         for process in run.processes:
@@ -136,23 +144,19 @@ def test_a_bad_config_file_stops_the_supervisor_before_any_worker_starts(tmp_pat
 
 
 @pytest.mark.flags("pyserving_num_workers")
-def test_a_second_plain_server_on_a_used_grpc_port_fails_to_start(started, models):
+def test_a_second_plain_server_on_a_used_grpc_port_fails_to_start(started):
     """gRPC turns SO_REUSEPORT on by default (grpc#10755): without pyserving turning it off, the
-    second server would share the port silently. Neither gets --grpc_channel_arguments."""
-    second = subprocess.run([sys.executable, "-m", "pyserving", f"--port={started.plain_grpc}", "--model_name=m",
-                             f"--model_base_path={models}"], capture_output=True, text=True, timeout=120)
-    assert second.returncode == 255
-    assert f"Could not bind gRPC port {started.plain_grpc}" in second.stderr
+    second server would share the port silently (it did: seen with the old default). Neither
+    server gets --grpc_channel_arguments."""
+    assert started.on_plain.proc.wait(120) == 255
+    assert f"Could not bind gRPC port {started.plain_grpc}" in started.on_plain.log()
     assert started.plain.proc.poll() is None
 
 
-def test_a_plain_server_cannot_join_the_workers_port(started, models):
+def test_a_plain_server_cannot_join_the_workers_port(started):
     """Port sharing needs SO_REUSEPORT on both sides: the workers set it, a plain server does not."""
-    second = subprocess.run([sys.executable, "-m", "pyserving", f"--port={started.grpc_port}", "--model_name=m",
-                             f"--model_base_path={models}", "--pyserving_listen_address=127.0.0.1"],
-                            capture_output=True, text=True, timeout=120)
-    assert second.returncode == 255
-    assert f"Could not bind gRPC port {started.grpc_port}" in second.stderr
+    assert started.on_workers.proc.wait(120) == 255
+    assert f"Could not bind gRPC port {started.grpc_port}" in started.on_workers.log()
 
 
 # ---- the running workers ------------------------------------------------------------------
