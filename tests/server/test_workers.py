@@ -63,18 +63,18 @@ def _start(tmp: Path, name: str, flags: list[str], ready_port: int) -> ServerPro
 class Started:
     """The module's processes, started together (their TensorFlow start-ups overlap)."""
 
-    def __init__(self, tmp: Path, models: Path):
+    def __init__(self, tmp: Path, models: Path, workers_flag: str):
         self.tmp = tmp
         self.config = _config(tmp / "models.config", models, stable=1)
         (tmp / "monitoring.config").write_text("prometheus_config { enable: true }")
         self.grpc_port, self.rest_port, self.orphan_grpc, self.plain_grpc = free_ports(4)
         self.workers = _start(tmp, "workers", [
-            f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}", "--pyserving_num_workers=2",
+            f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}", workers_flag,
             f"--model_config_file={self.config}", "--model_config_file_poll_wait_seconds=1",
             f"--monitoring_config_file={tmp / 'monitoring.config'}", "--allow_version_labels_for_unavailable_models",
             "--pyserving_listen_address=127.0.0.1"], self.rest_port)
         # For the orphan test: a supervisor to SIGKILL; for the port test: a plain server.
-        self.orphan = _start(tmp, "orphan", [f"--port={self.orphan_grpc}", "--pyserving_num_workers=2",
+        self.orphan = _start(tmp, "orphan", [f"--port={self.orphan_grpc}", workers_flag,
                                              "--model_name=m", f"--model_base_path={models}"], None)
         self.plain = _start(tmp, "plain", [f"--port={self.plain_grpc}", "--model_name=m",
                                            f"--model_base_path={models}"], self.plain_grpc)
@@ -102,7 +102,7 @@ class Started:
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory, models):
-    run = Started(tmp_path_factory.mktemp("workers-run"), models)
+    run = Started(tmp_path_factory.mktemp("workers-run"), models, "--pyserving_num_workers=2")
     try:
         for process in run.processes:
             if process is not run.orphan:
@@ -145,9 +145,9 @@ def test_a_bad_config_file_stops_the_supervisor_before_any_worker_starts(tmp_pat
 
 @pytest.mark.flags("pyserving_num_workers")
 def test_a_second_plain_server_on_a_used_grpc_port_fails_to_start(started):
-    """gRPC turns SO_REUSEPORT on by default (grpc#10755): without pyserving turning it off, the
-    second server would share the port silently (it did: seen with the old default). Neither
-    server gets --grpc_channel_arguments."""
+    """--pyserving_num_workers at its default, 1: port reuse off. gRPC turns SO_REUSEPORT on by
+    default (grpc#10755): without pyserving turning it off, the second server would share the
+    port silently (it did: seen with the old default). Neither gets --grpc_channel_arguments."""
     assert started.on_plain.proc.wait(120) == 255
     assert f"Could not bind gRPC port {started.plain_grpc}" in started.on_plain.log()
     assert started.plain.proc.poll() is None
