@@ -21,8 +21,6 @@ a worker is SIGKILLed during a step; the supervisor starts it again.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -33,8 +31,8 @@ import numpy as np
 from kit import model_config
 from kit.rollout import agreement
 from kit.rollout import plan as ro
-from kit.serve import server as serving
 from kit.serve.replica_set import ReplicaSet
+from kit.soak import workers as workers_mod
 from kit.soak.report import Answer, summarize
 
 MODEL = "soak"
@@ -198,7 +196,7 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
     try:
         servers.start_all()
         if workers > 1:
-            rests = _wait_workers(servers, replicas)  # each rollout step waits for every worker
+            rests = workers_mod.wait_serving(servers, replicas)  # each rollout step waits for every worker
         traffic.start()
         time.sleep(1.0)
         next_b, made = 2, 0
@@ -223,14 +221,14 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
             started = time.monotonic()
             # A node lost mid-step: the replica dies once the step's first config is written,
             # before any replica acknowledged it.
-            hook = (_kill_once(servers, lost, t0) if lost else _kill_worker_once(servers, worker_lost, t0)
+            hook = (_kill_once(servers, lost, t0) if lost else workers_mod.kill_once(servers, worker_lost, t0)
                     if worker_lost else lambda: None)
             agreed = ro.apply(config, new, [], rests, down_after=DOWN_AFTER_S, config_written=hook)
             state = new
             if lost is not None:
                 kills.append(_reschedule(servers, endpoints, lost, state, t0, say))
             if worker_lost is not None:
-                kills.append(_worker_back(servers, rests, worker_lost, state, t0, say))
+                kills.append(workers_mod.back(servers, rests, worker_lost, MODEL, state.labels(), t0, say))
             events.append({"action": action, "started": started - t0, "acknowledged": agreed.at - t0,
                            "stable": state.stable, "agreement_s": round(agreed.at - started, 3),
                            "agreed": len(agreed.agreed), "down": sorted(agreed.down),
@@ -246,7 +244,7 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
         duration = time.monotonic() - t0
         traffic.stop()
         rss = servers.rss_mb_each()
-        worker_rss = _workers_rss(servers) if workers > 1 else None
+        worker_rss = workers_mod.rss(servers) if workers > 1 else None
         servers.stop_all()
     summary = summarize(out, traffic.answers, events, b_of, t0, kills, replicas, rss_mb=rss, duration=duration)
     if workers > 1:
@@ -254,83 +252,6 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
         summary["worker_rss_mb"] = worker_rss  # replica -> worker slot -> MB (rss_mb: the supervisors)
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _supervisor_state(servers: ReplicaSet, index: int) -> dict:
-    """Replica `index` as kit/serve/server.py records a replica with workers (their count > 1)."""
-    return {"pid": servers.replicas[index].pid, "workers": 2}
-
-
-def _wait_workers(servers: ReplicaSet, replicas: int, timeout: float = 120.0) -> list[str]:
-    """Until every worker of every replica serves; their private REST URLs, in order."""
-    deadline = time.monotonic() + timeout
-    for index in range(replicas):
-        while not serving.workers_serving(_supervisor_state(servers, index)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the workers of replica {index} did not all serve within {timeout:.0f} s")
-            time.sleep(0.1)
-    return [url for index in range(replicas) for url in serving.worker_urls(_supervisor_state(servers, index))]
-
-
-def _worker_pids(servers: ReplicaSet, index: int = 0) -> list:
-    from pyserving import supervisor
-
-    state = json.loads(supervisor.state_path(servers.replicas[index].pid).read_text())
-    return [w["pid"] for w in state["workers"]]
-
-
-def _worker_serving_again(servers: ReplicaSet, lost: dict) -> bool:
-    from pyserving import supervisor
-
-    worker = json.loads(supervisor.state_path(servers.replicas[0].pid).read_text())["workers"][lost["worker"]]
-    return worker["pid"] not in (None, lost["pid"]) and worker["serving"]
-
-
-def _workers_rss(servers: ReplicaSet) -> dict:
-    rss = {}
-    for replica in servers.replicas:
-        try:
-            pids = _worker_pids(servers, replica.index)
-        except (OSError, ValueError):
-            continue
-        rss[str(replica.index)] = {str(slot): _rss_mb(pid) for slot, pid in enumerate(pids)}
-    return rss
-
-
-def _rss_mb(pid) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, TypeError):
-        return None
-    return None
-
-
-def _kill_worker_once(servers: ReplicaSet, lost: dict, t0: float) -> Callable[[], None]:
-    """A config_written hook that SIGKILLs worker `lost["worker"]` of replica 0 at its first call."""
-    def kill() -> None:
-        if "at" not in lost:
-            pid = _worker_pids(servers)[lost["worker"]]
-            os.kill(pid, signal.SIGKILL)
-            lost["pid"] = pid
-            lost["at"] = time.monotonic() - t0
-    return kill
-
-
-def _worker_back(servers: ReplicaSet, rests: list[str], lost: dict, state: model_config.Rollout, t0: float,
-                 say) -> dict:
-    """The supervisor starts the killed worker again; it is back once it answers the current labels
-    on its private port (it opens the shared ports only with the config as it is then)."""
-    say(f"[soak] SIGKILL worker {lost['worker']} (pid {lost['pid']}) during the step; its supervisor starts it again")
-    deadline = time.monotonic() + 120
-    while not _worker_serving_again(servers, lost):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker {lost['worker']} was not serving again within 120 s")
-        time.sleep(0.1)
-    agreement.wait([rests[lost["worker"]]], ro.labels_answered(MODEL, state.labels()), 120, f"labels {state.labels()}")
-    return {**lost, "back": time.monotonic() - t0}
 
 
 def _kill_once(servers: ReplicaSet, lost: dict, t0: float) -> Callable[[], None]:
