@@ -78,7 +78,13 @@ class Started:
                                              "--model_name=m", f"--model_base_path={models}"], None)
         self.plain = _start(tmp, "plain", [f"--port={self.plain_grpc}", "--model_name=m",
                                            f"--model_base_path={models}"], self.plain_grpc)
-        self.processes = [self.workers, self.orphan, self.plain]
+        # For the start-up failure test: workers that cannot load their model.
+        broken = tmp / "broken"
+        (broken / "1").mkdir(parents=True)
+        (broken / "1" / "saved_model.pb").write_bytes(b"garbage")
+        flags = [f"--port={free_ports(1)[0]}", workers_flag, f"--model_base_path={broken}", "--max_num_load_retries=0"]
+        self.cannot_load = _start(tmp, "cannot-load", flags, None)
+        self.processes = [self.workers, self.orphan, self.plain, self.cannot_load]
         self.rest = f"http://127.0.0.1:{self.rest_port}"
 
     def start_second_servers(self, models: Path) -> None:
@@ -104,9 +110,8 @@ class Started:
 def started(tmp_path_factory, models):
     run = Started(tmp_path_factory.mktemp("workers-run"), models, "--pyserving_num_workers=2")
     try:
-        for process in run.processes:
-            if process is not run.orphan:
-                process.wait_ready(180)
+        for process in (run.workers, run.plain):
+            process.wait_ready(180)
         wait_for(run.all_serving, timeout=120, what="both workers serving")
         run.start_second_servers(models)
         yield run
@@ -157,6 +162,18 @@ def test_a_plain_server_cannot_join_the_workers_port(started):
     """Port sharing needs SO_REUSEPORT on both sides: the workers set it, a plain server does not."""
     assert started.on_workers.proc.wait(120) == 255
     assert f"Could not bind gRPC port {started.grpc_port}" in started.on_workers.log()
+
+
+def test_workers_that_cannot_load_their_model_fail_start_up_and_leave_nothing(started):
+    """A worker's first start that fails is the server's start-up failing: TF Serving's exit
+    code, the other worker stopped, the run folder removed; nothing is started again."""
+    assert started.cannot_load.proc.wait(120) == 255
+    log = started.cannot_load.log()
+    assert "Failed to start server. Error:" in log and "failed to start (exit code 255): stopping" in log
+    assert "starting it again" not in log
+    assert not supervisor.run_dir(started.cannot_load.pid).exists()
+    pids = [int(line.split("pid ")[1].split(",")[0]) for line in log.splitlines() if "started: pid " in line]
+    assert len(pids) == 2 and not any(pid_alive(p) for p in pids)
 
 
 # ---- the running workers ------------------------------------------------------------------
