@@ -143,8 +143,11 @@ class StatusBoard:
             models = {name: {str(s.version): [int(s.state), int(s.error.code) if s.error else 0,
                                               s.error.message if s.error else ""] for s in statuses}
                       for name, statuses in self._snapshot().items()}
-            write_atomic(self._path, {"pid": os.getpid(), "slot": self._worker.slot, "serving": self._serving,
-                                      "models": models})
+            try:
+                write_atomic(self._path, {"pid": os.getpid(), "slot": self._worker.slot, "serving": self._serving,
+                                          "models": models})
+            except OSError as exc:  # e.g. the run folder removed under us: serving goes on, the merge goes stale
+                logger.warning("Could not publish this worker's model states to %s: %s", self._path, exc)
 
     def _others(self) -> list[dict]:
         found = []

@@ -80,3 +80,9 @@ def test_worker_from_env():
                               "PYSERVING_PRIVATE_PORTS": "4001,4002", "PYSERVING_PARENT_FD": "5"})
     assert (worker.slot, str(worker.run_dir), worker.private_grpc_port, worker.private_rest_port, worker.parent_fd) == (
         1, "/run/x", 4001, 4002, 5)
+
+
+def test_a_lost_run_folder_does_not_stop_the_worker(tmp_path, caplog):
+    board = StatusBoard(Worker(0, tmp_path / "gone", 0, 0), lambda: {"m": [VersionStatus(1, A)]})
+    board.publish(serving=True)  # no status folder: a warning, not an error in the load thread
+    assert "Could not publish this worker's model states" in caplog.text
