@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from pyserving.errors import ServingError
 from pyserving.flags import BY_NAME, FLAGS
 from pyserving.settings import Settings
-from pyserving.worker import Worker, watch_parent
+from pyserving.worker import Worker, leave, watch_parent
 
 logger = logging.getLogger("pyserving")
 
@@ -204,6 +204,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger.info("Shutting down: finishing in-flight requests")
     server.stop()
     logger.info("Server stopped")
+    if worker is not None:
+        leave(worker)
     return 0
 
 

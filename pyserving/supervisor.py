@@ -43,7 +43,7 @@ from pyserving.settings import Settings
 
 logger = logging.getLogger("pyserving.supervisor")
 
-STATE_FILE = "workers.json"
+STATE_FILE = worker_env.STATE_FILE
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # between restarts of a worker that keeps dying
 STABLE_S = 60.0  # a worker up this long starts its back-off over
 STOP_TIMEOUT_S = 30.0  # a worker's drain (REST and gRPC grace, unload) before SIGKILL

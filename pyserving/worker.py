@@ -33,6 +33,7 @@ logger = logging.getLogger("pyserving")
 ENV_SLOT, ENV_RUN_DIR, ENV_PRIVATE_PORTS, ENV_PARENT_FD = (
     "PYSERVING_WORKER", "PYSERVING_RUN_DIR", "PYSERVING_PRIVATE_PORTS", "PYSERVING_PARENT_FD")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STATE_FILE = "workers.json"  # the supervisor's, in the run folder
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,23 @@ def watch_parent(worker: Worker, on_gone: Callable[[], None]) -> None:
             logger.warning("The supervisor is gone: stopping this worker")
             gone()
         threading.Thread(target=read_until_eof, name="parent-watch", daemon=True).start()
+
+
+def leave(worker: Worker) -> None:
+    """On the way out. A supervisor that is alive cleans the run folder itself (and keeps a dead
+    worker's metrics in the sums); one that was SIGKILLed cannot, so each worker removes what it
+    left there, and the last one the folder."""
+    if os.getppid() == worker.parent_pid:
+        return
+    (worker.status_dir / f"{worker.slot}.json").unlink(missing_ok=True)
+    for path in (worker.run_dir / "metrics").glob(f"*_{os.getpid()}.db"):
+        path.unlink(missing_ok=True)
+    (worker.run_dir / STATE_FILE).unlink(missing_ok=True)  # the supervisor's, stale now
+    for folder in (worker.status_dir, worker.run_dir / "metrics", worker.run_dir):
+        try:
+            folder.rmdir()
+        except OSError:  # another worker's files are still there: the last one removes it
+            pass
 
 
 def write_atomic(path: Path, data: dict) -> None:

@@ -300,6 +300,7 @@ def test_a_killed_supervisor_leaves_no_worker_behind(started):
     started.orphan.proc.send_signal(signal.SIGKILL)
     started.orphan.proc.wait(10)
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=30, what="the orphaned workers to exit")
+    assert not supervisor.run_dir(started.orphan.pid).exists()  # the last worker out removed it
 
 
 def test_sigterm_drains_every_worker_and_exits_0(started):
