@@ -21,6 +21,7 @@ from pyserving.errors import Code, ServingError
 from pyserving.metrics import NullMetrics, ServingMetrics
 from pyserving.runtime.loader import Loader, SessionOptions
 from pyserving.settings import Settings
+from pyserving.storage.cache import CachingLoader, VersionCache
 from pyserving.worker import StatusBoard, Worker
 
 logger = logging.getLogger("pyserving")
@@ -54,7 +55,10 @@ class ModelServer:
                                  config_files.session_config_text(s.tensorflow_session_config_file))
         loader = Loader(session, self.metrics, s.tflite_interpreters, s.warmup_iterations, self.batcher,
                         per_model_batching=s.enable_per_model_batching_parameters)
-        self.core = ServerCore(loader, file_system_poll_wait_s=s.file_system_poll_wait_seconds,
+        # Bucket versions are copied to a local cache first (pyserving/storage/cache.py).
+        self.cache = VersionCache.from_env()
+        self.core = ServerCore(CachingLoader(loader, self.cache),
+                               file_system_poll_wait_s=s.file_system_poll_wait_seconds,
                                max_load_retries=s.max_num_load_retries, load_retry_interval_s=s.load_retry_interval_s,
                                allow_labels_for_unavailable=s.allow_version_labels_for_unavailable_models,
                                on_state_change=self._on_state_change)
@@ -177,3 +181,4 @@ class ModelServer:
         if self._run_pool is not None:
             self._run_pool.shutdown(wait=True)
         self.core.stop()
+        self.cache.close()

@@ -44,3 +44,26 @@ def start_server(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket_server(request, tmp_path, monkeypatch):
+    """A local storage server (moto's S3, or gcp-storage-emulator for GCS) with a bucket `models`,
+    pyserving's environment pointed at it (and its stores rebuilt from it); stopped at teardown."""
+    from pyserving.storage import buckets
+    from tests.helpers import GcsEmulator, S3Server
+
+    server = S3Server() if request.param == "s3" else GcsEmulator(tmp_path / "gcs-data")
+    server.scheme = request.param
+    server.start()
+    for name in ("AWS_PROFILE", "S3_ENDPOINT", "STORAGE_EMULATOR_HOST", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    buckets.reset()
+    server.fs().mkdir("models")
+    try:
+        yield server
+    finally:
+        server.stop()
+        buckets.reset()

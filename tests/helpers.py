@@ -518,3 +518,107 @@ def read_until_closed(port: int) -> bytes:
         while chunk := conn.recv(64):
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+# ---- local servers that speak the storage APIs (issue 27: gs:// and s3:// base paths) -----
+class S3Server:
+    """moto's standalone S3 server (`moto_server`) as a child process on a loopback port, stopped
+    by its pid. Its buckets live in that process's memory: a restart is an empty endpoint. (moto's
+    ThreadedMotoServer, in this process, keeps serving open keep-alive connections after stop(),
+    so it cannot play an endpoint going down.)"""
+
+    def __init__(self):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "S3Server":
+        command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        _wait_answering(self.proc, f"{self.endpoint}/moto-api/", "moto_server")
+        return self
+
+    def stop(self) -> None:
+        _stop_child(self.proc)
+        self.proc = None
+
+    def env(self) -> dict:
+        return {"AWS_ACCESS_KEY_ID": "kit-test", "AWS_SECRET_ACCESS_KEY": "kit-test-secret",
+                "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": self.endpoint}
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(key="kit-test", secret="kit-test-secret", endpoint_url=self.endpoint,
+                                 client_kwargs={"region_name": "eu-west-1"}, use_listings_cache=False,
+                                 skip_instance_cache=True)
+
+
+class GcsEmulator:
+    """gcp-storage-emulator as a child process on a loopback port, stopped by its pid; its objects
+    are kept on disk under `data_dir`, so a restart on the same port keeps them."""
+
+    def __init__(self, data_dir: Path):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "GcsEmulator":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--quiet"]
+        self.proc = subprocess.Popen(command, cwd=self.data_dir, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        _wait_answering(self.proc, f"{self.endpoint}/storage/v1/b", "gcp-storage-emulator")
+        return self
+
+    def stop(self) -> None:
+        _stop_child(self.proc)
+        self.proc = None
+
+    def env(self) -> dict:
+        return {"STORAGE_EMULATOR_HOST": self.endpoint}
+
+    def fs(self):
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(token="anon", endpoint_url=self.endpoint, project="kit-test",
+                             use_listings_cache=False, skip_instance_cache=True)
+
+
+def _wait_answering(proc: subprocess.Popen, url: str, what: str) -> None:
+    def answering() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError as exc:  # an HTTP answer, whatever its status
+            exc.close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(answering, timeout=30, what=f"{what} to answer")
+
+
+def _stop_child(proc: Optional[subprocess.Popen]) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def upload_version(fs, local_dir: Path, url: str) -> None:
+    """Upload a version folder object by object, its model file last (as `inv publish` does), so a
+    listing that shows the model file shows every other file too."""
+    files = sorted((p for p in Path(local_dir).rglob("*") if p.is_file()),
+                   key=lambda p: (p.name in ("saved_model.pb", "model.tflite"), str(p)))
+    root = url.split("://", 1)[1].rstrip("/")
+    for path in files:
+        fs.put_file(str(path), f"{root}/{path.relative_to(local_dir).as_posix()}")

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from pyserving import config_protos
+from pyserving import config_protos, storage
 from pyserving.errors import Code, ServingError, invalid_argument
 from pyserving.types import ModelConfig, VersionPolicy
 
@@ -82,9 +82,10 @@ def _model(proto) -> ModelConfig:
         raise invalid_argument(
             f"Expected model {proto.name} to have an absolute path or URI; got base_path()={proto.base_path}"
         )
-    if "://" in proto.base_path:
-        raise ServingError(Code.UNIMPLEMENTED,
-                           f"Model {proto.name}: only local paths are supported, got {proto.base_path}")
+    scheme = storage.scheme(proto.base_path)
+    if scheme and scheme not in storage.BUCKET_SCHEMES:
+        raise ServingError(Code.UNIMPLEMENTED, f"Model {proto.name}: base path {proto.base_path} has a scheme "
+                                               f"pyserving does not read ({scheme}://); use a local path, gs:// or s3://")
     if proto.HasField("logging_config"):
         # The OSS tensorflow_model_server has no request logger either (#408); same answer.
         raise ServingError(Code.FAILED_PRECONDITION, "No request-logger-creator provided.")

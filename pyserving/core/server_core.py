@@ -9,6 +9,8 @@ import logging
 import threading
 from typing import Iterable, Optional
 
+from pyserving import storage
+from pyserving.core import source
 from pyserving.core.manager import LoadFn, ServableManager
 from pyserving.core.source import FileSystemSource
 from pyserving.errors import Code, ServingError, failed_precondition
@@ -68,6 +70,9 @@ class ServerCore:
                 self._check_labels(config, old[config.name].labels if config.name in old else {})
             added = [n for n in new if n not in old]
             removed = [n for n in old if n not in new]
+            for name in added:  # a bucket that cannot be read is one clear error now, not a silent wait
+                if storage.is_remote(new[name].base_path):
+                    source.check(new[name].base_path)
             self._configs = new
             self.source.set_models(new)
             if not self._started:

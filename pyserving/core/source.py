@@ -7,54 +7,49 @@ progress is not loaded half-written. A directory that stays without a model file
 `no_model_grace_s` is offered anyway, so that its load fails with a clear error (as TF
 Serving's would) instead of waiting silently forever. The version policy is applied to complete versions only,
 so an unfinished copy never retires the version being served.
+
+A base path may be a bucket (gs://, s3://): the same rules apply to its listing (pyserving/storage),
+with object sizes and generations/ETags in place of mtimes; an unreachable bucket is logged at
+every poll and the versions serving stay.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Callable, Mapping, Optional
 
+from pyserving import storage
+from pyserving.errors import ServingError
+from pyserving.storage.versions import MODEL_FILES, SAVED_MODEL_FILES, parse_version  # noqa: F401 (re-exported)
 from pyserving.types import ModelConfig
 
 logger = logging.getLogger(__name__)
 
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")  # a SavedModel folder holds one of these
-MODEL_FILES = (*SAVED_MODEL_FILES, "model.tflite")
-
-
-def parse_version(name: str) -> Optional[int]:
-    if not name or not name.isdigit():
-        return None
-    return int(name)
-
 
 def list_versions(base_path: str) -> dict[int, str]:
-    """Numeric children of base_path -> their paths; raises OSError when base_path is unreadable."""
-    found: dict[int, str] = {}
-    for entry in os.scandir(base_path):
-        number = parse_version(entry.name)
-        if number is None or not entry.is_dir():
-            continue
-        if number in found:
-            logger.warning("Duplicate version directories for version %d in %s", number, base_path)
-        found[number] = entry.path
-    return found
+    """Numeric children of base_path (a folder, or a gs:// / s3:// URL) -> their paths; raises
+    OSError when base_path cannot be read."""
+    return storage.for_path(base_path).list_versions(base_path)
 
 
 def fingerprint(path: str) -> Optional[tuple]:
-    """(has a model file, listing) for a version dir; None when it cannot be read."""
-    try:
-        has_model = any(os.path.isfile(os.path.join(path, f)) for f in MODEL_FILES)
-        items = []
-        for root, _dirs, files in os.walk(path):
-            for f in files:
-                st = os.stat(os.path.join(root, f))
-                items.append((os.path.relpath(os.path.join(root, f), path), st.st_size, st.st_mtime_ns))
-        return has_model, tuple(sorted(items))
-    except OSError:
-        return None
+    """(has a model file, listing) for a version dir or URL; None when it cannot be read."""
+    return storage.for_path(path).fingerprint(path)
+
+
+def _reason(base_path: str, exc: BaseException) -> str:
+    if isinstance(exc, ServingError):
+        return exc.message
+    if storage.is_remote(base_path):
+        return storage.for_path(base_path).describe_failure(exc, base_path)
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def check(base_path: str) -> None:
+    """Reach a bucket once before its model is added (a clear error at start-up); local paths are
+    waited for instead, as TF Serving does."""
+    storage.for_path(base_path).check(base_path)
 
 
 class FileSystemSource:
@@ -101,11 +96,13 @@ class FileSystemSource:
         for name, config in configs.items():
             try:
                 on_disk = list_versions(config.base_path)
-            except OSError as exc:
+            except (OSError, ServingError) as exc:
                 # A missing or unreadable base path changes nothing, and is said at every poll, so
                 # that a server that waits for it says why (TF Serving's text, file_system_storage_path_source.cc).
+                # A bucket that cannot be reached mid-run is the same: the serving versions stay.
                 logger.error("FileSystemStoragePathSource encountered a filesystem access error: Could not find "
-                             "base path %s for servable %s (%s)", config.base_path, name, exc.strerror or exc)
+                             "base path %s for servable %s (%s)", config.base_path, name,
+                             _reason(config.base_path, exc))
                 continue
             complete = self._complete.setdefault(name, set())
             complete &= set(on_disk)  # a deleted version is no longer complete
@@ -152,7 +149,11 @@ class FileSystemSource:
     def _run(self) -> None:
         polled_once = False
         while not self._stop.is_set():
-            settling = self.poll_once()
+            try:
+                settling = self.poll_once()
+            except Exception as exc:  # whatever a storage library raises, the next poll tries again
+                logger.error("File system poll failed: %s: %s", type(exc).__name__, exc)
+                settling = False
             if settling:
                 wait = self._settle
             elif self._poll_wait > 0:

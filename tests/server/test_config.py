@@ -85,8 +85,9 @@ def test_a_model_keeps_its_name_base_path_and_platform():
      Code.INVALID_ARGUMENT, "Specific version policy lists no versions"),
     (one_model('base_path: "/x" model_platform: "tensorflow"'), Code.INVALID_ARGUMENT,
      "A model config has an empty name"),
-    (one_model('name: "a" base_path: "gs://bucket/a" model_platform: "tensorflow"'), Code.UNIMPLEMENTED,
-     "Model a: only local paths are supported, got gs://bucket/a"),
+    (one_model('name: "a" base_path: "hdfs://namenode/a" model_platform: "tensorflow"'), Code.UNIMPLEMENTED,
+     "Model a: base path hdfs://namenode/a has a scheme pyserving does not read (hdfs://); use a local path, "
+     "gs:// or s3://"),
     ("custom_model_config { }", Code.UNIMPLEMENTED,
      "custom_model_config is not supported (TF Serving's OSS build has none)"),
     (one_model('name: "a" base_path: "/x" model_platform: "tensorflow" logging_config { }'),
