@@ -215,9 +215,8 @@ def remove(c: Context, model: str = "svm", version: int = 0) -> None:
             "replicas": "servers sharing the soak's models.config; with 2 or more, one is stopped (SIGTERM) and one "
                         "killed (SIGKILL) mid-rollout and both started again",
             "compare": "run the same soak with 1 replica first and print both side by side",
-            "workers": "pyserving workers per replica on its one port pair (--pyserving_num_workers); with 2 or "
-                       "more and 1 replica, a worker is SIGKILLed during a rollout step and its supervisor starts "
-                       "it again"})
+            "workers": "pyserving workers on the one replica's port pair (--pyserving_num_workers); with 2 or "
+                       "more, a worker is SIGKILLed during a rollout step and its supervisor starts it again"})
 def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int = 2, grpc_clients: int = 2,
          replicas: int = 1, compare: bool = False, workers: int = 1) -> None:
     """Steady REST+gRPC load on loopback while versions are published, canaried, promoted, rolled back."""
@@ -228,6 +227,8 @@ def soak(c: Context, switches: int = 24, seconds: int = 300, rest_clients: int =
         raise Exit(f"--replicas must be at least 1, got {replicas}")
     if workers < 1:
         raise Exit(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and (replicas > 1 or compare):
+        raise Exit("--workers goes with one replica: the soak then kills a worker, not a replica")
     runs = sorted({1, replicas}) if compare else [replicas]
     failures, summaries = [], {}
     for n in runs:

@@ -56,11 +56,14 @@ def plan(switches: int) -> list[str]:
     return actions
 
 
-def kill_plan(switches: int, replicas: int) -> dict[int, tuple[str, int]]:
+def kill_plan(switches: int, replicas: int, workers: int = 1) -> dict[int, tuple[str, int]]:
     """Switch number -> (signal, replica): a graceful stop a third of the way in, before that switch,
-    and a SIGKILL two thirds in, during it; none with one replica (nothing would answer)."""
-    if replicas < 2 or switches < 3:
+    and a SIGKILL two thirds in, during it; none with one replica (nothing would answer). One
+    replica with workers: ("SIGKILL-worker", worker 1) two thirds in, during that switch."""
+    if switches < 3:
         return {}
+    if replicas < 2:
+        return {(2 * switches) // 3: ("SIGKILL-worker", 1)} if workers > 1 else {}
     return {switches // 3: ("SIGTERM", 1 % replicas), (2 * switches) // 3: ("SIGKILL", 2 % replicas)}
 
 
@@ -172,9 +175,9 @@ def run(out: Path, switches: int = 24, max_seconds: float = 300.0, rest_clients:
     for f in config.parent.glob("*" + model_config.STATE_SUFFIX):
         f.unlink()
     actions = plan(switches)
-    kills_at = kill_plan(switches, replicas)
-    if workers > 1 and replicas == 1 and switches >= 3:  # a worker lost mid-step (a replica's kill, above)
-        kills_at = {(2 * switches) // 3: ("SIGKILL-worker", 1)}
+    if workers > 1 and replicas > 1:  # a restarted replica's workers get new private ports, not followed here
+        raise ValueError("the soak runs workers on one replica only")
+    kills_at = kill_plan(switches, replicas, workers)
     exports = 1 + actions.count("publish")
     say(f"[soak] exporting {exports} versions of the soak model; {replicas} replica(s)"
         + (f", {workers} workers each" if workers > 1 else ""))

@@ -62,6 +62,16 @@ def test_a_graceful_stop_a_third_of_the_way_in_and_a_kill_two_thirds_in(switches
         assert all(1 < at < switches for at in plan)
 
 
+@pytest.mark.parametrize("switches,replicas,workers,expected", [
+    (24, 1, 2, {16: ("SIGKILL-worker", 1)}),  # one replica with workers: worker 1 lost during a step
+    (6, 1, 4, {4: ("SIGKILL-worker", 1)}),
+    (24, 1, 1, {}),
+    (2, 1, 2, {}),
+])
+def test_with_workers_one_of_them_is_killed_two_thirds_in(switches, replicas, workers, expected):
+    assert soak.kill_plan(switches, replicas, workers) == expected
+
+
 def test_endpoints_leave_and_rejoin_the_rotation_in_their_order():
     endpoints = soak.Endpoints(["a", "b", "c"])
     endpoints.remove("b")
