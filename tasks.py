@@ -168,11 +168,16 @@ TARGET_HELP = {"target": "local (the replicas inv serve started) or k8s (the rea
 @task(help={"model": "svm or mnist", "source": "SavedModel folder to publish (default: a copy of the newest version)",
             "force": "publish without checking that it loads and fits the stable version's signatures",
             "target": "where the version is pinned first: local or k8s (build/models is the pods' volume)",
-            "namespace": TARGET_HELP["namespace"]})
+            "namespace": TARGET_HELP["namespace"],
+            "to": "a bucket base path (gs://bucket/path/<model> or s3://...): upload there, atomically, instead"})
 def publish(c: Context, model: str = "svm", source: str = "", force: bool = False, target: str = "local",
-            namespace: str = k8s.DEFAULT_NAMESPACE) -> None:
+            namespace: str = k8s.DEFAULT_NAMESPACE, to: str = "") -> None:
     """Check a SavedModel (it loads, warmup included; its signatures fit the stable version's), then
-    publish it as <base>/<N+1>: written beside it, flushed, renamed into place."""
+    publish it as <base>/<N+1>: written beside it, flushed, renamed into place (--to: uploaded to a
+    bucket under a hidden prefix, then copied into place, model file last)."""
+    if to:
+        updates.publish_to(model, to, source, force)
+        return
     updates.publish(model, source, force, where=targets.target(target, namespace))
 
 

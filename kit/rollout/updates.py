@@ -154,6 +154,34 @@ def publish(model: str, source: str = "", force: bool = False, say=print, where:
     return version
 
 
+def publish_to(model: str, to: str, source: str = "", force: bool = False, say=print) -> int:
+    """Publish `source` (default: the model's newest local version) to a bucket, as `<to>/<N+1>`
+    (kit/rollout/bucket.py: uploaded under a hidden prefix, then copied into place, model file last).
+    A server polling `to` serves it at its next poll under the `latest` policy."""
+    from kit.rollout import bucket
+
+    base = model_config.kit_models().get(model)
+    if base is None:
+        raise Exit(f"unknown model {model!r}")
+    newest = max(rollout.disk_versions(base), default=None)
+    src = Path(source) if source else (base / str(newest) if newest is not None else None)
+    if src is None or not src.is_dir():
+        raise Exit(f"nothing to publish: {src}")
+    if force:
+        say("publish --force: not checked")
+    else:
+        problem, report = model_check.check(src, None, None)
+        if problem:
+            raise Exit(f"publish refused: {problem} (--force publishes it anyway)")
+        say(f"publish: {src} loads")
+    try:
+        return bucket.publish(src, to, say)
+    except (ValueError, OSError) as exc:
+        raise Exit(f"publish to {to} failed: {exc}") from None
+    except Exception as exc:  # a ServingError from the bucket (credentials, endpoint): its one line
+        raise Exit(f"publish to {to} failed: {getattr(exc, 'message', exc)}") from None
+
+
 def _check(model: str, base: Path, src: Path, say=print) -> None:
     """Refuse (Exit, one line) a source that is no SavedModel, does not load or does not fit the stable version."""
     stable = _stable_for_check(model, base)
