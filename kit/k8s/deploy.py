@@ -1,7 +1,8 @@
 """`inv deploy`: render build/deploy/<overlay>.yaml for the kit's models, check it, apply it.
 
 The models.config comes from the writer `inv serve` uses (kit/model_config.py served(), host
-paths), mapped to container paths by kit/model_config.py container_text (or to gs:// URIs).
+paths), mapped to container paths by kit/model_config.py container_text (or to gs:// / s3:// URIs
+where the server reads the bucket itself: TF Serving gs://, pyserving gs:// and s3://).
 Rendering is kustomize's: a small kustomization under build/deploy/<overlay>-<storage>/ takes
 the overlay, adds the storage component, the generated models.config, the image, the replica
 count and the namespace, and `kubectl kustomize` (offline, KUBECONFIG=/dev/null) builds it. The
@@ -90,9 +91,6 @@ def check_options(overlay: str, storage: str, image: str, replicas: int, namespa
         raise DeployError(f"--overlay must be one of {', '.join(k8s.OVERLAYS)}, got {overlay!r}")
     if storage not in k8s.STORAGES:
         raise DeployError(f"--storage must be one of {', '.join(k8s.STORAGES)}, got {storage!r}")
-    if overlay == "pyserving" and storage == "gcs":
-        raise DeployError("--storage=gcs needs --overlay=tfserving: only TF Serving reads gs:// itself "
-                          "(pyserving: --storage=pvc or s3)")
     if image and not manifest_checks.image_pinned(image):
         raise DeployError(f"--image {image!r} must be pinned: name:tag (not latest) or name@sha256:...")
     if replicas < 1:
@@ -159,11 +157,32 @@ def served_config(workdir: Path, say: Callable[[str], None] = print) -> tuple[st
     return text, [m.name for m in models_from_text(text, str(host_config))]
 
 
-def container_config(host_text: str, storage: str, models_uri: str) -> str:
-    """models.config as the pods read it: /models paths (the volume), or with gcs storage
-    <models_uri>/<name> (TF Serving reads gs:// itself)."""
+def reads_bucket(overlay: Optional[str], storage: str) -> bool:
+    """Whether the server reads the bucket itself: TF Serving and pyserving read gs://; only
+    pyserving reads s3:// (TF Serving lost it in 2.7: storage-s3 copies into a volume instead)."""
+    return storage == "gcs" or (storage == "s3" and overlay == "pyserving")
+
+
+def storage_components(overlay: str, storage: str) -> list[str]:
+    """deploy/components/ used for one overlay x storage: pyserving reading a bucket reads s3://
+    directly (storage-s3-direct) and keeps its local version cache on a volume of its own (bucket-cache)."""
+    if overlay == "pyserving" and storage == "s3":
+        return ["storage-s3-direct", "bucket-cache"]
+    if overlay == "pyserving" and storage == "gcs":
+        return ["storage-gcs", "bucket-cache"]
+    return [f"storage-{storage}"]
+
+
+def storage_images_for(overlay: str, storage: str) -> list[str]:
+    """Images a storage component adds: the aws-cli copy of storage-s3 only."""
+    return [STORAGE_IMAGES[storage]] if storage in STORAGE_IMAGES and not reads_bucket(overlay, storage) else []
+
+
+def container_config(host_text: str, storage: str, models_uri: str, overlay: Optional[str] = None) -> str:
+    """models.config as the pods read it: /models paths (the volume), or <models_uri>/<name> where
+    the server reads the bucket itself (reads_bucket)."""
     return model_config.container_text(host_text, paths.MODELS, k8s.MODELS_MOUNT,
-                                       models_uri if storage == "gcs" else "")
+                                       models_uri if reads_bucket(overlay, storage) else "")
 
 
 def _image_entry(placeholder: str, image: str) -> dict:
@@ -190,18 +209,18 @@ def kustomization(overlay: str, storage: str, workdir: Path, image: str, replica
     images = [_image_entry(_name_of(DEFAULT_IMAGES[overlay]), image)]
     extra = dict(storage_images or {})  # a storage component's own images, as given (pinned or not)
     images += [_image_entry(_name_of(default), extra[default]) for default in extra if extra[default] != default]
-    everything = [image, *(extra.get(i, i) for i in ([STORAGE_IMAGES[storage]] if storage in STORAGE_IMAGES else []))]
+    everything = [image, *(extra.get(i, i) for i in storage_images_for(overlay, storage))]
     by_digest = all(manifest_checks.IMAGE.match(i).group("digest") for i in everything)
     # Patches, not generators: this kustomization's generators run before the components', whose
     # ConfigMaps (gcs: models.config, s3: MODELS_URI) must be overridden too.
     config_maps = {k8s.CONFIGMAP_NAME: {k8s.MODELS_CONFIG_KEY: (workdir / k8s.MODELS_CONFIG_KEY).read_text()}}
-    if storage == "s3":
+    if storage == "s3" and not reads_bucket(overlay, storage):
         config_maps["kit-models-source"] = {"MODELS_URI": models_uri}
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "namespace": namespace,
         "resources": ["namespace.yaml", rel(k8s.DEPLOY / "overlays" / overlay)],
-        "components": [rel(k8s.DEPLOY / "components" / f"storage-{storage}")],
+        "components": [rel(k8s.DEPLOY / "components" / name) for name in storage_components(overlay, storage)],
         "images": images,
         "replicas": [{"name": k8s.DEPLOYMENT, "count": replicas}],
         "patches": [*({"patch": yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
@@ -247,7 +266,7 @@ def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
     check_options(overlay, storage, image, replicas, namespace, models_uri)
     check_access(access, storage)
     image = image or DEFAULT_IMAGES[overlay]
-    storage_images = {i: i for i in ([STORAGE_IMAGES[storage]] if storage in STORAGE_IMAGES else [])}
+    storage_images = {i: i for i in storage_images_for(overlay, storage)}
     if pin:
         pinned = pin_digests([image, *storage_images], say, resolve)
         image, storage_images = pinned[image], {i: pinned[i] for i in storage_images}
@@ -256,7 +275,7 @@ def render(overlay: str = "tfserving", storage: str = "pvc", image: str = "", re
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     host_text, models = served_config(workdir, say)
-    (workdir / k8s.MODELS_CONFIG_KEY).write_text(container_config(host_text, storage, models_uri))
+    (workdir / k8s.MODELS_CONFIG_KEY).write_text(container_config(host_text, storage, models_uri, overlay))
     (workdir / "namespace.yaml").write_text(yaml.safe_dump(
         {"apiVersion": "v1", "kind": "Namespace",
          "metadata": {"name": namespace, "labels": {**k8s.LABELS, **POD_SECURITY_LABELS}}}))

@@ -196,7 +196,7 @@ def check_config(docs: list[dict], models: Optional[Iterable[str]] = None) -> Pr
     mounts = {m["mountPath"] for _, t in workloads(docs) for c in containers(t.get("spec", {}), init=False)
               for m in c.get("volumeMounts", [])}
     for model in served:
-        if model.base_path.startswith("gs://"):
+        if model.base_path.startswith(("gs://", "s3://")):  # read from the bucket, no volume
             continue
         if not any(model.base_path == m or model.base_path.startswith(m.rstrip("/") + "/") for m in mounts):
             problems.append(f"ConfigMap/{k8s.CONFIGMAP_NAME}: model {model.name}'s base_path {model.base_path} "
@@ -221,25 +221,10 @@ def check_config(docs: list[dict], models: Optional[Iterable[str]] = None) -> Pr
 
 
 def _read_models(text: str) -> list:
-    """pyserving's own reader (pyserving/core/config.py). It serves local paths only, so a gs://
-    base path (TF Serving reads it natively) is read as a local one of the same shape, keeping
-    every other check of the reader (names, policies, labels)."""
+    """pyserving's own reader (pyserving/core/config.py): local paths, gs:// and s3:// base paths."""
     from pyserving.core import config
 
-    proto = config.parse_text(text, k8s.MODELS_CONFIG_KEY)
-    originals = {}
-    for entry in proto.model_config_list.config:
-        if entry.base_path.startswith("gs://"):
-            originals[entry.name] = entry.base_path
-            entry.base_path = "/" + entry.base_path.removeprefix("gs://")
-    models = config.from_proto(proto)
-    return [m if m.name not in originals else _with_base(m, originals[m.name]) for m in models]
-
-
-def _with_base(model, base_path: str):
-    import dataclasses
-
-    return dataclasses.replace(model, base_path=base_path)
+    return config.from_proto(config.parse_text(text, k8s.MODELS_CONFIG_KEY))
 
 
 def check_config_mount(docs: list[dict]) -> Problems:

@@ -32,7 +32,8 @@ def configmap_command(config_file: Path, namespace: str) -> tuple[list[str], str
     """kubectl apply of the ConfigMap holding `config_file` (host paths) as the pods see it."""
     target = deploy.applied(namespace)
     text = deploy.container_config(config_file.read_text(), target["storage"],
-                                   target["models_uri"] or deploy.DEFAULT_MODELS_URI.get(target["storage"], ""))
+                                   target["models_uri"] or deploy.DEFAULT_MODELS_URI.get(target["storage"], ""),
+                                   target.get("overlay"))
     return k8s.configmap_apply_command(text, namespace)
 
 

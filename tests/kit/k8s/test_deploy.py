@@ -27,7 +27,8 @@ from kit.paths import ROOT
 from kit.serve import docker as docker_backend
 from kit.serve import server as serving
 
-COMBOS = [("tfserving", "pvc"), ("tfserving", "gcs"), ("tfserving", "s3"), ("pyserving", "pvc"), ("pyserving", "s3")]
+COMBOS = [("tfserving", "pvc"), ("tfserving", "gcs"), ("tfserving", "s3"), ("pyserving", "pvc"), ("pyserving", "gcs"),
+          ("pyserving", "s3")]
 VERSIONS = deploy.k8s_versions()
 KSERVE_SCHEMA = ROOT.parent / "shared" / "k8s" / "kserve-inferenceservice-v1beta1.schema.json"
 
@@ -161,10 +162,27 @@ def test_storage_variants_mount_what_they_say(rendered):
 
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "kit-models", "readOnly": True}} \
         in spec(("tfserving", "pvc"))["volumes"]
-    s3 = spec(("pyserving", "s3"))
+    s3 = spec(("tfserving", "s3"))  # TF Serving cannot read s3://: an init container copies into a volume
     assert {"name": "models", "emptyDir": {"sizeLimit": "2Gi"}} in s3["volumes"]
-    assert find(rendered["pyserving", "s3"], "ConfigMap", "kit-models-source")["data"] == {
+    assert find(rendered["tfserving", "s3"], "ConfigMap", "kit-models-source")["data"] == {
         "MODELS_URI": "s3://kit-models/models"}
+    for storage, scheme in (("s3", "s3"), ("gcs", "gs")):  # pyserving reads both buckets itself
+        docs = rendered["pyserving", storage]
+        pod = spec(("pyserving", storage))
+        assert "initContainers" not in pod and "models" not in {v["name"] for v in pod["volumes"]}
+        assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim" or d["metadata"]["name"] ==
+                    "kit-models-source"]
+        assert f'base_path: "{scheme}://kit-models/models/svm"' in find(docs, "ConfigMap", k8s.CONFIGMAP_NAME)[
+            "data"][k8s.MODELS_CONFIG_KEY]
+        assert {"name": "model-cache", "emptyDir": {"sizeLimit": "2Gi"}} in pod["volumes"]
+        env = {e["name"]: e.get("value") for e in server(docs)["env"]}
+        assert env["PYSERVING_STORAGE_CACHE_DIR"] == "/var/cache/pyserving"
+        assert int(env["PYSERVING_STORAGE_CACHE_MAX_BYTES"]) < 2 << 30  # below the emptyDir's limit
+        assert {"name": "model-cache", "mountPath": "/var/cache/pyserving"} in server(docs)["volumeMounts"]
+    s3_server = server(rendered["pyserving", "s3"])
+    assert {"name": "s3-credentials", "mountPath": "/var/run/secrets/kit-models-s3", "readOnly": True} \
+        in s3_server["volumeMounts"]  # the optional Secret, as files, never env
+    assert not [e for e in s3_server["env"] if "valueFrom" in e]
     gcs = rendered["tfserving", "gcs"]
     assert not [d for d in gcs if d["kind"] == "PersistentVolumeClaim"]
     assert "models" not in {v["name"] for v in spec(("tfserving", "gcs"))["volumes"]}
@@ -341,7 +359,6 @@ def test_scaling_check(rendered):
 
 # ---- options refused with one line ----------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
-    ({"overlay": "pyserving", "storage": "gcs"}, "--storage=gcs needs --overlay=tfserving"),
     ({"image": "tensorflow/serving"}, "must be pinned"),
     ({"image": "tensorflow/serving:latest"}, "must be pinned"),
     ({"namespace": "Kit_Serving"}, "is not a valid namespace name"),
@@ -527,7 +544,7 @@ def test_one_pinning_rule_for_deploy_s_image_option_and_the_manifest_check(image
 
 
 def test_non_root_check(rendered):
-    docs = broken(rendered["pyserving", "s3"])
+    docs = broken(rendered["tfserving", "s3"])
     spec = find(docs, "Deployment")["spec"]["template"]["spec"]
     del spec["securityContext"]["runAsUser"]
     del spec["initContainers"][0]["securityContext"]["readOnlyRootFilesystem"]

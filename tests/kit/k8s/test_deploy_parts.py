@@ -41,8 +41,6 @@ def find(docs: list[dict], kind: str, name: str = "") -> dict:
 @pytest.mark.parametrize("options,message", [
     (("kserve", "pvc", "", 2, "kit-serving", ""), "--overlay must be one of tfserving, pyserving, got 'kserve'"),
     (("tfserving", "nfs", "", 2, "kit-serving", ""), "--storage must be one of pvc, gcs, s3, got 'nfs'"),
-    (("pyserving", "gcs", "", 2, "kit-serving", ""),
-     "--storage=gcs needs --overlay=tfserving: only TF Serving reads gs:// itself (pyserving: --storage=pvc or s3)"),
     (("tfserving", "pvc", "tensorflow/serving", 2, "kit-serving", ""),
      "--image 'tensorflow/serving' must be pinned: name:tag (not latest) or name@sha256:..."),
     (("tfserving", "pvc", "tensorflow/serving:latest", 2, "kit-serving", ""),
@@ -199,16 +197,22 @@ NO_TAG_SKIPS = {"target": {"kind": "Deployment", "name": "kit-serving"}, "patch"
 def test_the_kustomization_of_pyserving_on_s3(tmp_path):
     work = tmp_path / "build" / "deploy" / "pyserving-s3"
     rel = os.path.relpath(k8s.DEPLOY, work)
-    spec = kustomization(work, "pyserving", "s3", "registry.example/kit:1.2", 3, "s3://b/m",
-                         storage_images={"amazon/aws-cli:2.15.0": "amazon/aws-cli:2.15.0"})
-    assert spec == {
+    spec = kustomization(work, "pyserving", "s3", "registry.example/kit:1.2", 3, "s3://b/m")
+    assert spec == {  # pyserving reads s3:// itself: no copy, no MODELS_URI, a local version cache
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "ml",
         "resources": ["namespace.yaml", f"{rel}/overlays/pyserving"],
-        "components": [f"{rel}/components/storage-s3"],
+        "components": [f"{rel}/components/storage-s3-direct", f"{rel}/components/bucket-cache"],
         "images": [{"name": "kit-pyserving", "newName": "registry.example/kit", "newTag": "1.2"}],
         "replicas": [{"name": "kit-serving", "count": 3}],
-        "patches": [cm_patch("kit-serving-config", {"models.config": "the models.config\n"}),
-                    cm_patch("kit-models-source", {"MODELS_URI": "s3://b/m"}), hpa_patch(3, 6)]}
+        "patches": [cm_patch("kit-serving-config", {"models.config": "the models.config\n"}), hpa_patch(3, 6)]}
+    assert kustomization(work, "pyserving", "gcs", "k:1")["components"] == [
+        f"{rel}/components/storage-gcs", f"{rel}/components/bucket-cache"]
+    tfserving = kustomization(work, "tfserving", "s3", "t:1", 3, "s3://b/m",
+                              storage_images={"amazon/aws-cli:2.15.0": "amazon/aws-cli:2.15.0"})
+    assert tfserving["components"] == [f"{rel}/components/storage-s3"]  # TF Serving: the init container's copy
+    assert cm_patch("kit-models-source", {"MODELS_URI": "s3://b/m"}) in tfserving["patches"]
+    assert (deploy.storage_images_for("tfserving", "s3"), deploy.storage_images_for("pyserving", "s3")) == (
+        ["amazon/aws-cli:2.15.0"], [])
 
 
 def test_the_kustomization_by_digest_drops_the_tag_skips(tmp_path):
@@ -283,15 +287,15 @@ def test_render_says_what_it_wrote(build):
     said = []
     result = deploy.render("pyserving", "s3", say=said.append)
     path = build / "deploy" / "pyserving.yaml"
-    kinds = ("Namespace/kit-serving, ServiceAccount/kit-serving, ConfigMap/kit-models-source, "
-             "ConfigMap/kit-serving-config, Service/kit-serving-grpc, Service/kit-serving-rest, Deployment/kit-serving, "
+    kinds = ("Namespace/kit-serving, ServiceAccount/kit-serving, ConfigMap/kit-serving-config, "
+             "Service/kit-serving-grpc, Service/kit-serving-rest, Deployment/kit-serving, "
              "PodDisruptionBudget/kit-serving, HorizontalPodAutoscaler/kit-serving, NetworkPolicy/kit-serving")
     assert said == [
         f"[deploy] no trained models under {paths.MODELS}: models.config names svm, mnist, latest version each, "
         "which the storage must hold",
         f"$ KUBECONFIG=/dev/null {shlex.quote(k8s.render_kubectl())} kustomize {work}",
-        f"[deploy] wrote {path}: 10 objects ({kinds}); image kit-pyserving:{VERSION}, models svm, mnist, namespace "
-        "kit-serving; checked: Kubernetes 1.30 and 1.37 schemas (strict, 10 objects) and 14 kinds of semantic "
+        f"[deploy] wrote {path}: 9 objects ({kinds}); image kit-pyserving:{VERSION}, models svm, mnist, namespace "
+        "kit-serving; checked: Kubernetes 1.30 and 1.37 schemas (strict, 9 objects) and 14 kinds of semantic "
         "check, 0 problems"]
     assert (result.overlay, result.storage, result.path, result.models) == ("pyserving", "s3", path, ["svm", "mnist"])
     assert result.commands == [[k8s.render_kubectl(), "kustomize", str(work)]]
@@ -303,8 +307,7 @@ def test_render_says_what_it_wrote(build):
                                           "app.kubernetes.io/part-of": "tf-serving-kit", **PSS}}}
     assert list(yaml.safe_load((work / "kustomization.yaml").read_text())) == [
         "apiVersion", "kind", "namespace", "resources", "components", "images", "replicas", "patches"]
-    assert 'base_path: "/models/svm"' in (work / "models.config").read_text()
-    assert find(result.docs, "ConfigMap", "kit-models-source")["data"] == {"MODELS_URI": "s3://kit-models/models"}
+    assert 'base_path: "s3://kit-models/models/svm"' in (work / "models.config").read_text()  # pyserving reads s3://
     deployment = find(result.docs, "Deployment")
     assert deployment["spec"]["replicas"] == 2 and deployment["metadata"]["namespace"] == "kit-serving"
     assert "checkov.io/skip1" in deployment["metadata"]["annotations"]

@@ -24,7 +24,8 @@ from kit.k8s import cluster as k8s
 from kit.k8s import deploy, digests, manifest_checks, scanners
 from kit.paths import ROOT
 
-COMBOS = [("tfserving", "pvc"), ("tfserving", "gcs"), ("tfserving", "s3"), ("pyserving", "pvc"), ("pyserving", "s3")]
+COMBOS = [("tfserving", "pvc"), ("tfserving", "gcs"), ("tfserving", "s3"), ("pyserving", "pvc"), ("pyserving", "gcs"),
+          ("pyserving", "s3")]
 SKIPS = {"CKV_K8S_43", "CKV_K8S_15"}  # deploy/base/deployment.yaml's, for images by tag
 MANIFEST = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -314,7 +315,7 @@ def test_the_namespace_enforces_restricted_and_every_render_meets_it(renders):
 
 
 def test_pod_security_check(renders):
-    docs = copy.deepcopy(renders[1]["pyserving-s3"])
+    docs = copy.deepcopy(renders[1]["tfserving-s3"])
     find(docs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "baseline"
     spec = pod_spec(docs)
     spec["hostNetwork"] = True
@@ -326,7 +327,7 @@ def test_pod_security_check(renders):
     server["allowPrivilegeEscalation"] = True
     del spec["initContainers"][0]["securityContext"]["readOnlyRootFilesystem"]
     assert manifest_checks.check_pod_security(docs) == [
-        "Namespace/pyserving-s3: label pod-security.kubernetes.io/enforce is 'baseline', expected 'restricted'",
+        "Namespace/tfserving-s3: label pod-security.kubernetes.io/enforce is 'baseline', expected 'restricted'",
         "Deployment/kit-serving: hostNetwork is true",
         "Deployment/kit-serving: volume 'host' is of type hostPath, which restricted forbids",
         "Deployment/kit-serving container sync-models: runAsUser is 1000, expected a high id (>= 10000) that no node "

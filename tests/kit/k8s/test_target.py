@@ -348,12 +348,12 @@ def test_a_rollout_on_the_cluster_waits_for_every_ready_pod(make_cluster, tmp_pa
 
 
 def test_a_pod_that_is_not_ready_is_not_asked_on_an_s3_cluster(make_cluster, tmp_path, capsys):
-    """s3: the init container copied the bucket into each pod at start; the ConfigMap a step
-    applies names the pods' /models paths, not the bucket. A pod added after the pin starts, with
-    the Deployment's args, from the ConfigMap that now has a label."""
-    cluster = make_cluster("pyserving", "s3", pods=1, models_uri="s3://my-bucket/models")
+    """s3 with TF Serving (which cannot read s3://): the init container copied the bucket into each
+    pod at start; the ConfigMap a step applies names the pods' /models paths, not the bucket. A pod
+    added after the pin starts, with the Deployment's args, from the ConfigMap that now has a label."""
+    cluster = make_cluster("tfserving", "s3", pods=1, models_uri="s3://my-bucket/models")
     assert json.loads((cluster.build / "deploy" / f"applied-{NAMESPACE}.json").read_text()) == {
-        "overlay": "pyserving", "storage": "s3", "models_uri": "s3://my-bucket/models"}
+        "overlay": "tfserving", "storage": "s3", "models_uri": "s3://my-bucket/models"}
     assert cluster.stored("ConfigMap", "kit-models-source")["data"] == {"MODELS_URI": "s3://my-bucket/models"}
     # The HPA added a pod whose server is still loading: listed, not Ready, nothing listening yet.
     loading = Pod("kit-serving-1", Path("/nonexistent"), {}, {}, Path("/nonexistent"),

@@ -41,7 +41,9 @@ def applied_config(manifest: str) -> str:
     (None, "/models/svm"),  # nothing applied yet: the pvc manifests' volume
     (("tfserving", "gcs", "gs://bucket/m"), "gs://bucket/m/svm"),  # TF Serving reads the bucket itself
     (("tfserving", "gcs", ""), "gs://kit-models/models/svm"),  # the default bucket
-    (("pyserving", "s3", "s3://bucket/m"), "/models/svm"),  # the init container copied it to the volume
+    (("tfserving", "s3", "s3://bucket/m"), "/models/svm"),  # the init container copied it to the volume
+    (("pyserving", "s3", "s3://bucket/m"), "s3://bucket/m/svm"),  # pyserving reads the bucket itself
+    (("pyserving", "gcs", ""), "gs://kit-models/models/svm"),
     (("pyserving", "pvc", ""), "/models/svm"),
 ])
 def test_the_configmap_names_the_models_where_the_applied_storage_puts_them(build, record, expected):
