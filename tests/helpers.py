@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 import socket
 import subprocess
@@ -527,15 +528,18 @@ class S3Server:
     ThreadedMotoServer, in this process, keeps serving open keep-alive connections after stop(),
     so it cannot play an endpoint going down.)"""
 
-    def __init__(self):
+    def __init__(self, authenticate_after: Optional[int] = None):
+        # authenticate_after=N: moto checks every request's keys after its first N (none of the
+        # test's keys exist in its IAM: a wrong credential), INITIAL_NO_AUTH_ACTION_COUNT
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: Optional[subprocess.Popen] = None
+        self._env = {} if authenticate_after is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(authenticate_after)}
 
     def start(self) -> "S3Server":
         command = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env={**os.environ, **self._env})
         _wait_answering(self.proc, f"{self.endpoint}/moto-api/", "moto_server")
         return self
 
@@ -546,6 +550,15 @@ class S3Server:
     def env(self) -> dict:
         return {"AWS_ACCESS_KEY_ID": "kit-test", "AWS_SECRET_ACCESS_KEY": "kit-test-secret",
                 "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": self.endpoint}
+
+    def client_create_bucket(self, name: str) -> None:
+        """One CreateBucket request (s3fs's mkdir makes three: a server that authenticates after the
+        first would refuse the rest)."""
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="kit-test",
+                     aws_secret_access_key="kit-test-secret", region_name="eu-west-1").create_bucket(
+            Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
 
     def fs(self):
         import s3fs

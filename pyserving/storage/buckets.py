@@ -99,12 +99,11 @@ class BucketStore:
 
     # ---- the file system -----------------------------------------------------------------
     def fs(self):
+        """The file system, built on first use; its errors (e.g. no Application Default Credentials)
+        reach the caller, which names the URL (list_versions, the cache)."""
         with self._fs_lock:
             if self._fs is None:
-                try:
-                    self._fs = self._build()
-                except Exception as exc:  # e.g. no Application Default Credentials
-                    raise ServingError(Code.UNAUTHENTICATED, self._explain(exc, f"{self.scheme}://")) from None
+                self._fs = self._build()
             return self._fs
 
     def _build(self):

@@ -205,3 +205,65 @@ def test_start_up_failures_are_one_line_with_tf_servings_exit_code_and_no_secret
         assert code == 255, (what, err[-2000:])
         assert lines == ["Failed to start server. Error: " + expected[what].format(endpoint=env["AWS_ENDPOINT_URL"])]
         assert "Traceback" not in err and "kit-test-secret" not in err
+
+
+def test_no_google_credentials_fail_start_up_with_the_url(monkeypatch, tmp_path, serve):
+    from pyserving.errors import ServingError
+    from pyserving.storage import buckets
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # no metadata server to ask here
+    buckets.reset()
+    try:
+        with pytest.raises(ServingError) as err:
+            serve(["--model_base_path=gs://kit-models/models/svm", "--model_name=svm", POLL])
+    finally:
+        buckets.reset()
+    assert err.value.code.name == "UNAUTHENTICATED"
+    assert err.value.message == (
+        "Could not read gs://kit-models/models/svm: no Application Default Credentials found (endpoint "
+        "storage.googleapis.com, Application Default Credentials "
+        f"(GOOGLE_APPLICATION_CREDENTIALS={tmp_path}/absent.json))")
+
+
+@pytest.mark.parametrize("env,client,addressing", [
+    ({}, {}, None),
+    ({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_REGION": "eu-west-1"},
+     {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1"}, "path"),
+    ({"S3_ENDPOINT": "minio:9000"}, {"endpoint_url": "https://minio:9000"}, "path"),  # TF's default: https
+    ({"S3_ENDPOINT": "minio:9000", "S3_USE_HTTPS": "0", "S3_VERIFY_SSL": "0"},
+     {"endpoint_url": "http://minio:9000", "verify": False}, "path"),
+    ({"S3_ENDPOINT": "http://a:1", "AWS_ENDPOINT_URL_S3": "http://b:2", "AWS_DEFAULT_REGION": "us-west-2"},
+     {"endpoint_url": "http://b:2", "region_name": "us-west-2"}, "path"),  # AWS's own variables first
+])
+def test_s3_endpoints_and_regions_come_from_the_standard_variables(env, client, addressing):
+    from pyserving.storage import buckets
+
+    options = buckets.s3_options(env)
+    assert options["client_kwargs"] == client
+    assert options["config_kwargs"].get("s3", {}).get("addressing_style") == addressing
+    assert options["use_listings_cache"] is False
+
+
+def test_wrong_s3_credentials_fail_start_up_with_access_denied_and_no_secret(monkeypatch, serve):
+    from pyserving.errors import ServingError
+    from pyserving.storage import buckets
+    from tests.helpers import S3Server
+
+    s3 = S3Server(authenticate_after=1).start()  # the bucket is made unauthenticated, then keys are checked
+    try:
+        s3.client_create_bucket("models")
+        wrong = {"AWS_ACCESS_KEY_ID": "AKIAWRONGKEY", "AWS_SECRET_ACCESS_KEY": "wrong-secret"}
+        for name, value in {**s3.env(), **wrong}.items():
+            monkeypatch.setenv(name, value)
+        buckets.reset()
+        with pytest.raises(ServingError) as err:
+            serve(["--model_base_path=s3://models/svm", "--model_name=svm", POLL])
+    finally:
+        s3.stop()
+        buckets.reset()
+    assert err.value.code.name == "PERMISSION_DENIED"
+    assert err.value.message == (
+        "Could not read s3://models/svm: access denied (The AWS Access Key Id you provided does not exist in our "
+        f"records.) (endpoint {s3.endpoint}, region eu-west-1, credentials from env)")
