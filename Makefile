@@ -143,7 +143,7 @@ bench-ab: $(STAMP)  ## before/after serving benchmark against BASE=<git revision
 MUTATE_TIMEOUT ?= 10800
 MUTATE_CHILDREN ?= 2
 
-mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{steps,model_config}.py, kit/rollout/{plan,agreement}.py, kit/k8s/{target,cluster,deploy,manifest_checks}.py, app.py's flag wiring (~2.5 h)
+mutate: $(STAMP)  ## mutation testing of core, codecs, kit/{steps,model_config}.py, kit/rollout/{plan,agreement}.py, kit/k8s/{target,cluster,deploy,manifest_checks}.py, app.py's flag wiring (~1 h)
 	$(if $(ARGS),,rm -rf mutants)
 	mkdir -p mutants && ln -sfn ../.venv mutants/.venv
 	timeout -s INT -k 60 $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(ARGS); \

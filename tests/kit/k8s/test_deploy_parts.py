@@ -280,6 +280,7 @@ def test_paths_are_shown_from_the_project_root():
 
 
 # ---- whole renders --------------------------------------------------------------------------------
+@pytest.mark.renders
 def test_render_says_what_it_wrote(build):
     work = build / "deploy" / "pyserving-s3"
     work.mkdir(parents=True)
@@ -313,11 +314,12 @@ def test_render_says_what_it_wrote(build):
     assert "checkov.io/skip1" in deployment["metadata"]["annotations"]
 
 
+@pytest.mark.renders
 def test_render_pins_digests_and_writes_where_it_is_told(build, tmp_path):
     resolved = {"registry.example/tfs:2.21.0": "registry.example/tfs@" + DIGEST_A,
                 "amazon/aws-cli:2.15.0": "amazon/aws-cli@" + DIGEST_B}
     said = []
-    out = tmp_path / "out" / "manifests.yaml"
+    out = tmp_path / "out" / "deploy" / "manifests.yaml"
     result = deploy.render("tfserving", "s3", image="registry.example/tfs:2.21.0", replicas=3, namespace="ml",
                            models_uri="s3://b/m", say=said.append, out=out, pin=True,
                            resolve=lambda image: (resolved[image], None))
@@ -334,6 +336,7 @@ def test_render_pins_digests_and_writes_where_it_is_told(build, tmp_path):
     assert find(result.docs, "ConfigMap", "kit-models-source")["data"] == {"MODELS_URI": "s3://b/m"}
 
 
+@pytest.mark.renders
 def test_render_maps_models_to_the_bucket_for_gcs(build):
     result = deploy.render("tfserving", "gcs", models_uri="gs://b/m", say=quiet)
     text = find(result.docs, "ConfigMap", "kit-serving-config")["data"]["models.config"]
@@ -341,18 +344,20 @@ def test_render_maps_models_to_the_bucket_for_gcs(build):
     assert result.path == build / "deploy" / "tfserving.yaml"
 
 
+@pytest.mark.renders
 def test_render_stops_on_a_kustomize_error_and_writes_nothing(build, tmp_path, monkeypatch):
     copy_dir = tmp_path / "deploy"
     shutil.copytree(k8s.DEPLOY, copy_dir)
     (copy_dir / "overlays" / "tfserving" / "kustomization.yaml").write_text("resources: [../../nowhere]\n")
     monkeypatch.setattr(k8s, "DEPLOY", copy_dir)
     with pytest.raises(deploy.DeployError) as info:
-        deploy.render("tfserving", say=quiet)
+        deploy.render(say=quiet)  # tfserving, pvc
     message = str(info.value)
     assert message.startswith("kubectl kustomize failed: error: accumulating resources") and "nowhere" in message
     assert message == message.strip() and not (build / "deploy" / "tfserving.yaml").exists()
 
 
+@pytest.mark.renders
 def test_render_stops_on_failed_checks_with_every_problem(build, tmp_path, monkeypatch):
     copy_dir = tmp_path / "deploy"
     shutil.copytree(k8s.DEPLOY, copy_dir)
@@ -376,24 +381,50 @@ def test_render_stops_on_failed_checks_with_every_problem(build, tmp_path, monke
     assert not (build / "deploy" / "tfserving.yaml").exists()
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    ({"image": "tensorflow/serving:latest"}, "--image 'tensorflow/serving:latest' must be pinned: name:tag (not "
+     "latest) or name@sha256:..."),
+    ({"storage": "s3", "models_uri": "gs://b/m"}, "--models-uri goes with --storage=gcs (gs://...) or s3 (s3://...), "
+     "got 'gs://b/m' with --storage=s3"),
+    ({"storage": "gcs", "access": deploy.Access(workload_identity="arn:aws:iam::123456789012:role/r")},
+     "--workload-identity for gcs is a Google service account email (NAME@PROJECT.iam.gserviceaccount.com), got "
+     "'arn:aws:iam::123456789012:role/r'"),
+])
+def test_render_checks_its_options_first(build, kwargs, message):
+    with pytest.raises(deploy.DeployError) as info:
+        deploy.render(say=quiet, **kwargs)
+    assert str(info.value) == message and not (build / "deploy").exists()
+
+
 # ---- inv deploy -----------------------------------------------------------------------------------
+@pytest.mark.renders
 def test_deploy_without_apply_only_renders(build):
-    ran = []
-    result = deploy.deploy("tfserving", run=ran.append, say=quiet)
+    """By default: tfserving, pvc, its own image, no digests pinned (no registry asked)."""
+    ran, said = [], []
+    result = deploy.deploy(run=ran.append, say=said.append)
     assert ran == [] and result.path == build / "deploy" / "tfserving.yaml" and result.path.exists()
+    assert (result.overlay, result.storage) == ("tfserving", "pvc")
+    assert len(said) == 3 and said[0].startswith("[deploy] no trained models under ")
+    assert said[2].startswith(f"[deploy] wrote {result.path}: 10 objects (") and "; image tensorflow/serving:2.21.0, " \
+        in said[2]
     assert not (build / "deploy" / "applied-kit-serving.json").exists()
 
 
+@pytest.mark.renders
 def test_deploy_dry_run_prints_the_cluster_commands(build, monkeypatch):
     monkeypatch.setenv("KUBECTL", "/opt/kubectl")
     ran, said = [], []
-    deploy.deploy("pyserving", "s3", namespace="kit-py", apply=True, dry_run=True, run=ran.append, say=said.append)
+    image = "127.0.0.1:1/kit/server:1.0"  # --pin-digests: nothing listens on port 1 (pvc: no other image)
+    deploy.deploy("pyserving", "pvc", image=image, namespace="kit-py", apply=True, dry_run=True, run=ran.append,
+                  say=said.append, pin=True)
     assert ran == []
+    assert said[0].startswith(f"[deploy] --pin-digests: {image} stays by tag: registry 127.0.0.1:1 unreachable (")
     assert said[-2:] == [f"$ /opt/kubectl apply -f {build / 'deploy' / 'pyserving.yaml'}",
                          "$ /opt/kubectl rollout status deployment/kit-serving --namespace kit-py --timeout=10m"]
     assert deploy.applied("kit-py")["overlay"] is None
 
 
+@pytest.mark.renders
 def test_deploy_apply_without_a_cluster_says_what_is_missing(build, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", os.devnull)
     monkeypatch.delenv("KUBECTL", raising=False)
@@ -404,6 +435,7 @@ def test_deploy_apply_without_a_cluster_says_what_is_missing(build, monkeypatch)
     assert ran == [] and deploy.applied("kit-serving")["overlay"] is None
 
 
+@pytest.mark.renders
 def test_deploy_apply_runs_both_commands_and_records_the_storage(build, fake_kubectl):
     ran, said = [], []
     deploy.deploy("tfserving", "gcs", namespace="ml", apply=True, run=ran.append, say=said.append)
@@ -411,12 +443,22 @@ def test_deploy_apply_runs_both_commands_and_records_the_storage(build, fake_kub
     assert ran == deploy.apply_commands(path, "ml")
     assert said[-2:] == [f"$ {shlex.join(command)}" for command in ran]
     assert deploy.applied("ml") == {"overlay": "tfserving", "storage": "gcs", "models_uri": "gs://kit-models/models"}
-    deploy.deploy("pyserving", "s3", namespace="ml", models_uri="s3://b/m", apply=True, run=ran.append, say=quiet)
+    result = deploy.deploy("pyserving", "s3", image="registry.example/kit:1.2", replicas=3, namespace="ml",
+                           models_uri="s3://b/m", apply=True, run=ran.append, say=quiet,
+                           access=deploy.Access(workload_identity="arn:aws:iam::123456789012:role/r"))
+    assert find(result.docs, "ServiceAccount")["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/r"}
     assert deploy.applied("ml") == {"overlay": "pyserving", "storage": "s3", "models_uri": "s3://b/m"}
+    assert 'base_path: "s3://b/m/svm"' in find(result.docs, "ConfigMap", "kit-serving-config")["data"][
+        "models.config"]  # pyserving reads the bucket itself
+    deployment = find(result.docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/kit:1.2"
+    assert deployment["spec"]["replicas"] == 3
     deploy.deploy("pyserving", "pvc", namespace="ml", apply=True, run=ran.append, say=quiet)
     assert deploy.applied("ml") == {"overlay": "pyserving", "storage": "pvc", "models_uri": ""}
 
 
+@pytest.mark.renders
 def test_deploy_apply_stops_at_a_failing_command(build, fake_kubectl):
     """The stand-in applies the manifests; its rollout status gives up at once on a halted cluster."""
     (fake_kubectl / "halted").write_text("")

@@ -384,6 +384,11 @@ def test_selector_check():
         f"{D}: topologySpreadConstraints (kubernetes.io/hostname) labelSelector matches none of its pods",
         "Service/kit-serving-grpc: selector {'matchLabels': {}} matches no pod template",
         "HorizontalPodAutoscaler/kit-serving: scaleTargetRef Deployment/tfs is no Deployment here"]
+    docs.insert(0, docs.pop(docs.index(find(docs, "HorizontalPodAutoscaler"))))  # each object on its own
+    assert mc.check_selectors(docs) == [
+        f"{D}: topologySpreadConstraints (kubernetes.io/hostname) labelSelector matches none of its pods",
+        "HorizontalPodAutoscaler/kit-serving: scaleTargetRef Deployment/tfs is no Deployment here",
+        "Service/kit-serving-grpc: selector {'matchLabels': {}} matches no pod template"]
     docs = good()
     find(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["kind"] = "StatefulSet"
     del find(docs, "PodDisruptionBudget")["spec"]["selector"]
@@ -396,7 +401,7 @@ def test_selector_check():
 
 def test_selector_check_on_objects_with_nothing_set():
     """A Deployment with an empty spec (no template), a Service and a PDB without spec."""
-    assert mc.check_selectors([bare(spec={}), bare("Service"), bare("PodDisruptionBudget"), bare("ConfigMap")]) == [
+    assert mc.check_selectors([bare(spec={}), bare("ConfigMap"), bare("Service"), bare("PodDisruptionBudget")]) == [
         "Deployment/bare: spec.selector does not match its pod template labels {}",
         "Service/bare: selector {'matchLabels': {}} matches no pod template",
         "PodDisruptionBudget/bare: selector {} matches no pod template"]
@@ -423,6 +428,17 @@ def test_port_check():
     server(docs)["readinessProbe"] = {"tcpSocket": {"port": "grpc"}}
     server(docs)["livenessProbe"] = {"grpc": {"port": 8501}, "tcpSocket": {"port": 1}}
     assert mc.check_ports(docs) == [f"{SERVER}: livenessProbe.tcpSocket port 1 is not a declared container port"]
+
+
+def test_port_check_reads_the_ports_of_every_container():
+    docs = good()
+    pod(docs)["containers"] += [{"name": "exporter", "ports": [{"containerPort": 9100, "name": "metrics"}]},
+                                {"name": "bare"}]
+    find(docs, "Service", "kit-serving-rest")["spec"]["ports"].append({"name": "m", "port": 9100,
+                                                                       "targetPort": "metrics"})
+    find(docs, "Service", "kit-serving-grpc")["spec"]["ports"].append({"name": "m", "port": 9100,
+                                                                       "targetPort": 9100})
+    assert mc.check_ports(docs) == []
 
 
 def test_port_check_resolves_service_ports_by_name_or_number_and_ignores_init_containers():
@@ -521,6 +537,19 @@ def test_args_check_needs_the_server_container():
     assert mc.check_args([bare(spec={})]) == ["Deployment/bare: no container named 'server'"]
 
 
+def test_args_check_checks_each_deployment_on_its_own():
+    uneven, unlisted = good(), good()
+    server(uneven)["resources"]["limits"]["cpu"] = "1500m"
+    find(unlisted, "Deployment")["metadata"]["name"] = "second"
+    server(unlisted)["args"].append("--port=9000")
+    docs = [bare(spec={}), find(uneven, "Deployment"), find(unlisted, "Deployment")]
+    assert mc.check_args(docs) == [
+        "Deployment/bare: no container named 'server'",
+        f"{D}: the server needs a whole-core CPU limit to size its threads, got '1500m'",
+        "Deployment/second: args have --port, which neither `inv serve` nor the cluster's list (kit/k8s/cluster.py) "
+        "names"]
+
+
 # ---- the ConfigMap --------------------------------------------------------------------------------
 def test_config_check_reads_models_config_with_pyservings_reader():
     docs = good()
@@ -545,6 +574,23 @@ def test_config_check_reads_models_config_with_pyservings_reader():
     assert mc.check_config(docs) == ["ConfigMap/kit-serving-config: models.config names no model"]
     del data["models.config"]
     assert mc.check_config(docs, []) == ["ConfigMap/kit-serving-config: models.config names no model"]
+    del find(docs, "ConfigMap", "kit-serving-config")["data"]
+    assert mc.check_config(docs, []) == [
+        "ConfigMap/kit-serving-config: models.config names no model",
+        "ConfigMap/kit-serving-config: monitoring.config does not enable Prometheus metrics (the readiness probe "
+        "and the scrape annotations ask for them)",
+        f"{D}: batching.config num_batch_threads 0 differs from the CPU limit 2"]
+
+
+def test_config_check_reads_the_mounts_of_every_container_but_init_containers():
+    docs = good()
+    pod(docs)["containers"] += [{"name": "sidecar", "volumeMounts": [{"name": "x", "mountPath": "/srv/MX"}]},
+                                {"name": "bare"}]
+    config(docs)["models.config"] = config(docs)["models.config"].replace('"/models/mnist"', '"/srv/MX/mnist"')
+    assert mc.check_config(docs) == []
+    assert mc.check_config([bare(spec={}), find(good(), "ConfigMap", "kit-serving-config")]) == [
+        "ConfigMap/kit-serving-config: model svm's base_path /models/svm is on no mounted volume",
+        "ConfigMap/kit-serving-config: model mnist's base_path /models/mnist is on no mounted volume"]
 
 
 def test_config_check_reads_only_the_servers_mounts_and_the_named_configmap():
@@ -585,15 +631,14 @@ def test_config_check_reads_monitoring_and_batching():
         "and the scrape annotations ask for them)"]
     data["monitoring.config"] = "prometheus_config { enable: yes please }"
     data["models.config"] = data["models.config"].replace('"/models/mnist"', '"/data/mnist"')
-    [moved, unreadable] = mc.check_config(docs)
-    assert moved == "ConfigMap/kit-serving-config: model mnist's base_path /data/mnist is on no mounted volume"
-    assert unreadable.startswith("ConfigMap/kit-serving-config: ") and "monitoring.config" in unreadable
+    assert mc.check_config(docs) == [  # pyserving's reader says it so (TF Serving's words)
+        "ConfigMap/kit-serving-config: model mnist's base_path /data/mnist is on no mounted volume",
+        "ConfigMap/kit-serving-config: Invalid protobuf file: 'monitoring.config'"]
     docs = good()
     config(docs)["batching.config"] = "num_batch_threads { value: 3 }"
     assert mc.check_config(docs) == [f"{D}: batching.config num_batch_threads 3 differs from the CPU limit 2"]
     config(docs)["batching.config"] = "num_batch_threads { value: x }"
-    [unreadable] = mc.check_config(docs)
-    assert unreadable.startswith("ConfigMap/kit-serving-config: ") and "batching.config" in unreadable
+    assert mc.check_config(docs) == ["ConfigMap/kit-serving-config: Invalid protobuf file: 'batching.config'"]
     config(docs)["batching.config"] = "num_batch_threads { value: 2 }"
     server(docs)["resources"]["limits"]["cpu"] = "2000m"
     assert mc.check_config(docs) == []
@@ -618,6 +663,13 @@ def test_config_mount_check():
         "directory",
         f"{D}: --batching_parameters_file=/etc/kit-serving/batching.config is not in the mounted ConfigMap "
         "directory"]
+    docs = good()  # a subPath mount is a file, not the directory the flags name
+    server(docs)["volumeMounts"].append({"name": "config", "mountPath": "/etc/sub", "subPath": "monitoring.config"})
+    server(docs)["args"][5] = "--monitoring_config_file=/etc/sub/monitoring.config"
+    pod(docs)["containers"].append({"name": "bare"})
+    assert mc.check_config_mount(docs) == [
+        f"{SERVER}: ConfigMap mounted with subPath 'monitoring.config', which never receives updates",
+        f"{D}: --monitoring_config_file=/etc/sub/monitoring.config is not in the mounted ConfigMap directory"]
     docs = good()
     pod(docs)["initContainers"][0]["volumeMounts"].append(
         {"name": "config", "mountPath": "/etc/kit-serving/models.config", "subPath": "models.config"})
@@ -700,7 +752,7 @@ def test_image_check_in_every_kind_of_workload():
         f"{kind}/bare container c: image 'busybox' is not pinned (no tag, or :latest)"
         for kind in ("StatefulSet", "DaemonSet", "Job", "Pod")]
     spec["containers"] = [{"name": "c"}, {"name": "d", "image": "x@latest"}]
-    assert mc.check_images([bare("Pod", spec=spec), bare("Job", spec={})]) == [
+    assert mc.check_images([bare("Pod", spec=spec), bare("Job", spec={}), bare()]) == [
         "Pod/bare container c: no valid image ''", "Pod/bare container d: no valid image 'x@latest'"]
 
 
@@ -816,6 +868,7 @@ def test_probe_check_resolves_port_names_through_the_container():
     assert mc.check_probes(docs) == [f"{SERVER}: readinessProbe.httpGet port 'rest' is not the REST port 8501"]
     del container["ports"]
     container["startupProbe"]["tcpSocket"]["port"] = 8500
+    assert mc.check_probes(docs) == [f"{SERVER}: readinessProbe.httpGet port 'rest' is not the REST port 8501"]
     container["readinessProbe"]["httpGet"]["port"] = 8501
     del container["startupProbe"]["tcpSocket"]["port"]
     assert mc.check_probes(docs) == [
@@ -847,6 +900,10 @@ def test_probe_check_skips_a_deployment_without_the_server():
     server(docs)["name"] = "tfs"
     del server(docs)["livenessProbe"]
     assert mc.check_probes(docs) == []
+    docs = good()
+    del server(docs)["args"]
+    assert mc.check_probes([bare(spec={}), *docs]) == [
+        f"{SERVER}: livenessProbe.grpc needs --enable_grpc_healthcheck_service in the args"]
     docs = good()
     server(docs)["livenessProbe"] = None
     server(docs)["startupProbe"] = None
@@ -930,7 +987,8 @@ def test_scaling_check_finds_the_hpa_of_each_deployment():
 
 
 def test_scaling_check_on_a_deployment_with_nothing_set():
-    docs = [bare(spec={}), {"kind": "PodDisruptionBudget", "metadata": {"name": "p"}}]
+    docs = [bare(spec={}), {"kind": "PodDisruptionBudget", "metadata": {"name": "p"}},
+            {"kind": "PodDisruptionBudget", "metadata": {"name": "q"}, "spec": {"selector": {"matchLabels": {"a": "1"}}}}]
     assert mc.check_scaling(docs) == [
         "Deployment/bare: no HorizontalPodAutoscaler scales it",
         "Deployment/bare: the server has no CPU request, which CPU utilization is measured against",
@@ -988,8 +1046,14 @@ def test_network_policy_check_opens_https_only_for_bucket_storage():
         "NetworkPolicy/kit-serving egress[1]: ports [443, 'https'] opened, but pvc storage needs no egress beyond DNS"]
     find(docs, "Deployment")["metadata"]["annotations"] = None
     assert len(mc.check_network_policy(docs)) == 1
+    del find(docs, "Deployment")["metadata"]  # no storage annotation either: pvc
+    assert mc.check_network_policy(docs) == [
+        "NetworkPolicy/kit-serving egress[1]: ports [443, 'https'] opened, but pvc storage needs no egress beyond DNS"]
     policy(docs)["egress"] = [policy(docs)["egress"][0]]
     assert mc.check_network_policy(docs) == []
+    policy(docs)["egress"][0]["ports"].append({"port": 443})  # DNS is no problem, HTTPS is
+    assert mc.check_network_policy(docs) == [
+        "NetworkPolicy/kit-serving egress[0]: ports [443] opened, but pvc storage needs no egress beyond DNS"]
 
 
 def test_network_policy_check_wants_a_policy_both_ways():
@@ -1010,8 +1074,16 @@ def test_network_policy_check_wants_a_policy_both_ways():
     assert mc.check_network_policy(docs) == [
         f"{D}: no NetworkPolicy restricts its ingress (policyTypes)",
         f"{D}: no NetworkPolicy restricts its egress (policyTypes)"]
+    unselected = "no NetworkPolicy selects its pods (any pod in the cluster can reach ports 8500 and 8501)"
     assert mc.check_network_policy([bare(spec={}), {"kind": "NetworkPolicy", "metadata": {"name": "n"}}]) == [
-        "Deployment/bare: no NetworkPolicy selects its pods (any pod in the cluster can reach ports 8500 and 8501)"]
+        f"Deployment/bare: {unselected}"]
+    assert mc.check_network_policy([bare(spec={}), find(good(), "NetworkPolicy")]) == [f"Deployment/bare: {unselected}"]
+    # each Deployment on its own
+    other = bare(spec={"template": {"metadata": {"labels": {"app": "x"}}}})
+    docs = good()
+    policy(docs)["policyTypes"] = ["Ingress"]
+    assert mc.check_network_policy([other, *docs]) == [
+        f"Deployment/bare: {unselected}", f"{D}: no NetworkPolicy restricts its egress (policyTypes)"]
 
 
 # ---- service account and secrets -----------------------------------------------------------------
@@ -1050,7 +1122,8 @@ def test_service_account_check_keeps_secrets_out_of_env_args_and_configmaps():
     sync["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}})
     sync["env"].append({"name": "PLAIN", "value": "x"})
     sync["envFrom"] = [{"secretRef": {"name": "kit-models-s3"}}, {"configMapRef": {"name": "c"}}]
-    server(docs)["args"] += ["--api_token=abc", "--ssl_config_file", "--password", "--private-key=1"]
+    server(docs)["args"] += ["--api_token=a=b", "--ssl_config_file", "--password", "--private-key=1",
+                             "--grpc_channel_arguments=token_limit=5", "--label=token x"]  # the name is what counts
     server(docs)["command"] = ["serve", "--Credential=x", "--passwd_file=/etc/p", "--tokenize=1"]
     data = config(docs)
     data["access_key"] = "AKIA"
@@ -1106,7 +1179,8 @@ def test_pod_security_check_on_the_pod():
         f"{D}: volume 'host' is of type hostPath, which restricted forbids",
         f"{D}: volume 'nfs' is of type nfs, which restricted forbids"]
     spec.update(hostNetwork=False, hostPID=False, hostIPC=False)
-    spec["volumes"] = [{"name": "two", "hostPath": {}, "nfs": {}}]
+    spec["volumes"] = [{"name": "two", "hostPath": {}, "nfs": {}}, {"name": "all", **{kind: {} for kind in (
+        "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret")}}]
     assert mc.check_pod_security(docs) == [f"{D}: volume 'two' is of type hostPath, nfs, which restricted forbids"]
 
 
