@@ -127,15 +127,15 @@ class CachingLoader:
     removed when the servable closes (unload) or the load fails. Local versions load in place."""
 
     def __init__(self, load: Callable, cache: VersionCache):
-        self._load = load
+        self.loader = load
         self.cache = cache
 
     def __call__(self, name: str, version: int, path: str):
         if not storage.is_remote(path):
-            return self._load(name, version, path)
+            return self.loader(name, version, path)
         local = self.cache.fetch(name, version, path)
         try:
-            servable = self._load(name, version, local)
+            servable = self.loader(name, version, local)
         except BaseException:
             self.cache.release(local)
             raise

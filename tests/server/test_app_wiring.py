@@ -28,6 +28,7 @@ from pyserving.core.batching import Batcher, BatchingParams
 from pyserving.errors import Code, ServingError
 from pyserving.metrics import NullMetrics, ServingMetrics
 from pyserving.runtime.loader import Loader, SessionOptions
+from pyserving.storage.cache import CachingLoader
 from pyserving.types import ModelConfig, VersionState
 from tests.helpers import wait_for
 
@@ -115,7 +116,9 @@ def test_the_model_flags_reach_the_loader_and_the_core(server, tmp_path):
                    "--num_request_iterations_for_warmup=7", "--file_system_poll_wait_seconds=9",
                    "--max_num_load_retries=2", "--load_retry_interval_micros=2500000",
                    "--allow_version_labels_for_unavailable_models", start=False)
-    loader = built.core.manager._load_fn
+    caching = built.core.manager._load_fn  # bucket versions go through the local cache first
+    assert isinstance(caching, CachingLoader) and caching.cache is built.cache
+    loader = caching.loader
     assert isinstance(loader, Loader)
     assert loader._session == SessionOptions(("serve", "gpu"), 3, 4, "intra_op_parallelism_threads: 2\n")
     assert (loader._tflite_interpreters, loader._warmup_iterations, loader._batcher) == (6, 7, None)
@@ -129,7 +132,7 @@ def test_the_model_flags_reach_the_loader_and_the_core(server, tmp_path):
 
 def test_the_defaults_reach_the_loader_and_the_core(server):
     built = server(start=False)
-    loader = built.core.manager._load_fn
+    loader = built.core.manager._load_fn.loader
     assert loader._session == SessionOptions(("serve",), 0, 0, "")
     assert (loader._tflite_interpreters, loader._warmup_iterations) == (0, 0)
     assert built.core._allow_new_labels_unavailable is False
@@ -161,11 +164,11 @@ def test_batching_takes_its_parameters_from_the_file(server, tmp_path):
     assert built.batcher.params == config_files.batching(params)
     assert built.batcher.params.max_batch_size == 8
     assert built.batcher._solo._max_workers == 3  # lone runs: max(batch threads, REST threads)
-    assert built.core.manager._load_fn._batcher is built.batcher  # per-model parameters
+    assert built.core.manager._load_fn.loader._batcher is built.batcher  # per-model parameters
     assert built.data_plane._runner is built.batcher  # no monitoring: the runner is not timed
     more_rest = server("--enable_batching", f"--batching_parameters_file={params}", "--rest_api_num_threads=5",
                        start=False)
-    assert more_rest.batcher._solo._max_workers == 5 and more_rest.core.manager._load_fn._batcher is None
+    assert more_rest.batcher._solo._max_workers == 5 and more_rest.core.manager._load_fn.loader._batcher is None
 
 
 def test_batching_without_a_file_uses_tf_s_defaults(server):
