@@ -65,13 +65,16 @@ def train_mnist(c: Context, iterations: int = 1000, version: int = 1, data_dir: 
             "replicas": "servers sharing build/models and its models.config, as pods share a volume and a ConfigMap",
             "workers": "native: worker processes per server sharing its two ports (--pyserving_num_workers); a "
                        "rollout waits for every worker",
+            "models_uri": "native: serve gs://... or s3://... holding svm/<N>/, mnist/<N>/ instead of build/models "
+                          "(remembered: the rollout tasks and inv versions use it until a serve without it)",
             "stop": "stop the running server (every replica) instead", "dry_run": "print the serve command(s) only"})
 def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port: int = 8501,
-          host: str = flags.LOOPBACK, replicas: int = 1, workers: int = 1, stop: bool = False,
-          dry_run: bool = False) -> None:
+          host: str = flags.LOOPBACK, replicas: int = 1, workers: int = 1, models_uri: str = "",
+          stop: bool = False, dry_run: bool = False) -> None:
     """Serve build/models (svm, mnist) in the background, or stop the server (--stop); --replicas=N
     starts N servers on loopback, replica i on ports +10*i; --workers=N runs N pyserving workers
-    on each server's ports."""
+    on each server's ports; --models-uri serves a bucket (credentials and endpoint from the
+    environment, as pyserving reads them)."""
     if stop:
         if not serving.stop(run=c.run):
             print("no server is running")
@@ -88,6 +91,12 @@ def serve(c: Context, backend: str = "native", grpc_port: int = 8500, rest_port:
         ports = serving.replica_ports(grpc_port, rest_port, replicas)
     except ValueError as exc:
         raise Exit(str(exc)) from None
+    if models_uri and backend != "native":
+        raise Exit(f"--models-uri is served by pyserving (--backend=native): TF Serving ({backend}) has no s3:// "
+                   "since 2.7, and its gs:// ignores STORAGE_EMULATOR_HOST")
+    if not dry_run and serving.running():  # before models.config changes under the running server
+        raise Exit(f"a server is already running ({paths.SERVER_STATE}); stop it first: inv serve --stop")
+    model_config.set_models_uri(models_uri)
     config = model_config.served()
     extra = [f"--pyserving_num_workers={workers}"] if workers > 1 else []
     if dry_run:
@@ -205,13 +214,14 @@ def rollback(c: Context, model: str = "svm", target: str = "local", namespace: s
 
 @task(help={"model": "svm or mnist"})
 def versions(c: Context, model: str = "svm") -> None:
-    """What is on disk, which roles the rollout gives, and each version's state and error on the server."""
+    """What is on disk (or in the bucket inv serve --models-uri serves), which roles the rollout
+    gives, and each version's state and error on the server."""
     updates.versions(model)
 
 
 @task(help={"model": "svm or mnist", "version": "version to delete"})
 def remove(c: Context, model: str = "svm", version: int = 0) -> None:
-    """Delete a version from disk, unless a label names it or it is the only one serving."""
+    """Delete a version from disk (or the bucket served), unless a label names it or it is the only one serving."""
     updates.remove(model, version)
 
 

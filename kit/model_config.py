@@ -21,8 +21,10 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from kit import paths
 from kit.errors import KitError
+from pyserving import storage
 
 CONFIG_NAME = "models.config"
+URI_NAME = "models.uri"  # beside models.config: the bucket `inv serve --models-uri` serves from (absent: build/models)
 CONTAINER_CONFIG_NAME = "models.docker.config"  # beside models.config: the Docker backend's twin
 CONTAINER_MODELS_ROOT = "/models"  # where the TF Serving image (and a pod) sees build/models
 STATE_SUFFIX = ".rollout.json"
@@ -41,7 +43,13 @@ def atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def write(models: Mapping[str, Path], path: Optional[Path] = None,
+def base_path_text(base: Path | str) -> str:
+    """A base path as models.config holds it: a bucket URL as given, a local folder absolute."""
+    text = os.fspath(base)
+    return text.rstrip("/") if storage.is_remote(text) else str(Path(text).resolve())
+
+
+def write(models: Mapping[str, Path | str], path: Optional[Path] = None,
           labels: Optional[Mapping[str, Mapping[str, int]]] = None,
           specific: Optional[Mapping[str, Sequence[int]]] = None) -> Path:
     """A ModelServerConfig text file serving each model's versions from its base path.
@@ -53,7 +61,7 @@ def write(models: Mapping[str, Path], path: Optional[Path] = None,
     config = model_server_config_pb2.ModelServerConfig()
     for name, base in models.items():
         entry = config.model_config_list.config.add()
-        entry.name, entry.base_path, entry.model_platform = name, str(Path(base).resolve()), "tensorflow"
+        entry.name, entry.base_path, entry.model_platform = name, base_path_text(base), "tensorflow"
         for label, version in (labels or {}).get(name, {}).items():
             entry.version_labels[label] = version
         if specific and specific.get(name):
@@ -85,6 +93,8 @@ def container_text(config_text: str, host_root: Path | str, container_root: str 
         raise ModelConfigError(f"host_root must be absolute, got {os.fspath(host_root)!r}")
     for model in config.model_config_list.config:
         base = model.base_path
+        if storage.is_remote(base):  # a bucket reads the same from a container
+            continue
         if not base.startswith("/"):
             raise ModelConfigError(f"model {model.name!r}: base_path {base!r} is not an absolute host path")
         try:
@@ -170,7 +180,7 @@ def write_rollouts(config_file: Path, others: list[Rollout], model: Optional[Rol
     if model:
         all_labels[model.model] = model.labels() if labels is None else labels
         specific[model.model] = versions or model.versions()
-    return write({r.model: Path(r.base_path) for r in rollouts}, config_file, labels=all_labels, specific=specific)
+    return write({r.model: r.base_path for r in rollouts}, config_file, labels=all_labels, specific=specific)
 
 
 def kit_models() -> dict[str, Path]:
@@ -183,8 +193,65 @@ def kit_models() -> dict[str, Path]:
     return models
 
 
-def served() -> Path:
-    """build/models/models.config for the trained models: each model's rollout (labels, pinned
-    versions) or its latest version."""
+# ---- where the served models live: build/models, or a bucket (`inv serve --models-uri`) ------
+def uri_path() -> Path:
+    return paths.MODELS / URI_NAME
+
+
+def models_uri() -> str:
+    """The bucket URL the kit serves from (gs://bucket/prefix or s3://...), or "" for build/models."""
+    path = uri_path()
+    return path.read_text().strip() if path.exists() else ""
+
+
+def set_models_uri(uri: str) -> None:
+    """Remember (or, with "", forget) the bucket every later task serves and rolls out from."""
+    path = uri_path()
+    if not uri:
+        path.unlink(missing_ok=True)
+        return
+    if storage.scheme(uri) not in storage.BUCKET_SCHEMES:
+        raise KitError(f"--models-uri must be a gs:// or s3:// URL holding svm/<N>/ and mnist/<N>/, got {uri!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, uri.rstrip("/") + "\n")
+
+
+def bucket_models(uri: str) -> dict[str, str]:
+    """The kit's models with at least one version under `uri` (<uri>/<model>/<N>/), listed through
+    pyserving's storage; KitError with the storage's own line when the bucket cannot be read."""
+    found = {}
+    for name in KIT_MODELS:
+        base = f"{uri.rstrip('/')}/{name}"
+        try:
+            if storage.for_path(base).list_versions(base):
+                found[name] = base
+        except Exception as exc:  # a StorageError or a ServingError: one secret-free line either way
+            raise KitError(getattr(exc, "message", None) or str(exc)) from None
+    if not found:
+        raise KitError(f"no model versions under {uri}: publish one with "
+                       f"`inv publish --model=svm --to={uri.rstrip('/')}/svm`")
+    return found
+
+
+def served_models(uri: Optional[str] = None) -> dict[str, Path | str]:
+    """The models the kit serves and rolls out: their bucket URLs when `inv serve --models-uri`
+    chose a bucket (or `uri` says one), else the trained ones under build/models."""
+    uri = models_uri() if uri is None else uri
+    return bucket_models(uri) if uri else kit_models()
+
+
+def served(say=print, uri: Optional[str] = None) -> Path:
+    """build/models/models.config for the served models: each model's rollout (labels, pinned
+    versions) or its latest version; `uri`: serve that bucket ("": build/models) instead of the one
+    remembered. A rollout state kept for another base path (the kit served
+    from build/models then, from a bucket now, or the other way) names versions of other folders:
+    it is dropped, and said."""
     config = paths.MODEL_CONFIG
-    return write_rollouts(config, rollouts_for(config, kit_models()))
+    models = served_models(uri)
+    for name, base in models.items():
+        state = load_state(config, name)
+        if state is not None and base_path_text(state.base_path) != base_path_text(base):
+            state_path(config, name).unlink()
+            say(f"{name}: the rollout kept for {state.base_path} does not apply to {base}: dropped "
+                "(the latest version serves)")
+    return write_rollouts(config, rollouts_for(config, models))

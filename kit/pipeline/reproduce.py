@@ -43,6 +43,7 @@ def live_server(run_invoke) -> Server:
     """The real serve step: models.config written, the server started, stopped by its pid at the end."""
     @contextlib.contextmanager
     def server(o: Options) -> Iterator[None]:
+        model_config.set_models_uri("")  # the models it just trained, as `inv serve` without --models-uri
         model_config.served()
         try:
             serving.start(o.backend, o.grpc_port, o.rest_port, run=run_invoke)

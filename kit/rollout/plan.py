@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import posixpath
 import shutil
 import urllib.error
 import urllib.request
@@ -23,22 +24,25 @@ from typing import Callable, Optional, Sequence
 from kit import model_config
 from kit.model_config import Rollout, load_state, save_state, state_path, write_rollouts
 from kit.rollout import agreement
+from pyserving import storage
 from pyserving.core.source import list_versions
+from pyserving.storage.versions import MODEL_FILES
 from pyserving.version_dir import publish_version
 
 STAGING_PREFIX = ".tmp-publish-"
 REMOVING_PREFIX = ".tmp-remove-"
 
 
-def version_dirs(base: Path) -> dict[int, str]:
-    """Version number -> its folder (`00000123` is version 123), as the server's source reads them."""
+def version_dirs(base: Path | str) -> dict[int, str]:
+    """Version number -> its folder or URL (`00000123` is version 123), as the server's source reads
+    them, from a local base path or a bucket (gs://, s3://; {} when it cannot be read)."""
     try:
         return list_versions(str(base))
     except OSError:
         return {}
 
 
-def disk_versions(base: Path) -> list[int]:
+def disk_versions(base: Path | str) -> list[int]:
     return sorted(version_dirs(base))
 
 
@@ -51,9 +55,13 @@ def publish(base: Path, source: Path, version: Optional[int] = None) -> int:
     return number
 
 
-def remove_version(base: Path, version: int) -> Path:
+def remove_version(base: Path | str, version: int) -> Path | str:
     """Delete `<base>/<version>` so that no server ever sees half of it: renamed to a hidden name
-    first (sources skip it at their next poll and retire the version), then deleted."""
+    first (sources skip it at their next poll and retire the version), then deleted. In a bucket,
+    which has no rename, its model file goes first (a Source offers no version without one, so no
+    server starts loading what is left), then every other object under its prefix."""
+    if storage.is_remote(os.fspath(base)):
+        return _remove_from_bucket(os.fspath(base), version)
     for stale in base.glob(REMOVING_PREFIX + "*"):  # left by a removal that was killed half-way
         shutil.rmtree(stale, ignore_errors=True)
     path = Path(version_dirs(base)[version])
@@ -61,6 +69,20 @@ def remove_version(base: Path, version: int) -> Path:
     os.rename(path, hidden)
     shutil.rmtree(hidden)
     return path
+
+
+def _remove_from_bucket(base: str, version: int) -> str:
+    url = version_dirs(base)[version]
+    store = storage.for_path(url)
+    fs, root = store.fs(), url.split("://", 1)[1]
+    names = store.listing(url)
+    first = [n for n in names if posixpath.basename(n) in MODEL_FILES]
+    if first:
+        fs.rm([f"{root}/{n}" for n in first])
+    rest = [f"{root}/{n}" for n in sorted(names) if n not in first]
+    if rest:
+        fs.rm(rest)
+    return url
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,13 @@ from typing import Callable, Optional
 from invoke.exceptions import Exit
 
 from kit import model_config, paths
+from kit.errors import KitError
 from kit.model_config import Rollout
 from kit.rollout import agreement, model_check
 from kit.rollout import plan as rollout
 from kit.rollout.target import LOCAL, Target
 from kit.serve import server as serving
+from pyserving import storage
 
 PROGRESS_EVERY_S = 3.0  # how often a waiting step says what it waits for
 
@@ -47,7 +49,7 @@ def _served(replicas: list[str], model: str) -> list[int]:
 def live(model: str, replicas: Optional[list[str]] = None) -> Live:
     """`model`'s rollout (a trained model: step() checked): its state, or on the first step the
     version the replicas serve now (with no replicas to ask, a dry run: the newest on disk)."""
-    models = model_config.kit_models()
+    models = model_config.served_models()
     config = paths.MODEL_CONFIG
     current = model_config.load_state(config, model)
     if current is None:  # first rollout: the version being served now is the stable one
@@ -62,9 +64,11 @@ def live(model: str, replicas: Optional[list[str]] = None) -> Live:
 def step(model: str, label: str, change: Callable[[Rollout], Rollout], say=print,
          where: Target = LOCAL) -> None:
     """Apply `change` (current rollout -> new one) to `model` on every replica of `where`."""
-    models = model_config.kit_models()
+    models = model_config.served_models()
     if model not in models:  # said before any server or cluster is looked for
-        raise Exit(f"unknown model {model!r}: trained models are {', '.join(models)}")
+        uri = model_config.models_uri()
+        raise Exit(f"unknown model {model!r}: " + (f"the models in {uri} are " if uri else "trained models are ")
+                   + ", ".join(models))
     if where.dry_run:
         return _dry_run(model, label, change, say, where)
     with where.replicas() as replicas:
@@ -137,6 +141,10 @@ def _stable_for_check(model: str, base: Path) -> Optional[int]:
 def publish(model: str, source: str = "", force: bool = False, say=print, where: Optional[Target] = None) -> int:
     """Publish `source` (default: a copy of the newest version) as the model's next version, once
     it is shown to be a SavedModel that loads (warmup included) and that fits the stable version."""
+    uri = model_config.models_uri()
+    if uri:
+        raise Exit(f"publish: the kit serves from {uri} (inv serve --models-uri): publish there with "
+                   f"--to={uri}/{model}")
     base = model_config.kit_models().get(model)
     if base is None:
         raise Exit(f"unknown model {model!r}")
@@ -160,20 +168,31 @@ def publish_to(model: str, to: str, source: str = "", force: bool = False, say=p
     A server polling `to` serves it at its next poll under the `latest` policy."""
     from kit.rollout import bucket
 
-    base = model_config.kit_models().get(model)
-    if base is None:
+    if model not in model_config.KIT_MODELS:
         raise Exit(f"unknown model {model!r}")
-    newest = max(rollout.disk_versions(base), default=None)
-    src = Path(source) if source else (base / str(newest) if newest is not None else None)
+    if source:  # a bucket-backed kit may have no trained model here
+        src: Optional[Path] = Path(source)
+    else:
+        base = model_config.kit_models().get(model)
+        if base is None:
+            raise Exit(f"unknown model {model!r}")
+        newest = max(rollout.disk_versions(base), default=None)
+        src = base / str(newest) if newest is not None else None
     if src is None or not src.is_dir():
         raise Exit(f"nothing to publish: {src}")
+    served = _served_base(model)
+    serving_it = served is not None and model_config.base_path_text(served) == to.rstrip("/")
     if force:
         say("publish --force: not checked")
+    elif serving_it:
+        _check_against_bucket(model, served, src, say)
     else:
         problem, report = model_check.check(src, None, None)
         if problem:
             raise Exit(f"publish refused: {problem} (--force publishes it anyway)")
         say(f"publish: {src} loads")
+    if serving_it:  # the served base path: pin the stable version first, as a local publish does
+        pin_before_publish(model, say)
     try:
         return bucket.publish(src, to, say)
     except (ValueError, OSError) as exc:
@@ -182,11 +201,38 @@ def publish_to(model: str, to: str, source: str = "", force: bool = False, say=p
         raise Exit(f"publish to {to} failed: {getattr(exc, 'message', exc)}") from None
 
 
-def _check(model: str, base: Path, src: Path, say=print) -> None:
+def _served_base(model: str) -> Optional[str]:
+    """The bucket base path the kit serves `model` from (inv serve --models-uri), or None."""
+    if not model_config.models_uri():
+        return None
+    try:
+        return model_config.served_models().get(model)
+    except KitError:  # nothing in the bucket yet: this publish is its first version
+        return None
+
+
+def _check_against_bucket(model: str, base: str, src: Path, say=print) -> None:
+    """_check for a bucket the kit serves: the stable version is downloaded (pyserving's storage,
+    as the server's cache copies it) to a temporary folder and compared there."""
+    with tempfile.TemporaryDirectory(prefix="kit-stable-") as tmp:
+        stable = _stable_for_check(model, base)
+        url = rollout.version_dirs(base).get(stable) if stable is not None else None
+        if url:
+            say(f"publish: downloading {model}'s stable version {stable} from {url} to compare signatures")
+            try:
+                storage.for_path(url).download(url, tmp)
+            except Exception as exc:
+                raise Exit(f"publish: cannot read the stable version {url}: {getattr(exc, 'message', exc)}") from None
+        _check(model, base, src, say, stable_dir=Path(tmp) if url else None, stable=stable)
+
+
+def _check(model: str, base: Path | str, src: Path, say=print, stable_dir: Optional[Path] = None,
+           stable: Optional[int] = None) -> None:
     """Refuse (Exit, one line) a source that is no SavedModel, does not load or does not fit the stable version."""
-    stable = _stable_for_check(model, base)
-    found = rollout.version_dirs(base).get(stable) if stable is not None else None
-    stable_dir = Path(found) if found else None  # a stable version deleted by hand: nothing to compare with
+    if stable_dir is None and not storage.is_remote(str(base)):
+        stable = _stable_for_check(model, base)
+        found = rollout.version_dirs(base).get(stable) if stable is not None else None
+        stable_dir = Path(found) if found else None  # a stable version deleted by hand: nothing to compare with
     if not model_check.not_a_savedmodel(src):
         say(f"publish: checking {src} with pyserving's loader in a child process"
             + (f", against {model}'s stable version {stable}" if stable_dir else ""))
@@ -208,7 +254,7 @@ def pin_before_publish(model: str, say=print, where: Target = LOCAL) -> None:
     if model_config.load_state(config, model) is not None:
         return
     if where.offline():  # no server to ask: pin the newest version on disk
-        models = model_config.kit_models()
+        models = model_config.served_models()
         base = models[model]
         others = [r for r in model_config.rollouts_for(config, models) if r.model != model]
         pinned = Rollout(model, str(base), stable=max(rollout.disk_versions(base)))
@@ -221,7 +267,7 @@ def pin_before_publish(model: str, say=print, where: Target = LOCAL) -> None:
 def canary(model: str, version: int = 0, say=print, where: Target = LOCAL) -> None:
     """Serve `version` (default: the newest on disk) beside the stable one, labelled `canary`."""
     def change(current: Rollout) -> Rollout:
-        base = Path(current.base_path)
+        base = current.base_path  # a folder, or a bucket URL: its listing is the existence check
         on_disk = rollout.disk_versions(base)
         if version and version not in on_disk:
             raise Exit(f"canary: {model} has no version {version}: {base} holds versions {on_disk}")
@@ -246,10 +292,11 @@ def transition(model: str, name: str, say=print, where: Target = LOCAL) -> None:
 def versions(model: str, say=print) -> None:
     """What is on disk, which roles the rollout gives, and what the server reports: each version's
     state, and the error of a version whose load failed."""
-    base = model_config.kit_models().get(model)
+    base = model_config.served_models().get(model)
     if base is None:
         raise Exit(f"unknown model {model!r}")
-    say(f"on disk ({base}): {rollout.disk_versions(base)}")
+    where = "in the bucket" if storage.is_remote(str(base)) else "on disk"
+    say(f"{where} ({base}): {_listed(base)}")
     state = model_config.load_state(paths.MODEL_CONFIG, model)
     say("rollout: " + (_roles(state) if state else "none (the latest version serves)"))
     running = serving.running()
@@ -271,16 +318,17 @@ def versions(model: str, say=print) -> None:
             + ("; labels " + ", ".join(f"{k}={v}" for k, v in served.items()) if served else ""))
         for v, r in sorted(reports.items()):
             if r.error:  # one line each: TF's error texts span lines
-                gone = "" if v in on_disk else " (no longer on disk)"
+                gone = "" if v in on_disk else f" (no longer {where})"
                 say(f"  version {v} failed to load{gone}: {' '.join(r.error.split())}")
 
 
 def remove(model: str, version: int, say=print) -> None:
-    """Delete a version from disk unless a label names it or it is the only one that serves."""
-    base = model_config.kit_models().get(model)
+    """Delete a version from disk (or the bucket the kit serves from) unless a label names it or it
+    is the only one that serves."""
+    base = model_config.served_models().get(model)
     if base is None:
         raise Exit(f"unknown model {model!r}")
-    on_disk = rollout.disk_versions(base)
+    on_disk = _listed(base)
     if version not in on_disk:
         raise Exit(f"remove: {model} has no version {version}: {base} holds versions {on_disk}")
     state = model_config.load_state(paths.MODEL_CONFIG, model)
@@ -289,7 +337,8 @@ def remove(model: str, version: int, say=print) -> None:
         raise Exit(f"remove refused: version {version} of {model} holds the label {', '.join(labels)} "
                    "(promote or roll back first)")
     if on_disk == [version]:
-        raise Exit(f"remove refused: version {version} is the only version of {model} on disk")
+        raise Exit(f"remove refused: version {version} is the only version of {model} "
+                   + (f"in {base}" if storage.is_remote(str(base)) else "on disk"))
     running = serving.running()
     if running is not None:
         available = _served(serving.rest_urls(running), model)
@@ -297,6 +346,18 @@ def remove(model: str, version: int, say=print) -> None:
             raise Exit(f"remove refused: version {version} is the only AVAILABLE version of {model}")
     path = rollout.remove_version(base, version)
     say(f"removed {path}")
+
+
+def _listed(base: Path | str) -> list[int]:
+    """The versions under a base path; a bucket that cannot be read stops the task with its line."""
+    if not storage.is_remote(str(base)):
+        return rollout.disk_versions(base)
+    try:
+        return sorted(rollout.list_versions(str(base)))
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # the storage's StorageError or ServingError: one secret-free line
+        raise Exit(getattr(exc, "message", None) or str(exc)) from None
 
 
 def svm_label() -> Optional[str]:
