@@ -257,9 +257,14 @@ def test_a_killed_worker_is_restarted_and_clients_see_no_failure(started):
                         record(False, repr(exc))
         session.close()
 
+    # One address for every worker: a connection attempt that lands in the killed worker's accept
+    # queue is reset (SO_REUSEPORT drops that queue), so a call waits for the channel to reconnect
+    # (to a live worker) rather than failing fast, as the REST client tries again.
+    wait = balancing.service_config(wait_for_ready=True)
+
     def grpc_client() -> None:
         with grpc.insecure_channel(f"ipv4:127.0.0.1:{started.grpc_port}",
-                                   options=balancing.channel_options()) as channel:
+                                   options=balancing.channel_options(wait)) as channel:
             stub = prediction_stub(channel)
             request = predict_request("m", np.array([[1.0]], np.float32), label="stable")
             while not stop.is_set():
