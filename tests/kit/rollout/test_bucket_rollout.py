@@ -45,11 +45,10 @@ def predict(rest: str, label: str = "") -> float:
         return json.loads(resp.read())["predictions"][0][0]
 
 
-@pytest.mark.parametrize("bucket_server", ["s3"], indirect=True)
-def test_publish_canary_promote_versions_rollback_remove_on_an_s3_bucket_served_by_inv_serve(
+def test_publish_canary_promote_versions_rollback_remove_on_a_bucket_served_by_inv_serve(
         bucket_server, build, exports, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYSERVING_STORAGE_CACHE_DIR", str(tmp_path / "cache"))
-    uri = "s3://models/kit"
+    uri = f"{bucket_server.scheme}://models/kit"
     tasks.publish(MockContext(), model="svm", source=str(exports / "b2" / "1"), to=f"{uri}/svm")
     assert stopped(tasks.serve, backend="docker", models_uri=uri).startswith("--models-uri is served by pyserving")
     grpc, rest = free_port(), free_port()
@@ -97,7 +96,7 @@ def test_publish_canary_promote_versions_rollback_remove_on_an_s3_bucket_served_
         capsys.readouterr()
         tasks.remove(MockContext(), model="svm", version=2)
         assert capsys.readouterr().out == f"removed {uri}/svm/2\n"
-        assert sorted(buckets.for_scheme("s3").list_versions(f"{uri}/svm")) == [1]
+        assert sorted(buckets.for_scheme(bucket_server.scheme).list_versions(f"{uri}/svm")) == [1]
         assert predict(server) == 2.5
     finally:
         tasks.serve(MockContext(), stop=True)
