@@ -134,3 +134,28 @@ def test_a_bucket_that_cannot_be_read_is_one_line_naming_it(bucket_server, build
 def test_models_uri_must_be_a_bucket_url(build):
     assert stopped(tasks.serve, models_uri="/srv/models", dry_run=True) == (
         "--models-uri must be a gs:// or s3:// URL holding svm/<N>/ and mnist/<N>/, got '/srv/models'")
+
+
+@pytest.mark.parametrize("bucket_server", ["s3"], indirect=True)
+def test_a_rollout_kept_for_the_other_base_path_is_dropped_and_said(bucket_server, build, exports):
+    uri = "s3://models/kit"
+    upload_version(bucket_server.fs(), exports / "b2" / "1", f"{uri}/svm/1")
+    local = build / "models" / "svm"
+    (local / "1").mkdir(parents=True)
+    config = build / "models" / "models.config"
+    model_config.save_state(config, model_config.Rollout("svm", str(local), stable=1))
+    said = []
+    model_config.set_models_uri(uri)
+    model_config.served(say=said.append)
+    assert said == [f"svm: the rollout kept for {local} does not apply to {uri}/svm: dropped (the latest version "
+                    "serves)"]
+    assert model_config.load_state(config, "svm") is None
+    assert f'base_path: "{uri}/svm"' in config.read_text() and "version_labels" not in config.read_text()
+    model_config.save_state(config, model_config.Rollout("svm", f"{uri}/svm", stable=1))
+    model_config.served(say=said.append)  # the same base path: kept
+    assert model_config.load_state(config, "svm").stable == 1 and len(said) == 1
+    model_config.set_models_uri("")
+    model_config.served(say=said.append)
+    assert said[1:] == [f"svm: the rollout kept for {uri}/svm does not apply to {local}: dropped (the latest version "
+                        "serves)"]
+    assert f'base_path: "{local}"' in config.read_text()
