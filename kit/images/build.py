@@ -15,8 +15,8 @@ from pathlib import Path
 from invoke import Context
 from invoke.exceptions import Exit
 
-from kit.images import bazel_build as bb
 from kit import paths
+from kit.images import bazel_build as bb
 from kit.images import pyserving_image
 from kit.images.zlib_patch import PATCH_FILE, ZlibPatchError
 from kit.serve.docker import engine_status

@@ -76,7 +76,8 @@ def test_good_options(options):
 
 
 @pytest.mark.parametrize("access,storage,message", [
-    (deploy.Access(allow_namespace="Ingress_NS"), "pvc", "--allow-namespace 'Ingress_NS' is not a valid namespace name"),
+    (deploy.Access(allow_namespace="Ingress_NS"), "pvc",
+     "--allow-namespace 'Ingress_NS' is not a valid namespace name"),
     (deploy.Access(allow_pods="app"), "pvc", "--allow-pods takes key=value[,key=value] label pairs, got 'app'"),
     (deploy.Access(allow_pods="app=nginx,=x"), "pvc", "--allow-pods takes key=value[,key=value] label pairs, got '=x'"),
     (deploy.Access(allow_pods="app=a b"), "pvc", "--allow-pods takes key=value[,key=value] label pairs, got 'app=a b'"),
@@ -170,7 +171,8 @@ def test_container_config_maps_the_base_paths(build, storage, uri, base_path):
 
 # ---- the kustomization ----------------------------------------------------------------------------
 def kustomization(workdir: Path, overlay: str, storage: str, image: str, replicas: int = 2, uri: str = "",
-                  access: deploy.Access = deploy.Access(), storage_images=None) -> dict:
+                  access: deploy.Access | None = None, storage_images=None) -> dict:
+    access = access or deploy.Access()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "models.config").write_text("the models.config\n")
     spec = deploy.kustomization(overlay, storage, workdir, image, replicas, "ml", uri, access, storage_images)
@@ -245,7 +247,8 @@ def test_the_kustomization_opens_ingress_to_the_allowed_pods(tmp_path):
     assert ingress(deploy.Access()) == []
     namespace = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
     rule = {"target": {"kind": "NetworkPolicy", "name": "kit-serving"}, "patch": [
-        {"op": "add", "path": "/spec/ingress/-", "value": {"from": [{"podSelector": {}, **namespace}], "ports": ports}}]}
+        {"op": "add", "path": "/spec/ingress/-",
+         "value": {"from": [{"podSelector": {}, **namespace}], "ports": ports}}]}
     assert ingress(deploy.Access(allow_namespace="ingress-nginx")) == [rule]
     rule["patch"][0]["value"]["from"] = [{"podSelector": {"matchLabels": {"app": "nginx", "tier": "web"}}}]
     assert ingress(deploy.Access(allow_pods="app=nginx,tier=web")) == [rule]
@@ -303,7 +306,8 @@ def test_render_says_what_it_wrote(build):
     assert result.docs == list(yaml.safe_load_all(path.read_text()))
     assert sorted(p.name for p in work.iterdir()) == ["kustomization.yaml", "models.config", "models.host.config",
                                                       "namespace.yaml"]
-    assert yaml.safe_load((work / "namespace.yaml").read_text()) == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+    namespace = yaml.safe_load((work / "namespace.yaml").read_text())
+    assert namespace == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": "kit-serving", "labels": {"app.kubernetes.io/name": "kit-serving",
                                           "app.kubernetes.io/part-of": "tf-serving-kit", **PSS}}}
     assert list(yaml.safe_load((work / "kustomization.yaml").read_text())) == [
@@ -364,8 +368,8 @@ def test_render_stops_on_failed_checks_with_every_problem(build, tmp_path, monke
     manifest = copy_dir / "base" / "deployment.yaml"
     text = manifest.read_text()
     assert "      serviceAccountName: kit-serving\n" in text
-    manifest.write_text(text.replace("      serviceAccountName: kit-serving\n", "      serviceAccountName: kit-serving\n"
-                                     "      terminationGraceSeconds: 1\n", 1).replace(
+    account = "      serviceAccountName: kit-serving\n"
+    manifest.write_text(text.replace(account, account + "      terminationGraceSeconds: 1\n", 1).replace(
         "              mountPath: /etc/kit-serving\n",
         "              mountPath: /etc/kit-serving/models.config\n              subPath: models.config\n"))
     monkeypatch.setattr(k8s, "DEPLOY", copy_dir)

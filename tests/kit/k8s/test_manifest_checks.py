@@ -813,7 +813,8 @@ def test_shutdown_check_without_a_prestop():
     docs = good()
     pod(docs)["terminationGracePeriodSeconds"] = 0
     del server(docs)["lifecycle"]
-    assert mc.check_shutdown(docs) == [f"{SERVER}: preStop sleep 0 s is not shorter than terminationGracePeriodSeconds 0"]
+    assert mc.check_shutdown(docs) == [
+        f"{SERVER}: preStop sleep 0 s is not shorter than terminationGracePeriodSeconds 0"]
     server(docs)["lifecycle"] = None
     pod(docs)["terminationGracePeriodSeconds"] = 1
     assert mc.check_shutdown(docs) == []
@@ -988,7 +989,8 @@ def test_scaling_check_finds_the_hpa_of_each_deployment():
 
 def test_scaling_check_on_a_deployment_with_nothing_set():
     docs = [bare(spec={}), {"kind": "PodDisruptionBudget", "metadata": {"name": "p"}},
-            {"kind": "PodDisruptionBudget", "metadata": {"name": "q"}, "spec": {"selector": {"matchLabels": {"a": "1"}}}}]
+            {"kind": "PodDisruptionBudget", "metadata": {"name": "q"},
+             "spec": {"selector": {"matchLabels": {"a": "1"}}}}]
     assert mc.check_scaling(docs) == [
         "Deployment/bare: no HorizontalPodAutoscaler scales it",
         "Deployment/bare: the server has no CPU request, which CPU utilization is measured against",
@@ -1039,7 +1041,8 @@ def test_network_policy_check_opens_https_only_for_bucket_storage():
     for storage in ("pvc", "azure"):
         find(docs, "Deployment")["metadata"]["annotations"]["kit-serving/storage"] = storage
         assert mc.check_network_policy(docs) == [
-            f"NetworkPolicy/kit-serving egress[1]: ports [443] opened, but {storage} storage needs no egress beyond DNS"]
+            f"NetworkPolicy/kit-serving egress[1]: ports [443] opened, but {storage} storage needs no egress "
+            "beyond DNS"]
     del find(docs, "Deployment")["metadata"]["annotations"]
     policy(docs)["egress"][1]["ports"].append({"port": "https"})
     assert mc.check_network_policy(docs) == [
@@ -1217,7 +1220,8 @@ def test_pod_security_check_on_each_container():
           "allowPrivilegeEscalation": False, "capabilities": None, "readOnlyRootFilesystem": True}
     container = {"name": "c", "securityContext": sc, "ports": [{"containerPort": 1, "hostPort": 0}]}
     assert mc.check_pod_security([bare("Pod", spec={"containers": [container]})]) == [
-        "Pod/bare container c: seccompProfile is not RuntimeDefault", "Pod/bare container c: capabilities do not drop ALL"]
+        "Pod/bare container c: seccompProfile is not RuntimeDefault",
+        "Pod/bare container c: capabilities do not drop ALL"]
     sc.update(seccompProfile={"type": "RuntimeDefault"}, capabilities={"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]})
     assert mc.check_pod_security([bare("Pod", spec={"containers": [container]})]) == []
 

@@ -50,7 +50,8 @@ def test_workers_are_waited_for_and_count_as_replicas(build, exported):
     code = (f"import json, urllib.request\nfrom kit.serve import server\n"
             f"try:\n    state = server.start('native', {grpc_port}, {rest_port}, workers=2)\n"
             "    urls = server.rest_urls(server.running())\n"
-            "    answers = [json.loads(urllib.request.urlopen(u + '/v1/models/svm', timeout=10).read()) for u in urls]\n"
+            "    answers = [json.loads(urllib.request.urlopen(u + '/v1/models/svm', timeout=10).read())\n"
+            "               for u in urls]\n"
             "    print(json.dumps({'urls': urls, 'answers': answers, 'state': state}))\n"
             "finally:\n    server.stop()")
     try:
