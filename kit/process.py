@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pyserving.worker import loopback_ports, pid_alive  # noqa: F401 (pid_alive: the kit's too)
+
 
 def free_port() -> int:
     return free_ports(1)[0]
@@ -32,7 +34,7 @@ def free_ports(n: int) -> list[int]:
     once). Only a bind that names the port can take one below."""
     candidates = _below_ephemeral_range()
     if not candidates:  # no such range known here: let the OS pick
-        return _os_chosen_ports(n)
+        return loopback_ports(n)
     if len(_handed_out) > len(candidates) // 2:
         _handed_out.clear()
     chosen: list[int] = []
@@ -61,18 +63,6 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _os_chosen_ports(n: int) -> list[int]:
-    # Held open together while chosen: one at a time, the OS may offer the port it just released.
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -149,19 +139,16 @@ class ServerProcess:
         self.stop()
 
 
-def pid_alive(pid: int) -> bool:
+def rss_mb(pid: Optional[int]) -> Optional[float]:
+    """Resident memory of a live process in MB (one decimal); None when it is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited; only its parent's wait() is missing.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, TypeError):
+        return None
+    return None
 
 
 def pid_command(pid: int) -> str:

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,18 +71,6 @@ def check_files(settings: Settings) -> None:
         config_files.batching(s.batching_parameters_file)
     if s.model_config_file:
         config.models_from_text(config.read_text(s.model_config_file), s.model_config_file)
-
-
-def private_ports(count: int) -> list[int]:
-    """`count` loopback ports free now (held open together, so that no two are the same)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -168,7 +155,7 @@ class Supervisor:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         logger.error("Worker %d (pid %d) died (%s); starting it again in %.0f s", slot.index, pid, how, delay)
         if not slot.served:  # it died before binding: its private ports may be taken, pick others
-            slot.grpc_port, slot.rest_port = private_ports(2)
+            slot.grpc_port, slot.rest_port = worker_env.loopback_ports(2)
         slot.process, slot.served, slot.restart_at = None, False, now + delay
         slot.restarts += 1
         self.write_state()
@@ -176,7 +163,7 @@ class Supervisor:
 
     def run(self) -> int:
         self._prepare_dir()
-        ports = private_ports(2 * self.count)
+        ports = worker_env.loopback_ports(2 * self.count)
         self.slots = [Slot(i, ports[2 * i], ports[2 * i + 1]) for i in range(self.count)]
         logger.info("Starting %d workers on gRPC port %d and REST port %d (SO_REUSEPORT); state in %s",
                     self.count, self.settings.port, self.settings.rest_api_port, self.dir / STATE_FILE)

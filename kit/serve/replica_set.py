@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kit import process
 from kit.process import ServerProcess, free_ports
 from kit.serve import server as serving
 
@@ -86,12 +87,4 @@ class ReplicaSet:
         return {str(replica.index): self.rss_mb(replica.index) for replica in self.replicas}
 
     def rss_mb(self, index: int) -> Optional[float]:
-        pid = self.replicas[index].pid
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return round(int(line.split()[1]) / 1024, 1)
-        except (OSError, TypeError):
-            return None
-        return None
+        return process.rss_mb(self.replicas[index].pid)

@@ -9,6 +9,7 @@ import signal
 import time
 from typing import Callable
 
+from kit.process import rss_mb
 from kit.rollout import agreement
 from kit.rollout import plan as ro
 from kit.serve import server as serving
@@ -49,19 +50,8 @@ def rss(servers: ReplicaSet) -> dict:
             pids = _worker_pids(servers, replica.index)
         except (OSError, ValueError):
             continue
-        rss[str(replica.index)] = {str(slot): _rss_mb(pid) for slot, pid in enumerate(pids)}
+        rss[str(replica.index)] = {str(slot): rss_mb(pid) for slot, pid in enumerate(pids)}
     return rss
-
-
-def _rss_mb(pid) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, TypeError):
-        return None
-    return None
 
 
 def kill_once(servers: ReplicaSet, lost: dict, t0: float) -> Callable[[], None]:

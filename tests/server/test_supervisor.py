@@ -32,8 +32,3 @@ def test_config_files_are_checked_before_any_worker(tmp_path):
         supervisor.check_files(Settings(model_config_file=str(tmp_path / "absent.config")))
     supervisor.check_files(Settings(model_base_path="/m", rest_api_port=8501,
                                     monitoring_config_file=str(monitoring)))  # fine: nothing raised
-
-
-def test_private_ports_are_distinct_loopback_ports():
-    ports = supervisor.private_ports(6)
-    assert len(set(ports)) == 6 and all(0 < p < 65536 for p in ports)

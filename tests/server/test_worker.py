@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 
 from pyserving.errors import Code, ServingError
 from pyserving.types import VersionState, VersionStatus
-from pyserving.worker import StatusBoard, Worker, merge_states
+from pyserving.worker import StatusBoard, Worker, loopback_ports, merge_states
 
 S, L, A, U, E = (VersionState.START, VersionState.LOADING, VersionState.AVAILABLE, VersionState.UNLOADING,
                  VersionState.END)
@@ -86,3 +87,11 @@ def test_a_lost_run_folder_does_not_stop_the_worker(tmp_path, caplog):
     board = StatusBoard(Worker(0, tmp_path / "gone", 0, 0), lambda: {"m": [VersionStatus(1, A)]})
     board.publish(serving=True)  # no status folder: a warning, not an error in the load thread
     assert "Could not publish this worker's model states" in caplog.text
+
+
+def test_loopback_ports_are_distinct_and_free():
+    ports = loopback_ports(6)
+    assert len(set(ports)) == 6 and all(0 < p < 65536 for p in ports)
+    for port in ports:  # free now: each binds on loopback
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
