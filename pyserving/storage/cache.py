@@ -5,7 +5,8 @@ The copy is atomic: objects land in a hidden `.partial-*` folder, which is renam
 name only when every object is there, so the loader never sees half a version. The cache is
 bounded: a version whose size would take the cache over `max_bytes` fails its load (RESOURCE_EXHAUSTED)
 and the versions serving keep serving; nothing that is serving is evicted. Each server process
-has a folder of its own under the cache root, removed at shutdown.
+has a folder of its own under the cache root, removed at shutdown; the folders of servers that
+are gone (SIGKILLed) are removed by the next server that opens the same cache root.
 
 PYSERVING_STORAGE_CACHE_DIR (default: the system's temp folder) and PYSERVING_STORAGE_CACHE_MAX_BYTES
 (default 20 GiB) set it; they are environment variables, not flags, so that a TF Serving command
@@ -23,10 +24,12 @@ from typing import Callable, Optional
 
 from pyserving import storage
 from pyserving.errors import Code, ServingError
+from pyserving.worker import pid_alive
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20 << 30
+ROOT_PREFIX = "pyserving-cache-"  # + the pid of the server that owns the folder
 
 
 class VersionCache:
@@ -52,7 +55,8 @@ class VersionCache:
         with self._lock:
             if self._root is None:
                 os.makedirs(self._parent, exist_ok=True)
-                self._root = tempfile.mkdtemp(prefix=f"pyserving-cache-{os.getpid()}-", dir=self._parent)
+                remove_orphans(self._parent)
+                self._root = tempfile.mkdtemp(prefix=f"{ROOT_PREFIX}{os.getpid()}-", dir=self._parent)
             return self._root
 
     def fetch(self, name: str, version: int, url: str) -> str:
@@ -110,6 +114,21 @@ class VersionCache:
             self._held.clear()
         if root:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def remove_orphans(parent: str) -> list[str]:
+    """Remove the cache folders under `parent` of servers that are gone: a SIGKILLed server has no
+    chance to remove its own, and each holds whole model versions. A folder whose pid is alive
+    (or not ours to remove) stays. Returns the folders removed."""
+    removed = []
+    for entry in os.scandir(parent):
+        match = re.fullmatch(re.escape(ROOT_PREFIX) + r"(\d+)-.*", entry.name)
+        if match and entry.is_dir(follow_symlinks=False) and not pid_alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            if not os.path.exists(entry.path):
+                logger.info("Removed %s, the version cache of a server that is gone", entry.path)
+                removed.append(entry.path)
+    return removed
 
 
 def _safe(name: str) -> str:
