@@ -1,6 +1,7 @@
 """kit/k8s/manifest_checks.py check by check, in-process and fast (no kubectl, no render): a literal
-copy of what `inv deploy --overlay=pyserving --storage=s3` renders (GOOD, the one with an init
-container, a bucket's egress and every kind of object the checks read) passes every check, and
+copy of what `inv deploy --overlay=pyserving --storage=s3` rendered before pyserving pods read
+buckets themselves (GOOD: the pyserving image with the s3 init-container copy that tfserving+s3
+still renders, a bucket's egress and every kind of object the checks read) passes every check, and
 each broken variant of it, or a small object made for the case, gets exactly the problems
 written here. The rendered manifests themselves are test_deploy.py's (every overlay and storage
 passes the same checks there); this module is what `make mutate` runs against the checks.
