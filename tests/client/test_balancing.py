@@ -94,12 +94,24 @@ def test_a_retryable_status_is_retried_on_another_replica_and_others_are_not(sta
     with balancing.SerialChannel([failing, answering]) as serial:
         stub = prediction_stub(serial.channel)
         both_ready(serial.channel)
-        traced = [serial.call(lambda: stub.Predict(predict_request("m", [[1.0]]), timeout=30)) for _ in range(10)]
-        seen = balancing.stats(serial.channel)
+
+        def predict():
+            return serial.call(lambda: stub.Predict(predict_request("m", [[1.0]]), timeout=30))
+
+        # channelz may say READY before round_robin's picker holds that subchannel (a fresh
+        # clone's first gRPC test once saw a call picked on `failing` twice): calls until one went
+        # failing -> answering show the picker rotates over both.
+        wait_for(lambda: predict().retries == 1, timeout=30, what="a call retried from failing to answering")
+        before = balancing.stats(serial.channel)
+        traced = [predict() for _ in range(10)]
+        after = balancing.stats(serial.channel)
+    seen = {"retries": after.retries - before.retries, "failing": after.attempts[failing] - before.attempts[failing],
+            "answered": {r: after.answered[r] - before.answered[r] for r in (failing, answering)},
+            "failed": after.failed - before.failed}
     # Each call whose first pick was `failing` was retried once, on `answering`, and said so.
     assert {t.replica for t in traced} == {answering} and {t.retries for t in traced} <= {0, 1}
-    assert sum(t.retries for t in traced) == seen.retries == seen.attempts[failing] >= 5
-    assert seen.answered == {failing: 0, answering: 10} and seen.failed == 0
+    assert sum(t.retries for t in traced) == seen["retries"] == seen["failing"] >= 5
+    assert seen["answered"] == {failing: 0, answering: 10} and seen["failed"] == 0
     with balancing.SerialChannel([invalid, answering]) as serial:
         stub = prediction_stub(serial.channel)
         both_ready(serial.channel)
