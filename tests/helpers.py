@@ -630,8 +630,9 @@ def _stop_child(proc: Optional[subprocess.Popen]) -> None:
 def upload_version(fs, local_dir: Path, url: str) -> None:
     """Upload a version folder object by object, its model file last (as `inv publish` does), so a
     listing that shows the model file shows every other file too."""
-    files = sorted((p for p in Path(local_dir).rglob("*") if p.is_file()),
-                   key=lambda p: (p.name in ("saved_model.pb", "model.tflite"), str(p)))
+    from kit.rollout.bucket import upload_order
+
+    names = upload_order([p.relative_to(local_dir).as_posix() for p in Path(local_dir).rglob("*") if p.is_file()])
     root = url.split("://", 1)[1].rstrip("/")
-    for path in files:
-        fs.put_file(str(path), f"{root}/{path.relative_to(local_dir).as_posix()}")
+    for name in names:
+        fs.put_file(str(Path(local_dir, name)), f"{root}/{name}")

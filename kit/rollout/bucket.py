@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from pyserving.storage import buckets, scheme
+from pyserving.storage import BUCKET_SCHEMES, buckets, scheme
 from pyserving.storage.versions import MODEL_FILES
 
 Say = Callable[[str], None]
@@ -27,7 +27,7 @@ Say = Callable[[str], None]
 
 def store_for(url: str) -> buckets.BucketStore:
     which = scheme(url)
-    if which not in ("gs", "s3"):
+    if which not in BUCKET_SCHEMES:
         raise ValueError(f"--to must be a gs:// or s3:// URL (the model's base path in the bucket), got {url!r}")
     return buckets.for_scheme(which)
 

@@ -50,12 +50,17 @@ def reset() -> None:
         _stores.clear()
 
 
+def _off(flag: str) -> bool:
+    """A TensorFlow S3 switch (S3_USE_HTTPS, S3_VERIFY_SSL) turned off."""
+    return flag.strip() in ("0", "false", "False")
+
+
 def s3_endpoint_url(s3_endpoint: str, use_https: str = "1") -> str:
     """TF Serving's S3_ENDPOINT (host[:port], or a URL) as a URL; S3_USE_HTTPS=0 means http, as in
     TensorFlow's s3_file_system.cc (default https)."""
     if "://" in s3_endpoint:
         return s3_endpoint
-    return f"{'http' if use_https.strip() in ('0', 'false', 'False') else 'https'}://{s3_endpoint}"
+    return f"{'http' if _off(use_https) else 'https'}://{s3_endpoint}"
 
 
 def s3_options(env: Mapping[str, str]) -> dict:
@@ -68,7 +73,7 @@ def s3_options(env: Mapping[str, str]) -> dict:
     if endpoint:
         client["endpoint_url"] = endpoint
         config["s3"] = {"addressing_style": "path"}  # MinIO and most S3-compatible stores
-    if env.get("S3_VERIFY_SSL", "1").strip() in ("0", "false", "False"):
+    if _off(env.get("S3_VERIFY_SSL", "1")):
         client["verify"] = False
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or env.get("S3_REGION")
     if region:
