@@ -132,12 +132,8 @@ class Supervisor:
         self.write_state()
 
     def _serving(self, slot: Slot) -> bool:
-        import json
-        try:
-            data = json.loads((self.dir / "status" / f"{slot.index}.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return bool(data.get("serving")) and data.get("pid") == slot.process.pid
+        data = worker_env.read_status(self.dir / "status" / f"{slot.index}.json")
+        return data is not None and bool(data.get("serving")) and data.get("pid") == slot.process.pid
 
     def _reap(self, slot: Slot, now: float) -> Optional[int]:
         """A worker that exited: clean up after it; its exit code when start-up has failed."""

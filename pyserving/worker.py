@@ -158,6 +158,14 @@ def merge_states(states: Sequence[Optional[VersionState]]) -> VersionState:
     return min(present) if len(present) == len(states) else VersionState.END
 
 
+def read_status(path: Path) -> Optional[dict]:
+    """A worker's published status file (StatusBoard.publish), or None when it is gone or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class StatusBoard:
     """This worker's version states on disk, and the status merged over every live serving worker."""
 
@@ -186,11 +194,8 @@ class StatusBoard:
         for path in self._worker.status_dir.glob("*.json"):
             if path == self._path:
                 continue
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # removed meanwhile
-            if data.get("serving") and pid_alive(int(data["pid"])):
+            data = read_status(path)
+            if data is not None and data.get("serving") and pid_alive(int(data["pid"])):
                 found.append(data)
         return found
 
